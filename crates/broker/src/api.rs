@@ -1,0 +1,180 @@
+//! The running broker: start, listeners, topic creation for solution files, shutdown.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_log::FlushPolicy;
+use tokio::task::JoinHandle;
+
+use crate::groups::{GroupSettings, Groups, TICK_MS};
+use crate::state::State;
+use crate::store::Store;
+use crate::topics::Topics;
+use crate::{server, BrokerConfig, Error, Result};
+
+/// A running broker.
+pub struct Broker {
+    state: Arc<State>,
+    local_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Broker {
+    /// Validates the config, opens the data folder (recovering every log), binds the
+    /// listener and starts serving.
+    pub async fn start(config: BrokerConfig) -> Result<Broker> {
+        let settings = config.validate()?;
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| Error::Unavailable(format!("create data dir {}: {e}", settings.data_dir.display())))?;
+        let store = Store::open(&settings.data_dir.join("meta.redb"))?;
+        let cluster_id = store.cluster_id()?;
+        let topics = Topics::open(&settings, &store)?;
+        let bind = format!("{}:{}", settings.listener.host, settings.listener.port);
+        let listener = tokio::net::TcpListener::bind(&bind)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot listen on {bind}: {e}; pick another port with --listeners PLAINTEXT://HOST:PORT")))?;
+        let local_addr = listener.local_addr().map_err(|e| Error::Unavailable(e.to_string()))?;
+        let advertised_host = settings.listener.advertised_host.clone().unwrap_or_else(|| advertise(&settings.listener.host, local_addr));
+        let advertised_port = i32::from(settings.listener.advertised_port.unwrap_or(local_addr.port()));
+        let groups = Groups::new(GroupSettings {
+            initial_rebalance_delay: Duration::from_millis(settings.group_initial_rebalance_delay_ms),
+            session_timeout_min_ms: settings.group_min_session_timeout_ms,
+            session_timeout_max_ms: settings.group_max_session_timeout_ms,
+        });
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let state = Arc::new(State {
+            settings,
+            store,
+            topics,
+            groups,
+            cluster_id,
+            advertised_host,
+            advertised_port,
+            appended: tokio::sync::Notify::new(),
+            shutdown,
+        });
+        let tasks = vec![
+            tokio::spawn(server::accept_loop(Arc::clone(&state), listener)),
+            tokio::spawn(ticker(Arc::clone(&state))),
+            tokio::spawn(retention(Arc::clone(&state))),
+            tokio::spawn(flusher(Arc::clone(&state))),
+        ];
+        tracing::info!(listen = %local_addr, data_dir = %state.settings.data_dir.display(), cluster_id = %state.cluster_id, "broker started");
+        Ok(Broker { state, local_addr, tasks })
+    }
+
+    /// Where the broker listens, as `PLAINTEXT://host:port` (the advertised form).
+    pub fn listeners(&self) -> Vec<String> {
+        vec![format!("PLAINTEXT://{}:{}", self.state.advertised_host, self.state.advertised_port)]
+    }
+
+    /// The bound socket addresses (port 0 in the config is resolved here).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        vec![self.local_addr]
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> &str {
+        &self.state.cluster_id
+    }
+
+    /// Creates a topic unless it exists; `configs` use Kafka's topic config names.
+    /// Returns `Ok(false)` when the topic already existed.
+    pub async fn create_topic(&self, name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> Result<bool> {
+        match self.state.topics.create(&self.state.settings, &self.state.store, name, partitions, -1, configs) {
+            Ok(_) => Ok(true),
+            Err(Error::TopicExists(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn state_for_tests(&self) -> Arc<State> {
+        Arc::clone(&self.state)
+    }
+
+    /// Stops accepting, ends connections between requests, syncs every log.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.state.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let mut first_error = None;
+        for topic in self.state.topics.all() {
+            for partition in &topic.partitions {
+                if let Err(error) = partition.with_log(|log| log.sync_all()) {
+                    tracing::error!(topic = %topic.name, %error, "sync at shutdown failed");
+                    first_error.get_or_insert(Error::Log(error));
+                }
+            }
+        }
+        tracing::info!("broker stopped");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The host to advertise: the configured one, unless it is a wildcard or a name that may
+/// resolve to IPv6 first (librdkafka may try `::1` for `localhost`), then an IPv4 literal.
+fn advertise(host: &str, bound: SocketAddr) -> String {
+    match host {
+        "" | "0.0.0.0" | "::" | "localhost" => {
+            if bound.ip().is_unspecified() || host == "localhost" { "127.0.0.1".to_string() } else { bound.ip().to_string() }
+        }
+        other => other.to_string(),
+    }
+}
+
+async fn until_shutdown(state: &State, period: Duration, mut work: impl FnMut()) {
+    let mut shutdown = state.shutdown.subscribe();
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => work(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Expires group sessions and completes rebalances.
+async fn ticker(state: Arc<State>) {
+    let groups_state = Arc::clone(&state);
+    until_shutdown(&state, Duration::from_millis(TICK_MS), move || groups_state.groups.tick()).await;
+}
+
+/// Applies retention every `log.retention.check.interval.ms`.
+async fn retention(state: Arc<State>) {
+    let period = Duration::from_millis(state.settings.retention_check_interval_ms);
+    let inner = Arc::clone(&state);
+    until_shutdown(&state, period, move || {
+        let now = crate::clock::now_ms();
+        for topic in inner.topics.all() {
+            for partition in &topic.partitions {
+                match partition.with_log(|log| log.apply_retention(now)) {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(topic = %topic.name, deleted, "retention deleted segments"),
+                    Err(error) => tracing::warn!(topic = %topic.name, %error, "retention failed"),
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Syncs every partition on `log.flush = interval`.
+async fn flusher(state: Arc<State>) {
+    let FlushPolicy::Interval { interval_ms } = state.settings.log_defaults.flush else { return };
+    let inner = Arc::clone(&state);
+    until_shutdown(&state, Duration::from_millis(interval_ms), move || {
+        for topic in inner.topics.all() {
+            for partition in &topic.partitions {
+                let end = partition.with_log(|log| log.log_end_offset());
+                if let Err(error) = partition.sync_to(end) {
+                    tracing::error!(topic = %topic.name, %error, "interval flush failed");
+                }
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,281 @@
+//! Broker settings, named and defaulted as Kafka's `server.properties` names them.
+//!
+//! [`BrokerConfig`] is the config as written (properties); [`BrokerConfig::validate`] turns
+//! it into [`Settings`], which is all the running broker sees. Unknown keys are logged and
+//! ignored, as Kafka does, so a Kafka `server.properties` file loads unchanged.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sluice_log::{FlushPolicy, LogConfig, TimestampType};
+
+use crate::limits;
+use crate::{Error, Result};
+
+/// Broker settings as written: Kafka property names (`num.partitions`, `listeners`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerConfig {
+    /// The data folder (Kafka's `log.dirs`).
+    pub data_dir: PathBuf,
+    /// Every other property, Kafka-named.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A listener: where to bind and what to advertise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Host or IP to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// Host clients are told to use (an IPv4 literal when bound to a loopback name).
+    pub advertised_host: Option<String>,
+    /// Port clients are told to use; `None` means the bound port.
+    pub advertised_port: Option<u16>,
+}
+
+/// Validated broker settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The data folder.
+    pub data_dir: PathBuf,
+    /// The plaintext listener.
+    pub listener: Listener,
+    /// `node.id` (or `broker.id`).
+    pub node_id: i32,
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// The broker-level defaults every topic starts from.
+    pub log_defaults: LogConfig,
+    /// `log.retention.check.interval.ms`.
+    pub retention_check_interval_ms: u64,
+    /// `socket.request.max.bytes`.
+    pub frame_bytes_max: u32,
+    /// `max.connections`.
+    pub connections_max: usize,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// Every property as written, for DescribeConfigs on the broker.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Every broker property sluice reads, with Kafka's default.
+pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
+    ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+    ("advertised.listeners", ""),
+    ("node.id", "1"),
+    ("broker.id", "1"),
+    ("log.dirs", ""),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("log.retention.ms", ""),
+    ("log.retention.minutes", ""),
+    ("log.retention.hours", "168"),
+    ("log.retention.bytes", "-1"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.ms", ""),
+    ("log.roll.hours", "168"),
+    ("log.index.interval.bytes", "4096"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.message.timestamp.type", "CreateTime"),
+    ("log.flush", "always"),
+    ("log.flush.interval.ms", "1000"),
+    ("message.max.bytes", "1048588"),
+    ("socket.request.max.bytes", "104857600"),
+    ("max.connections", "1000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("offsets.retention.minutes", "10080"),
+];
+
+impl BrokerConfig {
+    /// A config for `data_dir` with every property at its default.
+    pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
+        BrokerConfig { data_dir: data_dir.into(), properties: BTreeMap::new() }
+    }
+
+    /// Sets one property (`--override key=value`); later calls win.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.properties.insert(key.trim().to_string(), value.trim().to_string());
+    }
+
+    /// Reads a Java-style properties file (`key=value` or `key: value`, `#`/`!` comments).
+    pub fn load_properties_file(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once(['=', ':']) else {
+                return Err(Error::Config(format!(
+                    "{}:{}: expected key=value, found {line:?}",
+                    path.display(),
+                    number + 1
+                )));
+            };
+            self.set(key, value);
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.properties.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| {
+                Error::Config(format!("{key} = {text:?} is not a valid {}", std::any::type_name::<T>()))
+            }),
+        }
+    }
+
+    /// Checks every setting and returns what the broker runs with.
+    pub fn validate(&self) -> Result<Settings> {
+        for key in self.properties.keys() {
+            if !BROKER_PROPERTIES.iter().any(|(k, _)| k == key) {
+                tracing::warn!(key = %key, "unknown broker property ignored");
+            }
+        }
+        let data_dir = match self.get("log.dirs") {
+            Some(dirs) if self.data_dir.as_os_str().is_empty() => PathBuf::from(dirs.split(',').next().unwrap_or(dirs)),
+            _ => self.data_dir.clone(),
+        };
+        if data_dir.as_os_str().is_empty() {
+            return Err(Error::Config("no data folder: pass --data-dir or set log.dirs".into()));
+        }
+        let listener = self.listener()?;
+        let node_id = self.parse("node.id", self.parse("broker.id", 1i32)?)?;
+        let num_partitions = self.parse("num.partitions", 1i32)?;
+        if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&num_partitions) {
+            return Err(Error::Config(format!(
+                "num.partitions = {num_partitions} must be in 1..={}",
+                limits::PARTITIONS_PER_TOPIC_MAX
+            )));
+        }
+        let frame_bytes_max = self.parse("socket.request.max.bytes", sluice_wire::limits::FRAME_BYTES_DEFAULT)?;
+        if frame_bytes_max < 1024 {
+            return Err(Error::Config(format!("socket.request.max.bytes = {frame_bytes_max} must be at least 1024")));
+        }
+        let connections_max = self.parse("max.connections", limits::CONNECTIONS_DEFAULT)?;
+        if connections_max == 0 {
+            return Err(Error::Config("max.connections must be at least 1".into()));
+        }
+        Ok(Settings {
+            data_dir,
+            listener,
+            node_id,
+            num_partitions,
+            auto_create_topics: self.parse("auto.create.topics.enable", true)?,
+            log_defaults: self.log_defaults()?,
+            retention_check_interval_ms: self.parse("log.retention.check.interval.ms", 300_000u64)?.max(100),
+            frame_bytes_max,
+            connections_max,
+            group_initial_rebalance_delay_ms: self.parse("group.initial.rebalance.delay.ms", 3000u64)?,
+            group_min_session_timeout_ms: self.parse("group.min.session.timeout.ms", 6000i32)?,
+            group_max_session_timeout_ms: self.parse("group.max.session.timeout.ms", 1_800_000i32)?,
+            properties: self.properties.clone(),
+        })
+    }
+
+    fn listener(&self) -> Result<Listener> {
+        let text = self.get("listeners").unwrap_or("PLAINTEXT://127.0.0.1:9092");
+        let (host, port) = parse_listener(text)?;
+        let mut listener = Listener { host, port, advertised_host: None, advertised_port: None };
+        if let Some(advertised) = self.get("advertised.listeners") {
+            let (host, port) = parse_listener(advertised)?;
+            listener.advertised_host = Some(host);
+            listener.advertised_port = Some(port);
+        }
+        Ok(listener)
+    }
+
+    fn log_defaults(&self) -> Result<LogConfig> {
+        let hour = 3_600_000i64;
+        let retention_ms = match (self.get("log.retention.ms"), self.get("log.retention.minutes")) {
+            (Some(_), _) => self.parse("log.retention.ms", 0i64)?,
+            (None, Some(_)) => self.parse("log.retention.minutes", 0i64)? * 60_000,
+            (None, None) => self.parse("log.retention.hours", 168i64)? * hour,
+        };
+        let segment_ms = match self.get("log.roll.ms") {
+            Some(_) => self.parse("log.roll.ms", 0i64)?,
+            None => self.parse("log.roll.hours", 168i64)? * hour,
+        };
+        let flush = match self.get("log.flush").unwrap_or("always") {
+            "always" => FlushPolicy::Always,
+            "interval" => FlushPolicy::Interval { interval_ms: self.parse("log.flush.interval.ms", 1000u64)?.max(1) },
+            "never" => FlushPolicy::Never,
+            other => {
+                return Err(Error::Config(format!("log.flush = {other:?}: use always, interval or never")));
+            }
+        };
+        let config = LogConfig {
+            segment_bytes: self.parse("log.segment.bytes", 1u32 << 30)?,
+            segment_ms,
+            retention_ms: if retention_ms < 0 { -1 } else { retention_ms },
+            retention_bytes: self.parse("log.retention.bytes", -1i64)?,
+            index_interval_bytes: self.parse("log.index.interval.bytes", 4096u32)?,
+            max_message_bytes: self.parse("message.max.bytes", 1_048_588u32)?,
+            timestamp_type: parse_timestamp_type(self.get("log.message.timestamp.type").unwrap_or("CreateTime"))?,
+            flush,
+        };
+        config.validate().map_err(|e| Error::Config(e.to_string()))
+    }
+}
+
+/// Parses `PLAINTEXT://host:port` (only the plaintext protocol is served).
+fn parse_listener(text: &str) -> Result<(String, u16)> {
+    let first = text.split(',').next().unwrap_or(text).trim();
+    let rest = first.strip_prefix("PLAINTEXT://").ok_or_else(|| {
+        Error::Config(format!("listener {first:?}: sluice serves PLAINTEXT://HOST:PORT only (TLS and SASL are not built yet)"))
+    })?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Config(format!("listener {first:?} has no :PORT")))?;
+    let port = port.parse().map_err(|_| Error::Config(format!("listener {first:?}: bad port {port:?}")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    Ok((host, port))
+}
+
+/// Parses `message.timestamp.type`.
+pub fn parse_timestamp_type(text: &str) -> Result<TimestampType> {
+    match text {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        other => Err(Error::Config(format!("message.timestamp.type = {other:?}: use CreateTime or LogAppendTime"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let settings = BrokerConfig::new("/tmp/x").validate().unwrap();
+        assert_eq!(settings.num_partitions, 1);
+        assert_eq!(settings.listener.port, 9092);
+        assert_eq!(settings.log_defaults.retention_ms, 168 * 3_600_000);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut config = BrokerConfig::new("/tmp/x");
+        config.set("num.partitions", "many");
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("num.partitions"), "{error}");
+        let mut config = BrokerConfig::new("/tmp/x");
+        config.set("listeners", "SSL://0.0.0.0:9093");
+        assert!(config.validate().unwrap_err().to_string().contains("PLAINTEXT"));
+    }
+}

@@ -1,0 +1,118 @@
+//! ApiVersions, Metadata (with auto topic creation) and DescribeCluster.
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{
+    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest,
+    MetadataResponse, TopicName,
+};
+use kafka_protocol::ResponseError;
+
+use super::text;
+use crate::state::State;
+use crate::topics::Topic;
+use crate::Error;
+
+/// Kafka's "authorized operations not requested" value.
+const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub(crate) fn api_versions() -> ApiVersionsResponse {
+    sluice_wire::response::api_versions_body(0)
+}
+
+fn broker(state: &State) -> MetadataResponseBroker {
+    MetadataResponseBroker::default()
+        .with_node_id(BrokerId(state.settings.node_id))
+        .with_host(text(state.advertised_host.clone()))
+        .with_port(state.advertised_port)
+}
+
+fn topic_metadata(state: &State, topic: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(state.settings.node_id);
+    let partitions = (0..topic.partitions.len() as i32)
+        .map(|index| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(text(topic.name.clone()))))
+        .with_topic_id(topic.id)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+}
+
+fn topic_error(name: Option<TopicName>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name)
+        .with_topic_id(id)
+        .with_error_code(error.code())
+        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+}
+
+pub(crate) fn metadata(state: &State, request: MetadataRequest, version: i16) -> MetadataResponse {
+    // v0 says "all topics" with an empty list; v1+ with a null one.
+    let wanted = match request.topics {
+        Some(list) if version == 0 && list.is_empty() => None,
+        other => other,
+    };
+    let auto_create = state.settings.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let topics = match wanted {
+        None => state.topics.all().iter().map(|t| topic_metadata(state, t)).collect(),
+        Some(list) => list
+            .into_iter()
+            .map(|wanted| match wanted.name {
+                Some(name) => named_topic(state, name, auto_create),
+                None => match state.topics.get_by_id(wanted.topic_id) {
+                    Some(topic) => topic_metadata(state, &topic),
+                    None => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
+                },
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(vec![broker(state)])
+        .with_cluster_id(Some(text(state.cluster_id.clone())))
+        .with_controller_id(BrokerId(state.settings.node_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+}
+
+fn named_topic(state: &State, name: TopicName, auto_create: bool) -> MetadataResponseTopic {
+    if let Some(topic) = state.topics.get(&name) {
+        return topic_metadata(state, &topic);
+    }
+    if !auto_create {
+        return topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition);
+    }
+    let created = state.topics.create(&state.settings, &state.store, &name, -1, -1, &BTreeMap::new());
+    match created {
+        Ok(topic) => topic_metadata(state, &topic),
+        // Another connection created it first.
+        Err(Error::TopicExists(_)) => match state.topics.get(&name) {
+            Some(topic) => topic_metadata(state, &topic),
+            None => topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+        },
+        Err(error) => {
+            tracing::warn!(topic = %name.0, %error, "auto-create failed");
+            topic_error(Some(name), uuid::Uuid::nil(), error.kafka_error())
+        }
+    }
+}
+
+pub(crate) fn describe_cluster(state: &State, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+    let broker = DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(state.settings.node_id))
+        .with_host(text(state.advertised_host.clone()))
+        .with_port(state.advertised_port);
+    DescribeClusterResponse::default()
+        .with_cluster_id(text(state.cluster_id.clone()))
+        .with_controller_id(BrokerId(state.settings.node_id))
+        .with_brokers(vec![broker])
+        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+}

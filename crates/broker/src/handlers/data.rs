@@ -1,0 +1,301 @@
+//! Produce, Fetch (with long polling), ListOffsets and DeleteRecords.
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
+    ListOffsetsResponse, ProduceRequest, ProduceResponse,
+};
+use kafka_protocol::ResponseError;
+use sluice_log::{FlushPolicy, Partition};
+
+use super::text;
+use crate::clock::now_ms;
+use crate::limits::FETCH_WAIT_MS_MAX;
+use crate::state::State;
+use crate::{Error, Result};
+
+/// One partition's part of a produce request, resolved.
+struct ProduceJob {
+    topic_index: usize,
+    index: i32,
+    target: std::result::Result<(Arc<Partition>, BytesMut), ResponseError>,
+}
+
+/// The result of appending one job: `(base offset, log append time, log start)` or error.
+type Appended = std::result::Result<(i64, i64, i64), (ResponseError, String)>;
+
+pub(crate) async fn produce(state: &State, request: ProduceRequest) -> ProduceResponse {
+    let acks = request.acks;
+    let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
+    let mut jobs = Vec::new();
+    for (topic_index, topic_data) in request.topic_data.into_iter().enumerate() {
+        let topic = state.topics.get(&topic_data.name);
+        topics.push(TopicProduceResponse::default().with_name(topic_data.name));
+        for data in topic_data.partition_data {
+            let target = match (&topic, data.records) {
+                _ if !matches!(acks, -1..=1) => Err(ResponseError::InvalidRequiredAcks),
+                (None, _) => Err(ResponseError::UnknownTopicOrPartition),
+                (Some(_), None) => Err(ResponseError::CorruptMessage),
+                (Some(topic), Some(records)) => match topic.partition(data.index) {
+                    Some(partition) => Ok((Arc::clone(partition), BytesMut::from(records))),
+                    None => Err(ResponseError::UnknownTopicOrPartition),
+                },
+            };
+            jobs.push(ProduceJob { topic_index, index: data.index, target });
+        }
+    }
+    let wait_for_sync = acks != 0;
+    let outcomes = tokio::task::spawn_blocking(move || append_all(jobs, wait_for_sync)).await;
+    let outcomes = outcomes.unwrap_or_default();
+    state.appended.notify_waiters();
+    for (topic_index, index, outcome) in outcomes {
+        let response = match outcome {
+            Ok((base_offset, log_append_time_ms, log_start_offset)) => PartitionProduceResponse::default()
+                .with_index(index)
+                .with_base_offset(base_offset)
+                .with_log_append_time_ms(log_append_time_ms)
+                .with_log_start_offset(log_start_offset),
+            Err((error, message)) => PartitionProduceResponse::default()
+                .with_index(index)
+                .with_error_code(error.code())
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1)
+                .with_error_message(Some(text(message))),
+        };
+        if let Some(topic) = topics.get_mut(topic_index) {
+            topic.partition_responses.push(response);
+        }
+    }
+    ProduceResponse::default().with_responses(topics)
+}
+
+/// Appends every job, then syncs each touched partition once (group commit joins these
+/// syncs with other connections'). Blocking.
+fn append_all(jobs: Vec<ProduceJob>, wait_for_sync: bool) -> Vec<(usize, i32, Appended)> {
+    let now = now_ms();
+    let mut results = Vec::with_capacity(jobs.len());
+    let mut to_sync: Vec<(Arc<Partition>, i64)> = Vec::new();
+    for job in jobs {
+        let outcome = match job.target {
+            Err(error) => Err((error, error.to_string())),
+            Ok((partition, mut bytes)) => match partition.append(&mut bytes, now) {
+                Ok(info) => {
+                    to_sync.push((Arc::clone(&partition), info.last_offset + 1));
+                    Ok((info.base_offset, info.log_append_time_ms, info.log_start_offset))
+                }
+                Err(error) => {
+                    let error = Error::Log(error);
+                    tracing::warn!(topic_partition = job.index, %error, "produce rejected");
+                    Err((error.kafka_error(), error.to_string()))
+                }
+            },
+        };
+        results.push((job.topic_index, job.index, outcome));
+    }
+    for (partition, end) in to_sync {
+        let always = partition.with_log(|log| log.config().flush == FlushPolicy::Always);
+        if !always {
+            continue;
+        }
+        if let Err(error) = partition.sync_to(end) {
+            tracing::error!(%error, "sync failed; failing the produce");
+            if wait_for_sync {
+                for result in results.iter_mut() {
+                    if result.2.is_ok() {
+                        result.2 = Err((ResponseError::KafkaStorageError, error.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    results
+}
+
+pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) -> FetchResponse {
+    let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        let notified = state.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (response, bytes, errors) = fetch_once(state, &request, version);
+        let done = bytes >= min_bytes.max(1) || errors || tokio::time::Instant::now() >= deadline;
+        if done {
+            return response;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => return response,
+        }
+    }
+}
+
+/// Reads every requested partition once: `(response, bytes returned, any error)`.
+fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let mut remaining = usize::try_from(request.max_bytes).unwrap_or(0);
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for wanted in &request.topics {
+        let topic = if version >= 13 { state.topics.get_by_id(wanted.topic_id) } else { state.topics.get(&wanted.topic) };
+        let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+        let mut partitions = Vec::with_capacity(wanted.partitions.len());
+        for p in &wanted.partitions {
+            let partition = topic.as_ref().and_then(|t| t.partition(p.partition));
+            let Some(partition) = partition else {
+                errors = true;
+                partitions.push(partition_error(p.partition, unknown));
+                continue;
+            };
+            let high_watermark = partition.high_watermark();
+            let log_start = partition.with_log(|log| log.log_start_offset());
+            let limit = usize::try_from(p.partition_max_bytes).unwrap_or(0).min(remaining);
+            // The first partition with data always returns at least one whole batch (KIP-74).
+            let read = if limit == 0 && total > 0 { Ok(Vec::new()) } else { partition.read(p.fetch_offset, limit.max(1)) };
+            let data = match read {
+                Ok(bytes) => {
+                    remaining = remaining.saturating_sub(bytes.len());
+                    total += bytes.len();
+                    PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_high_watermark(high_watermark)
+                        .with_last_stable_offset(high_watermark)
+                        .with_log_start_offset(log_start)
+                        .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+                        .with_records(Some(Bytes::from(bytes)))
+                }
+                Err(error) => {
+                    errors = true;
+                    partition_error(p.partition, Error::Log(error).kafka_error())
+                        .with_high_watermark(high_watermark)
+                        .with_log_start_offset(log_start)
+                }
+            };
+            partitions.push(data);
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(wanted.topic.clone())
+                .with_topic_id(wanted.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (FetchResponse::default().with_responses(responses), total, errors)
+}
+
+fn partition_error(index: i32, error: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(error.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+        .with_records(Some(Bytes::new()))
+}
+
+/// ListOffsets' special timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+pub(crate) fn list_offsets(state: &State, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // leader_epoch exists from v4; an older response must leave it at its default.
+    let leader_epoch = if version >= 4 { 0 } else { -1 };
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|wanted| {
+            let topic = state.topics.get(&wanted.name);
+            let partitions = wanted
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let found = topic.as_ref().and_then(|t| t.partition(p.partition_index));
+                    let answer = match found {
+                        None => Err(ResponseError::UnknownTopicOrPartition),
+                        Some(partition) => offset_at(partition, p.timestamp),
+                    };
+                    match answer {
+                        Ok((offset, timestamp)) => ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_offset(offset)
+                            .with_timestamp(timestamp)
+                            .with_leader_epoch(leader_epoch),
+                        Err(error) => ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(error.code())
+                            .with_offset(-1)
+                            .with_timestamp(-1),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(wanted.name).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+fn offset_at(partition: &Partition, timestamp: i64) -> std::result::Result<(i64, i64), ResponseError> {
+    let high_watermark = partition.high_watermark();
+    let found: Result<(i64, i64)> = partition.with_log(|log| match timestamp {
+        LATEST => Ok((high_watermark, -1)),
+        EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
+        MAX_TIMESTAMP => Ok(log.max_timestamp().map(|(ts, offset)| (offset, ts)).unwrap_or((-1, -1))),
+        ts if ts >= 0 => Ok(log.offset_for_timestamp(ts)?.map(|(offset, ts)| (offset, ts)).unwrap_or((-1, -1))),
+        _ => Err(Error::InvalidRequest(format!("ListOffsets timestamp {timestamp} is not supported"))),
+    });
+    found.map_err(|error| error.kafka_error())
+}
+
+pub(crate) fn delete_records(state: &State, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|wanted| {
+            let topic = state.topics.get(&wanted.name);
+            let partitions = wanted
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let found = topic.as_ref().and_then(|t| t.partition(p.partition_index));
+                    let result = match found {
+                        None => Err(ResponseError::UnknownTopicOrPartition),
+                        Some(partition) => {
+                            let high_watermark = partition.high_watermark();
+                            // -1 means "up to the high watermark".
+                            let offset = if p.offset == -1 { high_watermark } else { p.offset };
+                            if offset > high_watermark {
+                                Err(ResponseError::OffsetOutOfRange)
+                            } else {
+                                partition.with_log(|log| log.delete_records_before(offset)).map_err(|e| Error::Log(e).kafka_error())
+                            }
+                        }
+                    };
+                    match result {
+                        Ok(low_watermark) => DeleteRecordsPartitionResult::default()
+                            .with_partition_index(p.partition_index)
+                            .with_low_watermark(low_watermark),
+                        Err(error) => DeleteRecordsPartitionResult::default()
+                            .with_partition_index(p.partition_index)
+                            .with_low_watermark(-1)
+                            .with_error_code(error.code()),
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default().with_name(wanted.name).with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
+}

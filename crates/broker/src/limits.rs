@@ -1,0 +1,26 @@
+//! Broker limits, each with its reason.
+
+/// Partitions per topic: bounds memory and open files per topic (Kafka has no hard cap;
+/// a single node serving more than this is misconfigured).
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// Topics per broker, so the registry and open files stay bounded.
+pub const TOPICS_MAX: usize = 10_000;
+
+/// Default `max.connections` (Kafka's default is unlimited; we bound file descriptors).
+pub const CONNECTIONS_DEFAULT: usize = 1000;
+
+/// Kafka's limit on topic name length (so `<topic>-<partition>` fits a file name).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// The longest a Fetch may wait, whatever the client asks (clients ask 500 ms by default).
+pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
+
+/// Members per consumer group.
+pub const GROUP_MEMBERS_MAX: usize = 1000;
+
+/// Consumer groups per broker.
+pub const GROUPS_MAX: usize = 10_000;
+
+/// Bytes of an OffsetCommit metadata string (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;

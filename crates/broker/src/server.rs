@@ -1,0 +1,144 @@
+//! The TCP server: accepts connections up to `max.connections` and serves each one.
+//!
+//! A connection is served one request at a time, in order, as Kafka does (it mutes a
+//! channel until its response is sent): responses therefore leave in request order even
+//! when clients pipeline. Writes are buffered and flushed when no further whole request is
+//! already waiting, so a pipelined burst costs one flush.
+//!
+//! Bad input never panics and never affects another connection: a bad size prefix, a
+//! truncated header, an unknown API key, an unsupported version or an undecodable body is
+//! logged once (one line, at WARN) and answered as Kafka answers it (KIP-511 for
+//! ApiVersions) or by closing that connection.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::ApiKey;
+use sluice_wire::{frame, request, response, Error as WireError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::handlers::{self, Reply};
+use crate::state::State;
+
+/// Bytes of the per-connection read and write buffers.
+const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Accepts until shutdown.
+pub(crate) async fn accept_loop(state: Arc<State>, listener: TcpListener) {
+    let permits = Arc::new(Semaphore::new(state.settings.connections_max));
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::warn!(%peer, limit = state.settings.connections_max, "max.connections reached; closing new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            serve(state, stream, peer).await;
+            drop(permit);
+        });
+    }
+}
+
+/// True when `buffered` starts with at least one whole frame.
+fn has_whole_frame(buffered: &[u8]) -> bool {
+    let Some(prefix) = buffered.get(..4).and_then(|p| <[u8; 4]>::try_from(p).ok()) else {
+        return false;
+    };
+    let size = i32::from_be_bytes(prefix);
+    size >= 0 && buffered.len() >= 4 + size as usize
+}
+
+async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr) {
+    let (reader, writer) = stream.into_split();
+    let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
+    let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        let mut prefix = [0u8; 4];
+        tokio::select! {
+            read = reader.read_exact(&mut prefix) => if read.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let size = match frame::body_bytes(prefix, state.settings.frame_bytes_max) {
+            Ok(size) => size,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "closing connection: bad frame size");
+                return;
+            }
+        };
+        let mut body = BytesMut::zeroed(size);
+        if reader.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let reply = match request::decode(body.freeze()) {
+            Ok(request) => handlers::handle(&state, request, peer).await,
+            Err(error) => match refuse(peer, error) {
+                Some(frame) => Reply::Frame(frame),
+                None => Reply::Close,
+            },
+        };
+        match reply {
+            Reply::Frame(frame) => {
+                if writer.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Nothing => {}
+            Reply::Close => {
+                let _ = writer.flush().await;
+                return;
+            }
+        }
+        if !has_whole_frame(reader.buffer()) && writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What to send for a request that did not decode; `None` closes the connection.
+fn refuse(peer: SocketAddr, error: WireError) -> Option<BytesMut> {
+    match error {
+        WireError::UnsupportedVersion { api_key, correlation_id, .. } if api_key == ApiKey::ApiVersions as i16 => {
+            tracing::debug!(%peer, %error, "answering ApiVersions with UNSUPPORTED_VERSION (KIP-511)");
+            match response::unsupported_api_versions(correlation_id) {
+                Ok(reply) => Some(reply),
+                Err(error) => {
+                    tracing::error!(%peer, %error, "cannot encode ApiVersions fallback");
+                    None
+                }
+            }
+        }
+        error => {
+            tracing::warn!(%peer, %error, "closing connection: request cannot be served");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_frame_detection() {
+        assert!(!has_whole_frame(&[0, 0]));
+        assert!(!has_whole_frame(&[0, 0, 0, 2, 1]));
+        assert!(has_whole_frame(&[0, 0, 0, 2, 1, 2]));
+    }
+}

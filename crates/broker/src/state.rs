@@ -1,0 +1,22 @@
+//! The broker's shared state: settings, metadata store, topics, groups, and the signals
+//! that connect them (new data for long-polling fetches, shutdown).
+use crate::config::Settings;
+use crate::groups::Groups;
+use crate::store::Store;
+use crate::topics::Topics;
+
+/// Everything a request handler can reach.
+pub(crate) struct State {
+    pub settings: Settings,
+    pub store: Store,
+    pub topics: Topics,
+    pub groups: Groups,
+    pub cluster_id: String,
+    /// The host and port clients are told to use.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// Woken whenever a partition's high watermark moves (long-polling fetches wait here).
+    pub appended: tokio::sync::Notify,
+    /// Set to true once, at shutdown.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}

@@ -1,0 +1,200 @@
+//! Topic configs: the names Kafka uses, their broker-level synonyms and defaults, and how
+//! overrides turn into the log's [`LogConfig`].
+//!
+//! Every config Kafka lists for a topic is accepted and described, so tools that read or
+//! copy configs work. Those marked `effect: false` are stored and shown but change nothing
+//! in sluice (replication, compaction and tiered storage are the engines' job at scale).
+use std::collections::BTreeMap;
+
+use sluice_log::{LogConfig, TimestampType};
+
+use crate::config::Settings;
+use crate::{Error, Result};
+
+/// DescribeConfigs `config_source` values.
+pub mod source {
+    /// A topic-level override.
+    pub const TOPIC: i8 = 1;
+    /// Set in the broker's config file or `--override`.
+    pub const STATIC_BROKER: i8 = 4;
+    /// The default.
+    pub const DEFAULT: i8 = 5;
+}
+
+/// DescribeConfigs `config_type` values (v3+).
+pub mod kind {
+    /// true/false.
+    pub const BOOLEAN: i8 = 1;
+    /// Free text.
+    pub const STRING: i8 = 2;
+    /// 32-bit.
+    pub const INT: i8 = 3;
+    /// 64-bit.
+    pub const LONG: i8 = 5;
+    /// Floating point.
+    pub const DOUBLE: i8 = 6;
+    /// Comma-separated list.
+    pub const LIST: i8 = 7;
+}
+
+/// One topic config.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    /// Kafka's topic config name.
+    pub name: &'static str,
+    /// The broker property that sets its default, if any.
+    pub broker_synonym: Option<&'static str>,
+    /// Kafka's default when nothing sets it (broker-derived ones are computed).
+    pub default: &'static str,
+    /// `kind::*`.
+    pub kind: i8,
+    /// Whether sluice acts on it.
+    pub effect: bool,
+}
+
+const fn def(name: &'static str, broker_synonym: Option<&'static str>, default: &'static str, kind: i8, effect: bool) -> TopicConfigDef {
+    TopicConfigDef { name, broker_synonym, default, kind, effect }
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+
+/// Every topic config, sorted by name.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def("cleanup.policy", Some("log.cleanup.policy"), "delete", kind::LIST, false),
+    def("compression.type", Some("compression.type"), "producer", kind::STRING, true),
+    def("delete.retention.ms", Some("log.cleaner.delete.retention.ms"), "86400000", kind::LONG, false),
+    def("file.delete.delay.ms", Some("log.segment.delete.delay.ms"), "60000", kind::LONG, false),
+    def("flush.messages", Some("log.flush.interval.messages"), LONG_MAX, kind::LONG, false),
+    def("flush.ms", None, LONG_MAX, kind::LONG, false),
+    def("index.interval.bytes", Some("log.index.interval.bytes"), "4096", kind::INT, true),
+    def("local.retention.bytes", Some("log.local.retention.bytes"), "-2", kind::LONG, false),
+    def("local.retention.ms", Some("log.local.retention.ms"), "-2", kind::LONG, false),
+    def("max.compaction.lag.ms", Some("log.cleaner.max.compaction.lag.ms"), LONG_MAX, kind::LONG, false),
+    def("max.message.bytes", Some("message.max.bytes"), "1048588", kind::INT, true),
+    def("message.timestamp.after.max.ms", Some("log.message.timestamp.after.max.ms"), LONG_MAX, kind::LONG, false),
+    def("message.timestamp.before.max.ms", Some("log.message.timestamp.before.max.ms"), LONG_MAX, kind::LONG, false),
+    def("message.timestamp.type", Some("log.message.timestamp.type"), "CreateTime", kind::STRING, true),
+    def("min.cleanable.dirty.ratio", Some("log.cleaner.min.cleanable.ratio"), "0.5", kind::DOUBLE, false),
+    def("min.compaction.lag.ms", Some("log.cleaner.min.compaction.lag.ms"), "0", kind::LONG, false),
+    def("min.insync.replicas", Some("min.insync.replicas"), "1", kind::INT, false),
+    def("preallocate", Some("log.preallocate"), "false", kind::BOOLEAN, false),
+    def("remote.storage.enable", None, "false", kind::BOOLEAN, false),
+    def("retention.bytes", Some("log.retention.bytes"), "-1", kind::LONG, true),
+    def("retention.ms", Some("log.retention.ms"), "604800000", kind::LONG, true),
+    def("segment.bytes", Some("log.segment.bytes"), "1073741824", kind::INT, true),
+    def("segment.index.bytes", Some("log.index.size.max.bytes"), "10485760", kind::INT, false),
+    def("segment.jitter.ms", Some("log.roll.jitter.ms"), "0", kind::LONG, false),
+    def("segment.ms", Some("log.roll.ms"), "604800000", kind::LONG, true),
+    def("unclean.leader.election.enable", Some("unclean.leader.election.enable"), "false", kind::BOOLEAN, false),
+];
+
+/// The definition of `name`, if it is a topic config.
+pub fn find(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The broker-level value of a topic config: `(value, source)`.
+pub fn broker_value(settings: &Settings, def: &TopicConfigDef) -> (String, i8) {
+    let set_in_file = def.broker_synonym.is_some_and(|k| settings.properties.contains_key(k));
+    let source = if set_in_file { source::STATIC_BROKER } else { source::DEFAULT };
+    let d = &settings.log_defaults;
+    let value = match def.name {
+        "retention.ms" => d.retention_ms.to_string(),
+        "retention.bytes" => d.retention_bytes.to_string(),
+        "segment.bytes" => d.segment_bytes.to_string(),
+        "segment.ms" => d.segment_ms.to_string(),
+        "max.message.bytes" => d.max_message_bytes.to_string(),
+        "index.interval.bytes" => d.index_interval_bytes.to_string(),
+        "message.timestamp.type" => match d.timestamp_type {
+            TimestampType::CreateTime => "CreateTime".to_string(),
+            TimestampType::LogAppendTime => "LogAppendTime".to_string(),
+        },
+        _ => def
+            .broker_synonym
+            .and_then(|k| settings.properties.get(k).cloned())
+            .unwrap_or_else(|| def.default.to_string()),
+    };
+    // Any broker-derived value counts as set by the broker when the file names a synonym
+    // (log.retention.hours sets retention.ms too).
+    let derived = matches!(def.name, "retention.ms") && settings.properties.keys().any(|k| k.starts_with("log.retention."))
+        || matches!(def.name, "segment.ms") && settings.properties.keys().any(|k| k.starts_with("log.roll."));
+    (value, if derived { source::STATIC_BROKER } else { source })
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidConfig { key: key.to_string(), value: value.to_string(), reason: reason.into() }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
+    value.trim().parse().map_err(|_| invalid(key, value, format!("expected a {}", std::any::type_name::<T>())))
+}
+
+/// Checks one override and returns it normalised.
+pub fn check(key: &str, value: &str) -> Result<String> {
+    let def = find(key).ok_or_else(|| invalid(key, value, "not a topic config Kafka knows"))?;
+    match def.kind {
+        kind::INT => parse::<i32>(key, value).map(|v| v.to_string()),
+        kind::LONG => parse::<i64>(key, value).map(|v| v.to_string()),
+        kind::DOUBLE => parse::<f64>(key, value).map(|_| value.trim().to_string()),
+        kind::BOOLEAN => parse::<bool>(key, value).map(|v| v.to_string()),
+        _ => match key {
+            "compression.type" if value != "producer" => Err(invalid(
+                key,
+                value,
+                "sluice stores batches exactly as producers send them; use compression.type=producer and set compression on the producer",
+            )),
+            "message.timestamp.type" => crate::config::parse_timestamp_type(value).map(|_| value.to_string()),
+            "cleanup.policy" => {
+                let ok = value.split(',').all(|p| matches!(p.trim(), "delete" | "compact"));
+                if ok { Ok(value.to_string()) } else { Err(invalid(key, value, "use delete, compact or compact,delete")) }
+            }
+            _ => Ok(value.to_string()),
+        },
+    }
+}
+
+/// The log config of a topic: the broker defaults with the topic's overrides applied.
+pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> Result<LogConfig> {
+    let mut config = defaults.clone();
+    for (key, value) in overrides {
+        match key.as_str() {
+            "retention.ms" => config.retention_ms = parse::<i64>(key, value)?.max(-1),
+            "retention.bytes" => config.retention_bytes = parse::<i64>(key, value)?.max(-1),
+            "segment.bytes" => config.segment_bytes = parse(key, value)?,
+            "segment.ms" => config.segment_ms = parse(key, value)?,
+            "max.message.bytes" => config.max_message_bytes = parse(key, value)?,
+            "index.interval.bytes" => config.index_interval_bytes = parse(key, value)?,
+            "message.timestamp.type" => config.timestamp_type = crate::config::parse_timestamp_type(value)?,
+            _ => {}
+        }
+    }
+    config.validate().map_err(|e| match e {
+        sluice_log::Error::Config { key, value, reason } => invalid(key, &value, reason),
+        other => Error::Log(other),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_are_sorted_and_unique() {
+        for pair in TOPIC_CONFIGS.windows(2) {
+            assert!(pair[0].name < pair[1].name, "{} before {}", pair[0].name, pair[1].name);
+        }
+    }
+
+    #[test]
+    fn overrides_reach_the_log_config() {
+        let mut overrides = BTreeMap::new();
+        overrides.insert("retention.ms".to_string(), "1000".to_string());
+        overrides.insert("segment.bytes".to_string(), "100000".to_string());
+        let config = log_config(&LogConfig::default(), &overrides).unwrap();
+        assert_eq!(config.retention_ms, 1000);
+        assert_eq!(config.segment_bytes, 100_000);
+        assert!(check("segment.bytes", "lots").is_err());
+        assert!(check("no.such.config", "1").is_err());
+        assert!(check("compression.type", "gzip").is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! One partition's log: the ordered segments, offsets, roll, retention and recovery.
+//!
+//! Not thread-safe by itself: [`crate::Partition`] wraps it in a mutex and adds group
+//! commit. Reads are split in two so the file I/O happens outside that mutex:
+//! [`PartitionLog::locate`] under the lock, [`Located::read`] after it.
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sluice_wire::batch::{self, BatchHeader};
+
+use crate::error::io;
+use crate::limits::SEGMENTS_PER_PARTITION_MAX;
+use crate::segment::Segment;
+use crate::{Error, LogConfig, Result, TimestampType};
+
+/// The name of the file holding a log start offset moved by DeleteRecords.
+const LOG_START_FILE: &str = "log-start-offset";
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended.
+    pub base_offset: i64,
+    /// Offset of the last record appended.
+    pub last_offset: i64,
+    /// The append time for LogAppendTime topics, else -1 (as ProduceResponse wants it).
+    pub log_append_time_ms: i64,
+    /// The log start offset after the append.
+    pub log_start_offset: i64,
+}
+
+/// One partition's segments.
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Sorted by base offset; never empty; the last one is active.
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+}
+
+/// A read prepared under the lock and performed outside it.
+pub struct Located {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Where to start scanning (an index hint at or before the wanted batch).
+    hint_position: u64,
+    /// Bytes of the segment that were whole batches when located.
+    size_bytes: u64,
+    /// The offset wanted.
+    offset: i64,
+}
+
+fn parse_stem(path: &Path) -> Option<i64> {
+    if path.extension()? != "log" {
+        return None;
+    }
+    path.file_stem()?.to_str()?.parse().ok()
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the partition folder and recovers it.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog> {
+        std::fs::create_dir_all(dir).map_err(io("create partition dir", dir))?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io("list partition dir", dir))? {
+            let entry = entry.map_err(io("list partition dir", dir))?;
+            if let Some(base) = parse_stem(&entry.path()) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let interval = u64::from(config.index_interval_bytes);
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, base) in bases.iter().enumerate() {
+            let active = i + 1 == bases.len();
+            segments.push(Segment::open(dir, *base, active, now_ms, interval)?);
+        }
+        let stored_start = read_log_start(dir)?;
+        if segments.is_empty() {
+            let base = stored_start.unwrap_or(0);
+            segments.push(Segment::create(dir, base, now_ms, interval)?);
+            sync_dir(dir)?;
+        }
+        let first_base = segments.first().map_or(0, |s| s.base_offset);
+        let end = segments.last().map_or(0, |s| s.next_offset);
+        let log_start_offset = stored_start.unwrap_or(first_base).max(first_base).min(end);
+        Ok(PartitionLog { dir: dir.to_path_buf(), config, segments, log_start_offset })
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a partition always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a partition always has an active segment")
+    }
+
+    /// The offset after the last record.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// The first readable offset.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the config (AlterConfigs); takes effect at the next append or retention.
+    pub fn set_config(&mut self, config: LogConfig) {
+        for segment in &mut self.segments {
+            segment.index_interval_bytes = u64::from(config.index_interval_bytes);
+        }
+        self.config = config;
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size_bytes).sum()
+    }
+
+    /// The active segment's file, for syncing outside the lock.
+    pub fn active_file(&self) -> (Arc<File>, PathBuf) {
+        (Arc::clone(&self.active().file), self.active().path.clone())
+    }
+
+    /// Validates the batches in `bytes`, assigns their offsets and writes them (no sync).
+    pub fn append(&mut self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+        let mut headers = batch::validate_all(bytes, self.config.max_message_bytes)?;
+        self.maybe_roll(bytes.len() as u64, now_ms)?;
+        let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let base_offset = self.log_end_offset();
+        let mut next = base_offset;
+        let mut at = 0usize;
+        for header in &mut headers {
+            let end = at + header.total_bytes;
+            let one = bytes.get_mut(at..end).expect("validate_all covered these bytes");
+            batch::assign_base_offset(one, next);
+            header.base_offset = next;
+            if log_append {
+                batch::set_log_append_time(one, now_ms);
+                header.max_timestamp = now_ms;
+            }
+            next = header.next_offset();
+            at = end;
+        }
+        self.active_mut().append(bytes, &headers)?;
+        debug_assert!(self.log_end_offset() == next, "end {} != {}", self.log_end_offset(), next);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time_ms: if log_append { now_ms } else { -1 },
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<()> {
+        let active = self.active();
+        if active.size_bytes == 0 {
+            return Ok(());
+        }
+        let full = active.size_bytes + incoming_bytes > u64::from(self.config.segment_bytes);
+        let old = now_ms - active.created_ms >= self.config.segment_ms;
+        let offsets_full = active.next_offset - active.base_offset > i64::from(u32::MAX / 2);
+        if full || old || offsets_full {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (syncing it) and starts a new one at the log end.
+    pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        if self.segments.len() >= SEGMENTS_PER_PARTITION_MAX {
+            return Err(Error::LimitExceeded {
+                what: "segments per partition",
+                limit: SEGMENTS_PER_PARTITION_MAX as u64,
+                value: self.segments.len() as u64,
+                hint: "raise segment.bytes or lower retention",
+            });
+        }
+        self.active().sync_all()?;
+        let base = self.log_end_offset();
+        let interval = u64::from(self.config.index_interval_bytes);
+        let segment = Segment::create(&self.dir, base, now_ms, interval)?;
+        sync_dir(&self.dir)?;
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// Prepares a read of whole batches starting with the one holding `offset`.
+    /// `Ok(None)` means `offset` is the log end: nothing to read yet.
+    pub fn locate(&self, offset: i64) -> Result<Option<Located>> {
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > end {
+            return Err(Error::OffsetOutOfRange { offset, log_start: self.log_start_offset, log_end: end });
+        }
+        let after = self.segments.partition_point(|s| s.base_offset <= offset);
+        let first = after.saturating_sub(1);
+        for segment in self.segments.iter().skip(first) {
+            if offset >= segment.next_offset {
+                continue; // the end of this segment: the offset starts the next one
+            }
+            let relative = (offset.max(segment.base_offset) - segment.base_offset) as u32;
+            return Ok(Some(Located {
+                file: Arc::clone(&segment.file),
+                path: segment.path.clone(),
+                hint_position: u64::from(segment.indexes.position_for(relative)),
+                size_bytes: segment.size_bytes,
+                offset,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The first record with a timestamp at or after `timestamp_ms`: `(offset, timestamp)`.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
+        for segment in &self.segments {
+            if segment.max_timestamp < timestamp_ms || segment.next_offset <= self.log_start_offset {
+                continue;
+            }
+            let relative = segment.indexes.relative_offset_before_time(timestamp_ms);
+            let mut position = u64::from(segment.indexes.position_for(relative));
+            while position < segment.size_bytes {
+                let bytes = read_batch_at(&segment.file, &segment.path, position)?;
+                let header = batch::parse_header(&bytes)?;
+                position += header.total_bytes as u64;
+                if header.next_offset() <= self.log_start_offset {
+                    continue;
+                }
+                if let Some((offset, ts)) = batch::first_record_at_or_after(&bytes, timestamp_ms)? {
+                    return Ok(Some((offset.max(self.log_start_offset), ts)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest timestamp in the log and the last offset of the batch carrying it.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.segments
+            .iter()
+            .filter_map(|s| s.indexes.max_timestamp().map(|t| (t.timestamp, s.base_offset + i64::from(t.relative_offset))))
+            .max_by_key(|(ts, _)| *ts)
+    }
+
+    /// Moves the log start offset to `offset` (DeleteRecords) and deletes whole segments
+    /// below it. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        let end = self.log_end_offset();
+        if offset < 0 || offset > end {
+            return Err(Error::OffsetOutOfRange { offset, log_start: self.log_start_offset, log_end: end });
+        }
+        if offset > self.log_start_offset {
+            write_log_start(&self.dir, offset)?;
+            self.log_start_offset = offset;
+            self.delete_segments_below_start()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn delete_segments_below_start(&mut self) -> Result<()> {
+        while self.segments.len() > 1 && self.segments.first().is_some_and(|s| s.next_offset <= self.log_start_offset) {
+            let segment = self.segments.remove(0);
+            segment.delete_files()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes segments past `retention.ms` or beyond `retention.bytes`; returns how many.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        let expired = |s: &Segment, retention_ms: i64| retention_ms >= 0 && s.max_timestamp >= 0 && now_ms - s.max_timestamp > retention_ms;
+        if expired(self.active(), self.config.retention_ms) {
+            self.roll(now_ms)?;
+        }
+        let mut deleted = 0;
+        let mut total = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let Some(oldest) = self.segments.first() else { break };
+            let over_bytes = self.config.retention_bytes >= 0 && total - oldest.size_bytes as i64 >= self.config.retention_bytes;
+            if !(expired(oldest, self.config.retention_ms) || over_bytes) {
+                break;
+            }
+            let segment = self.segments.remove(0);
+            total -= segment.size_bytes as i64;
+            segment.delete_files()?;
+            deleted += 1;
+        }
+        let first_base = self.segments.first().map_or(0, |s| s.base_offset);
+        if first_base > self.log_start_offset {
+            self.log_start_offset = first_base;
+        }
+        Ok(deleted)
+    }
+
+    /// Syncs every segment (shutdown).
+    pub fn sync_all(&self) -> Result<()> {
+        self.active().sync_all()
+    }
+
+    /// Removes the partition's folder.
+    pub fn delete(self) -> Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).map_err(io("delete partition dir", &dir))
+    }
+}
+
+impl Located {
+    /// Reads whole batches from the located one onward, at most `max_bytes` (but always the
+    /// first batch whole, KIP-74), stopping before any batch that reaches `upper_offset`
+    /// (the high watermark).
+    pub fn read(&self, max_bytes: usize, upper_offset: i64) -> Result<Vec<u8>> {
+        let Some(start) = Segment::position_of(&self.file, &self.path, self.hint_position, self.size_bytes, self.offset)? else {
+            return Ok(Vec::new());
+        };
+        let available = (self.size_bytes - start) as usize;
+        let mut buf = vec![0u8; available.min(max_bytes.max(sluice_wire::limits::BATCH_HEADER_BYTES))];
+        self.file.read_exact_at(&mut buf, start).map_err(io("read segment", &self.path))?;
+        let mut keep = 0usize;
+        while let Ok(header) = batch::parse_header(buf.get(keep..).unwrap_or_default()) {
+            if header.next_offset() > upper_offset || keep + header.total_bytes > buf.len() {
+                if keep == 0 && header.next_offset() <= upper_offset {
+                    return read_batch_at(&self.file, &self.path, start);
+                }
+                break;
+            }
+            keep += header.total_bytes;
+        }
+        buf.truncate(keep);
+        Ok(buf)
+    }
+}
+
+fn read_batch_at(file: &File, path: &Path, position: u64) -> Result<Vec<u8>> {
+    let mut header = [0u8; sluice_wire::limits::BATCH_HEADER_BYTES];
+    file.read_exact_at(&mut header, position).map_err(io("read segment", path))?;
+    let parsed: BatchHeader = batch::parse_header(&header)?;
+    let mut whole = vec![0u8; parsed.total_bytes];
+    file.read_exact_at(&mut whole, position).map_err(io("read segment", path))?;
+    Ok(whole)
+}
+
+fn read_log_start(dir: &Path) -> Result<Option<i64>> {
+    let path = dir.join(LOG_START_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", &path)(e)),
+    }
+}
+
+fn write_log_start(dir: &Path, offset: i64) -> Result<()> {
+    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let path = dir.join(LOG_START_FILE);
+    {
+        let file = File::create(&tmp).map_err(io("create", &tmp))?;
+        file.write_all_at(offset.to_string().as_bytes(), 0).map_err(io("write", &tmp))?;
+        file.sync_all().map_err(io("sync", &tmp))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+    sync_dir(dir)
+}
+
+/// Syncs a directory so that files created or renamed in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io("sync dir", dir))
+}

@@ -1,0 +1,287 @@
+//! One segment: a `.log` file of whole record batches, plus its indexes.
+//!
+//! Files are named by the segment's base offset, zero-padded to 20 digits as Kafka names
+//! them (`00000000000000000042.log`), so a directory listing sorts by offset.
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sluice_wire::batch;
+
+use crate::error::io;
+use crate::index::{Indexes, OffsetEntry, TimeEntry};
+use crate::limits::SCAN_CHUNK_BYTES;
+use crate::{Error, Result};
+
+/// A segment of one partition's log.
+pub(crate) struct Segment {
+    /// Offset of the first batch (fixed by the file name).
+    pub base_offset: i64,
+    /// Offset after the last batch; `base_offset` when empty.
+    pub next_offset: i64,
+    /// Bytes of whole batches in the file.
+    pub size_bytes: u64,
+    /// Largest timestamp of any batch, -1 when empty.
+    pub max_timestamp: i64,
+    /// Wall-clock time the segment was created or first opened, for `segment.ms`.
+    pub created_ms: i64,
+    /// Bytes appended since the last offset index entry.
+    bytes_since_index: u64,
+    /// `index.interval.bytes` in force.
+    pub index_interval_bytes: u64,
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    pub indexes: Indexes,
+}
+
+/// The file stem for a base offset.
+pub(crate) fn stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+/// Batches found by a scan: where the valid prefix ends.
+struct ScanEnd {
+    size_bytes: u64,
+    next_offset: i64,
+}
+
+impl Segment {
+    /// Creates an empty segment file (and its indexes).
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64, index_interval_bytes: u64) -> Result<Segment> {
+        let path = dir.join(format!("{}.log", stem(base_offset)));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io("create segment", &path))?;
+        let indexes = Indexes::open(
+            dir.join(format!("{}.index", stem(base_offset))),
+            dir.join(format!("{}.timeindex", stem(base_offset))),
+        )?;
+        Ok(Segment {
+            base_offset,
+            next_offset: base_offset,
+            size_bytes: 0,
+            max_timestamp: -1,
+            created_ms: now_ms,
+            bytes_since_index: 0,
+            index_interval_bytes,
+            file: Arc::new(file),
+            path,
+            indexes,
+        })
+    }
+
+    /// Opens an existing segment. The active (last) segment is scanned whole with CRC
+    /// checks and cut after its last valid batch (a torn write); closed segments trust their
+    /// index files when consistent and are rescanned (headers only) when not.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        active: bool,
+        now_ms: i64,
+        index_interval_bytes: u64,
+    ) -> Result<Segment> {
+        let path = dir.join(format!("{}.log", stem(base_offset)));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io("open segment", &path))?;
+        let file_bytes = file.metadata().map_err(io("stat segment", &path))?.len();
+        let indexes = Indexes::open(
+            dir.join(format!("{}.index", stem(base_offset))),
+            dir.join(format!("{}.timeindex", stem(base_offset))),
+        )?;
+        let mut segment = Segment {
+            base_offset,
+            next_offset: base_offset,
+            size_bytes: 0,
+            max_timestamp: -1,
+            created_ms: now_ms,
+            bytes_since_index: 0,
+            index_interval_bytes,
+            file: Arc::new(file),
+            path,
+            indexes,
+        };
+        if active {
+            segment.indexes.clear()?;
+            segment.rebuild(file_bytes, true)?;
+        } else if !segment.resume_from_index(file_bytes)? {
+            segment.indexes.clear()?;
+            segment.rebuild(file_bytes, false)?;
+        }
+        Ok(segment)
+    }
+
+    /// Uses the index files of a closed segment: scans only from the last indexed batch.
+    /// Returns false when the index does not fit the file and a full rebuild is needed.
+    fn resume_from_index(&mut self, file_bytes: u64) -> Result<bool> {
+        let Some(last) = self.indexes.offsets.last().copied() else {
+            return Ok(false);
+        };
+        let Some(max_time) = self.indexes.max_timestamp() else {
+            return Ok(false);
+        };
+        if u64::from(last.position) >= file_bytes {
+            return Ok(false);
+        }
+        let end = self.scan(u64::from(last.position), file_bytes, false, |_, _| Ok(()))?;
+        let expected_first = self.base_offset + i64::from(last.relative_offset);
+        if end.size_bytes != file_bytes || end.next_offset <= expected_first {
+            return Ok(false);
+        }
+        self.size_bytes = end.size_bytes;
+        self.next_offset = end.next_offset;
+        self.max_timestamp = max_time.timestamp;
+        Ok(true)
+    }
+
+    /// Scans the whole file, rebuilding both indexes; cuts the file after the last valid
+    /// batch. With `check_crc`, every batch is fully validated (the active segment).
+    fn rebuild(&mut self, file_bytes: u64, check_crc: bool) -> Result<()> {
+        let mut found = Vec::new();
+        let end = self.scan(0, file_bytes, check_crc, |position, header| {
+            found.push((position, *header));
+            Ok(())
+        })?;
+        for (position, header) in found {
+            self.index_batch(position, &header)?;
+        }
+        if end.size_bytes < file_bytes {
+            tracing::warn!(
+                segment = %self.path.display(),
+                valid_bytes = end.size_bytes,
+                file_bytes,
+                "truncating torn or corrupt tail of segment"
+            );
+            self.file.set_len(end.size_bytes).map_err(io("truncate segment", &self.path))?;
+            self.file.sync_all().map_err(io("sync segment", &self.path))?;
+        }
+        self.size_bytes = end.size_bytes;
+        self.next_offset = end.next_offset;
+        Ok(())
+    }
+
+    /// Walks batches from `from` until the end of the file or the first batch that is
+    /// truncated, out of sequence or (with `check_crc`) corrupt.
+    fn scan(
+        &self,
+        from: u64,
+        file_bytes: u64,
+        check_crc: bool,
+        mut visit: impl FnMut(u64, &batch::BatchHeader) -> Result<()>,
+    ) -> Result<ScanEnd> {
+        let mut position = from;
+        let mut expected_offset: Option<i64> = if from == 0 { Some(self.base_offset) } else { None };
+        let mut buf = Vec::new();
+        while position < file_bytes {
+            let want = (file_bytes - position).min(SCAN_CHUNK_BYTES as u64) as usize;
+            buf.resize(want, 0);
+            self.file.read_exact_at(&mut buf, position).map_err(io("read segment", &self.path))?;
+            let mut at = 0usize;
+            loop {
+                let rest = buf.get(at..).unwrap_or_default();
+                let header = match batch::parse_header(rest) {
+                    Ok(header) => header,
+                    Err(_) => break,
+                };
+                if header.total_bytes > rest.len() {
+                    break;
+                }
+                let valid = !check_crc || batch::validate(rest).is_ok();
+                let in_sequence = expected_offset.is_none_or(|e| e == header.base_offset);
+                if !valid || !in_sequence {
+                    return Ok(ScanEnd { size_bytes: position + at as u64, next_offset: expected_offset.unwrap_or(self.base_offset) });
+                }
+                visit(position + at as u64, &header)?;
+                expected_offset = Some(header.next_offset());
+                at += header.total_bytes;
+            }
+            if at == 0 {
+                // The next batch is larger than the chunk or torn: read it whole, once.
+                let Ok((_, total)) = batch::peek_offset_and_size(&buf) else { break };
+                if position + total as u64 > file_bytes || total <= buf.len() {
+                    break;
+                }
+                let mut whole = vec![0u8; total];
+                self.file.read_exact_at(&mut whole, position).map_err(io("read segment", &self.path))?;
+                let Ok(header) = (if check_crc { batch::validate(&whole) } else { batch::parse_header(&whole) }) else {
+                    break;
+                };
+                if expected_offset.is_some_and(|e| e != header.base_offset) {
+                    break;
+                }
+                visit(position, &header)?;
+                expected_offset = Some(header.next_offset());
+                position += total as u64;
+                continue;
+            }
+            position += at as u64;
+        }
+        let next_offset = expected_offset.unwrap_or(self.base_offset);
+        Ok(ScanEnd { size_bytes: position, next_offset })
+    }
+
+    /// Records a batch written at `position` in the indexes and the segment's counters.
+    fn index_batch(&mut self, position: u64, header: &batch::BatchHeader) -> Result<()> {
+        let relative_offset = (header.base_offset - self.base_offset) as u32;
+        if position == 0 || self.bytes_since_index >= self.index_interval_bytes {
+            self.indexes.push_offset(OffsetEntry { relative_offset, position: position as u32 })?;
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += header.total_bytes as u64;
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            let last_relative = (header.last_offset() - self.base_offset) as u32;
+            self.indexes.push_time(TimeEntry { timestamp: header.max_timestamp, relative_offset: last_relative })?;
+        }
+        Ok(())
+    }
+
+    /// Appends validated batches whose base offsets are already assigned.
+    pub fn append(&mut self, bytes: &[u8], headers: &[batch::BatchHeader]) -> Result<()> {
+        let Some(first) = headers.first() else { return Ok(()) };
+        debug_assert!(first.base_offset == self.next_offset, "append at {} to segment ending {}", first.base_offset, self.next_offset);
+        self.file.write_all_at(bytes, self.size_bytes).map_err(io("write segment", &self.path))?;
+        let mut position = self.size_bytes;
+        for header in headers {
+            self.index_batch(position, header)?;
+            position += header.total_bytes as u64;
+            self.next_offset = header.next_offset();
+        }
+        self.size_bytes = position;
+        Ok(())
+    }
+
+    /// Syncs the log file and indexes (on roll and shutdown).
+    pub fn sync_all(&self) -> Result<()> {
+        self.file.sync_data().map_err(io("sync segment", &self.path))?;
+        self.indexes.sync()
+    }
+
+    /// Removes the segment's files.
+    pub fn delete_files(&self) -> Result<()> {
+        std::fs::remove_file(&self.path).map_err(io("delete segment", &self.path))?;
+        self.indexes.delete_files()
+    }
+
+    /// The byte position of the batch holding `offset`, scanning forward from the index
+    /// hint. `None` when `offset` is at or past the segment's end.
+    pub fn position_of(file: &File, path: &Path, hint: u64, size_bytes: u64, offset: i64) -> Result<Option<u64>> {
+        let mut position = hint;
+        let mut header = [0u8; sluice_wire::limits::BATCH_HEADER_BYTES];
+        while position < size_bytes {
+            file.read_exact_at(&mut header, position).map_err(io("read segment", path))?;
+            let parsed = batch::parse_header(&header).map_err(Error::InvalidBatch)?;
+            if parsed.next_offset() > offset {
+                return Ok(Some(position));
+            }
+            position += parsed.total_bytes as u64;
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,88 @@
+//! A partition shared between connections: the log behind a mutex, plus group commit.
+//!
+//! Group commit: an acknowledged produce must be synced before its response. Appends only
+//! write (to the page cache) under the log mutex; then each waiter calls
+//! [`Partition::sync_to`]. The first waiter takes the sync lock, notes the log end, syncs
+//! the active file, and publishes that end as synced; the waiters that queued meanwhile find
+//! their records already covered and return without a sync of their own. So one sync covers
+//! every append that was waiting on it.
+//!
+//! With `log.flush = always` the high watermark is the synced offset: consumers never see a
+//! record that a crash could take back.
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use crate::error::io;
+use crate::partition::Located;
+use crate::{AppendInfo, FlushPolicy, PartitionLog, Result};
+
+/// One partition, safe to share.
+pub struct Partition {
+    log: Mutex<PartitionLog>,
+    /// Every offset below this is synced to disk.
+    synced_offset: AtomicI64,
+    /// Held while a sync runs; waiters queue here.
+    sync_lock: Mutex<()>,
+}
+
+impl Partition {
+    /// Wraps an opened log; what recovery found on disk counts as synced.
+    pub fn new(log: PartitionLog) -> Partition {
+        let end = log.log_end_offset();
+        Partition { log: Mutex::new(log), synced_offset: AtomicI64::new(end), sync_lock: Mutex::new(()) }
+    }
+
+    /// Runs `f` with the log locked.
+    pub fn with_log<T>(&self, f: impl FnOnce(&mut PartitionLog) -> T) -> T {
+        let mut guard = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+
+    /// Appends (no sync). Blocking: call from a blocking context.
+    pub fn append(&self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+        self.with_log(|log| log.append(bytes, now_ms))
+    }
+
+    /// Returns once every offset below `end_offset` is synced (group commit).
+    pub fn sync_to(&self, end_offset: i64) -> Result<()> {
+        if self.synced_offset.load(Ordering::Acquire) >= end_offset {
+            return Ok(());
+        }
+        let _guard = self.sync_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.synced_offset.load(Ordering::Acquire) >= end_offset {
+            return Ok(());
+        }
+        let (file, path, target) = self.with_log(|log| {
+            let (file, path) = log.active_file();
+            (file, path, log.log_end_offset())
+        });
+        // Earlier segments were synced when they were rolled, so the active file is all.
+        file.sync_data().map_err(io("sync segment", &path))?;
+        self.synced_offset.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Offsets below this are synced.
+    pub fn synced_offset(&self) -> i64 {
+        self.synced_offset.load(Ordering::Acquire)
+    }
+
+    /// The offset consumers may read up to (exclusive).
+    pub fn high_watermark(&self) -> i64 {
+        self.with_log(|log| match log.config().flush {
+            FlushPolicy::Always => self.synced_offset().min(log.log_end_offset()),
+            FlushPolicy::Interval { .. } | FlushPolicy::Never => log.log_end_offset(),
+        })
+    }
+
+    /// Reads whole batches from `offset`, at most `max_bytes` (the first batch always
+    /// whole), below the high watermark. The file I/O runs outside the log lock.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<u8>> {
+        let high_watermark = self.high_watermark();
+        let located: Option<Located> = self.with_log(|log| log.locate(offset))?;
+        match located {
+            Some(located) if offset < high_watermark => located.read(max_bytes, high_watermark),
+            _ => Ok(Vec::new()),
+        }
+    }
+}

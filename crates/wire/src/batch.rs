@@ -1,0 +1,353 @@
+//! The magic v2 record batch header: parse, validate, and the two fields a broker rewrites.
+//!
+//! Layout (big-endian; see docs/design/log.md for the full table):
+//!
+//! | at | field | type |
+//! |----|-------|------|
+//! | 0  | baseOffset | i64 |
+//! | 8  | batchLength (bytes after this field) | i32 |
+//! | 12 | partitionLeaderEpoch | i32 |
+//! | 16 | magic (= 2) | i8 |
+//! | 17 | crc (CRC32C of bytes 21..end) | u32 |
+//! | 21 | attributes | i16 |
+//! | 23 | lastOffsetDelta | i32 |
+//! | 27 | baseTimestamp | i64 |
+//! | 35 | maxTimestamp | i64 |
+//! | 43 | producerId | i64 |
+//! | 51 | producerEpoch | i16 |
+//! | 53 | baseSequence | i32 |
+//! | 57 | recordsCount | i32 |
+//! | 61 | records | ... |
+//!
+//! The broker stores batches exactly as sent except `baseOffset`, `partitionLeaderEpoch`
+//! (neither is covered by the CRC) and, for LogAppendTime topics, the timestamp type bit and
+//! `maxTimestamp` (after which the CRC is recomputed).
+use crate::limits::{BATCH_HEADER_BYTES, BATCH_LENGTH_MIN};
+use crate::BatchError;
+
+/// Offset of `batchLength` in the header.
+const LENGTH_AT: usize = 8;
+/// Offset of `partitionLeaderEpoch`.
+const LEADER_EPOCH_AT: usize = 12;
+/// Offset of `magic`.
+const MAGIC_AT: usize = 16;
+/// Offset of `crc`.
+const CRC_AT: usize = 17;
+/// Offset of `attributes`; the CRC covers from here to the end.
+const ATTRIBUTES_AT: usize = 21;
+const LAST_OFFSET_DELTA_AT: usize = 23;
+const BASE_TIMESTAMP_AT: usize = 27;
+const MAX_TIMESTAMP_AT: usize = 35;
+const PRODUCER_ID_AT: usize = 43;
+const RECORDS_COUNT_AT: usize = 57;
+
+/// Attribute bits 0..=2: the compression codec.
+pub const ATTR_COMPRESSION_MASK: i16 = 0x07;
+/// Attribute bit 3: the timestamp type (0 = CreateTime, 1 = LogAppendTime).
+pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+/// Attribute bit 4: the batch is transactional.
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit 5: the batch is a control batch (transaction marker).
+pub const ATTR_CONTROL: i16 = 0x20;
+
+/// The fields of a batch header the broker reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// First offset of the batch (as stored; as sent this is usually 0).
+    pub base_offset: i64,
+    /// Total bytes of the batch including the 12 bytes of offset and length.
+    pub total_bytes: usize,
+    /// Attribute bits.
+    pub attributes: i16,
+    /// `lastOffsetDelta`: the batch covers `base_offset ..= base_offset + last_offset_delta`.
+    pub last_offset_delta: i32,
+    /// Timestamp of the first record.
+    pub base_timestamp: i64,
+    /// Largest timestamp in the batch (or the append time for LogAppendTime).
+    pub max_timestamp: i64,
+    /// Producer id, -1 when none.
+    pub producer_id: i64,
+    /// Number of records.
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// The last offset covered by this batch.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+    /// The offset after this batch.
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+}
+
+fn be_i64(buf: &[u8], at: usize) -> Result<i64, BatchError> {
+    let bytes = buf.get(at..at + 8).ok_or(BatchError::Truncated { needed: at + 8, remaining: buf.len() })?;
+    let mut array = [0u8; 8];
+    array.copy_from_slice(bytes);
+    Ok(i64::from_be_bytes(array))
+}
+
+fn be_i32(buf: &[u8], at: usize) -> Result<i32, BatchError> {
+    let bytes = buf.get(at..at + 4).ok_or(BatchError::Truncated { needed: at + 4, remaining: buf.len() })?;
+    let mut array = [0u8; 4];
+    array.copy_from_slice(bytes);
+    Ok(i32::from_be_bytes(array))
+}
+
+fn be_i16(buf: &[u8], at: usize) -> Result<i16, BatchError> {
+    let bytes = buf.get(at..at + 2).ok_or(BatchError::Truncated { needed: at + 2, remaining: buf.len() })?;
+    let mut array = [0u8; 2];
+    array.copy_from_slice(bytes);
+    Ok(i16::from_be_bytes(array))
+}
+
+/// Reads only `baseOffset` and `batchLength` and returns `(base_offset, total_bytes)`.
+///
+/// Used when scanning a log whose batches were validated on append.
+pub fn peek_offset_and_size(buf: &[u8]) -> Result<(i64, usize), BatchError> {
+    let base_offset = be_i64(buf, 0)?;
+    let length = be_i32(buf, LENGTH_AT)?;
+    if length < BATCH_LENGTH_MIN {
+        return Err(BatchError::LengthTooSmall { value: length, min: BATCH_LENGTH_MIN });
+    }
+    Ok((base_offset, 12 + length as usize))
+}
+
+/// Parses the header of the batch at the start of `buf` without checking the CRC.
+pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    if buf.len() < BATCH_HEADER_BYTES {
+        return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, remaining: buf.len() });
+    }
+    let (base_offset, total_bytes) = peek_offset_and_size(buf)?;
+    let magic = buf.get(MAGIC_AT).copied().unwrap_or(0) as i8;
+    if magic != 2 {
+        return Err(BatchError::UnsupportedMagic { value: magic });
+    }
+    Ok(BatchHeader {
+        base_offset,
+        total_bytes,
+        attributes: be_i16(buf, ATTRIBUTES_AT)?,
+        last_offset_delta: be_i32(buf, LAST_OFFSET_DELTA_AT)?,
+        base_timestamp: be_i64(buf, BASE_TIMESTAMP_AT)?,
+        max_timestamp: be_i64(buf, MAX_TIMESTAMP_AT)?,
+        producer_id: be_i64(buf, PRODUCER_ID_AT)?,
+        records_count: be_i32(buf, RECORDS_COUNT_AT)?,
+    })
+}
+
+/// Parses and fully validates the batch at the start of `buf`: lengths, magic, CRC32C,
+/// and that `recordsCount == lastOffsetDelta + 1` (true for every producer-written batch).
+pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = parse_header(buf)?;
+    let batch = buf
+        .get(..header.total_bytes)
+        .ok_or(BatchError::Truncated { needed: header.total_bytes, remaining: buf.len() })?;
+    let expected = be_i32(batch, CRC_AT)? as u32;
+    let covered = batch.get(ATTRIBUTES_AT..).unwrap_or_default();
+    let actual = crc32c::crc32c(covered);
+    if expected != actual {
+        return Err(BatchError::CrcMismatch { expected, actual });
+    }
+    let count_ok = header.records_count >= 1
+        && i64::from(header.records_count) == i64::from(header.last_offset_delta) + 1;
+    if !count_ok {
+        return Err(BatchError::CountMismatch {
+            count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Validates every batch in a produce payload and returns their headers in order.
+///
+/// `max_batch_bytes` is the topic's `max.message.bytes`, checked per batch as Kafka does.
+pub fn validate_all(buf: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHeader>, BatchError> {
+    let mut headers = Vec::new();
+    let mut at = 0usize;
+    while at < buf.len() {
+        let rest = buf.get(at..).unwrap_or_default();
+        let header = validate(rest)?;
+        if header.total_bytes > max_batch_bytes as usize {
+            return Err(BatchError::TooLarge { limit: max_batch_bytes, value: header.total_bytes });
+        }
+        at += header.total_bytes;
+        headers.push(header);
+    }
+    if headers.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    debug_assert!(at == buf.len(), "batches cover {at} of {} bytes", buf.len());
+    Ok(headers)
+}
+
+/// Rewrites `baseOffset` and `partitionLeaderEpoch` (neither is under the CRC).
+///
+/// The caller passes a batch that [`validate`] accepted.
+#[allow(clippy::indexing_slicing)] // the length is asserted first
+pub fn assign_base_offset(batch: &mut [u8], base_offset: i64) {
+    assert!(batch.len() >= BATCH_HEADER_BYTES, "batch of {} bytes was not validated", batch.len());
+    batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&0i32.to_be_bytes());
+}
+
+/// Marks the batch LogAppendTime with `append_time_ms` as `maxTimestamp` and recomputes the
+/// CRC, as Kafka does for topics with `message.timestamp.type=LogAppendTime`.
+#[allow(clippy::indexing_slicing)] // the length is asserted first
+pub fn set_log_append_time(batch: &mut [u8], append_time_ms: i64) {
+    assert!(batch.len() >= BATCH_HEADER_BYTES, "batch of {} bytes was not validated", batch.len());
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
+    let attributes = attributes | ATTR_LOG_APPEND_TIME;
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&append_time_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Builds an uncompressed batch holding `values` as records without keys or headers,
+/// timestamps `timestamp_ms` onward. For tests, benchmarks and fuzz seeds.
+#[allow(clippy::indexing_slicing)] // the batch is built here, longer than its header
+pub fn build(base_offset: i64, timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        let mut body = Vec::new();
+        body.push(0u8); // record attributes
+        put_varint(&mut body, 0); // timestamp delta
+        put_varint(&mut body, index as i64); // offset delta
+        put_varint(&mut body, -1); // null key
+        put_varint(&mut body, value.len() as i64);
+        body.extend_from_slice(value);
+        put_varint(&mut body, 0); // no headers
+        put_varint(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    let count = values.len() as i32;
+    let mut batch = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    batch.extend_from_slice(&base_offset.to_be_bytes());
+    batch.extend_from_slice(&((BATCH_HEADER_BYTES - 12 + records.len()) as i32).to_be_bytes());
+    batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
+    batch.push(2); // magic
+    batch.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
+    batch.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    batch.extend_from_slice(&(count - 1).to_be_bytes());
+    batch.extend_from_slice(&timestamp_ms.to_be_bytes());
+    batch.extend_from_slice(&timestamp_ms.to_be_bytes());
+    batch.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    batch.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    batch.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    batch.extend_from_slice(&count.to_be_bytes());
+    batch.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// Returns `(offset, timestamp)` of the first record in `batch` whose timestamp is at least
+/// `timestamp_ms`, decompressing as needed. `None` when every record is earlier.
+///
+/// ListOffsets by timestamp answers with a record, not a batch, as Kafka does.
+pub fn first_record_at_or_after(
+    batch: &[u8],
+    timestamp_ms: i64,
+) -> Result<Option<(i64, i64)>, BatchError> {
+    let header = parse_header(batch)?;
+    if header.max_timestamp < timestamp_ms {
+        return Ok(None);
+    }
+    if header.attributes & ATTR_LOG_APPEND_TIME != 0 {
+        return Ok(Some((header.base_offset, header.max_timestamp)));
+    }
+    let mut bytes = bytes::Bytes::copy_from_slice(batch.get(..header.total_bytes).unwrap_or(batch));
+    let decoded = std::panic::catch_unwind(move || {
+        kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+    });
+    let set = match decoded {
+        Ok(Ok(set)) => set,
+        Ok(Err(e)) => return Err(BatchError::Undecodable { reason: format!("{e:#}") }),
+        Err(_) => return Err(BatchError::Undecodable { reason: "decoder panicked".into() }),
+    };
+    let found = set.records.iter().find(|r| r.timestamp >= timestamp_ms);
+    Ok(found.map(|r| (r.offset, r.timestamp)))
+}
+
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        if zigzag < 0x80 {
+            out.push(zigzag as u8);
+            return;
+        }
+        out.push((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn built_batch_validates() {
+        let batch = build(0, 1000, &[b"a", b"bb", b"ccc"]);
+        let header = validate(&batch).unwrap();
+        assert_eq!(header.records_count, 3);
+        assert_eq!(header.last_offset_delta, 2);
+        assert_eq!(header.total_bytes, batch.len());
+    }
+
+    #[test]
+    fn rejects_flipped_byte_with_crc_mismatch() {
+        let mut batch = build(0, 1000, &[b"hello"]);
+        let last = batch.len() - 1;
+        batch[last] ^= 1;
+        assert!(matches!(validate(&batch), Err(BatchError::CrcMismatch { .. })));
+    }
+
+    #[test]
+    fn base_offset_rewrite_keeps_crc_valid() {
+        let mut batch = build(0, 1000, &[b"x", b"y"]);
+        assign_base_offset(&mut batch, 42);
+        let header = validate(&batch).unwrap();
+        assert_eq!(header.base_offset, 42);
+        assert_eq!(header.next_offset(), 44);
+    }
+
+    #[test]
+    fn log_append_time_recomputes_crc() {
+        let mut batch = build(0, 1000, &[b"x"]);
+        set_log_append_time(&mut batch, 5000);
+        let header = validate(&batch).unwrap();
+        assert_eq!(header.max_timestamp, 5000);
+        assert_eq!(header.attributes & ATTR_LOG_APPEND_TIME, ATTR_LOG_APPEND_TIME);
+    }
+
+    #[test]
+    fn finds_first_record_at_or_after_a_timestamp() {
+        let batch = build(10, 1000, &[b"a", b"b"]);
+        assert_eq!(first_record_at_or_after(&batch, 900).unwrap(), Some((10, 1000)));
+        assert_eq!(first_record_at_or_after(&batch, 1001).unwrap(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn validate_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = validate_all(&bytes, 1 << 20);
+        }
+
+        #[test]
+        fn build_then_validate_round_trips(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 1..20),
+            base in 0i64..1_000_000,
+        ) {
+            let slices: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+            let batch = build(base, 7, &slices);
+            let headers = validate_all(&batch, 1 << 20).unwrap();
+            prop_assert_eq!(headers.len(), 1);
+            prop_assert_eq!(headers[0].base_offset, base);
+            prop_assert_eq!(headers[0].records_count as usize, values.len());
+        }
+    }
+}

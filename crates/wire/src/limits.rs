@@ -1,0 +1,18 @@
+//! Limits of the wire layer, each with the reason for its value.
+
+/// Kafka's `socket.request.max.bytes` default: the largest request frame a broker accepts.
+pub const FRAME_BYTES_DEFAULT: u32 = 104_857_600;
+
+/// Bytes of the size prefix in front of every request and response.
+pub const FRAME_PREFIX_BYTES: usize = 4;
+
+/// Bytes of a magic v2 record batch header, up to and including the record count.
+pub const BATCH_HEADER_BYTES: usize = 61;
+
+/// The smallest legal `batchLength`: the header after the length field, with no records.
+pub const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - 12) as i32;
+
+/// Client ids longer than this are cut in logs; Kafka itself allows i16::MAX bytes.
+pub const CLIENT_ID_LOG_BYTES_MAX: usize = 128;
+
+const _: () = assert!(BATCH_LENGTH_MIN == 49);
