@@ -49,6 +49,7 @@ impl Broker {
             topics,
             groups,
             cluster_id,
+            producer_ids: Default::default(),
             advertised_host,
             advertised_port,
             appended: tokio::sync::Notify::new(),

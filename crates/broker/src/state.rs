@@ -12,6 +12,7 @@ pub(crate) struct State {
     pub topics: Topics,
     pub groups: Groups,
     pub cluster_id: String,
+    pub producer_ids: crate::handlers::ProducerIds,
     /// The host and port clients are told to use.
     pub advertised_host: String,
     pub advertised_port: i32,

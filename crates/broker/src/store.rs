@@ -90,6 +90,21 @@ impl Store {
         })
     }
 
+    /// Allocates a block of `count` producer ids and returns the first. Ids survive
+    /// restarts, so a producer id is never handed out twice.
+    pub fn allocate_producer_ids(&self, count: i64) -> Result<i64> {
+        self.write(|tx| {
+            let mut table = tx.open_table(CLUSTER).map_err(|e| e.to_string())?;
+            let next: i64 = match table.get("next_producer_id").map_err(|e| e.to_string())? {
+                Some(v) => v.value().parse().map_err(|e| format!("next_producer_id: {e}"))?,
+                None => 0,
+            };
+            let after = (next + count).to_string();
+            table.insert("next_producer_id", after.as_str()).map_err(|e| e.to_string())?;
+            Ok(next)
+        })
+    }
+
     /// Every topic.
     pub fn topics(&self) -> Result<BTreeMap<String, TopicRecord>> {
         let tx = self.db.begin_read().map_err(|e| Error::Store(e.to_string()))?;

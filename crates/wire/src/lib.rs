@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
+pub mod alloc;
 pub mod batch;
 mod error;
 pub mod frame;

@@ -11,6 +11,9 @@ mod admin;
 mod cluster;
 mod data;
 mod group;
+mod producer;
+
+pub(crate) use producer::ProducerIds;
 
 /// Who sent a request: the header's client id and the peer address, for group members.
 pub(crate) struct Client {
@@ -60,6 +63,7 @@ pub(crate) async fn handle(state: &State, request: Request, peer: std::net::Sock
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(admin::incremental_alter_configs(state, r))
         }
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer::init_producer_id(state, r)),
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(group::find_coordinator(state, r, version)),
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(group::join_group(state, r, &client).await),
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group::sync_group(state, r).await),
@@ -212,6 +216,7 @@ mod tests {
             ApiKey::DeleteGroups => enc(DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("none"))]), version),
             ApiKey::OffsetDelete => enc(OffsetDeleteRequest::default().with_group_id(GroupId(s("g"))), version),
             ApiKey::DescribeCluster => enc(DescribeClusterRequest::default(), version),
+            ApiKey::InitProducerId => enc(InitProducerIdRequest::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1), version),
             other => panic!("add {other:?} to realistic_body"),
         }
     }

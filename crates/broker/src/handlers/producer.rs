@@ -1,0 +1,58 @@
+//! InitProducerId: producer ids for idempotent producers.
+//!
+//! Ids come from the store in blocks, so they are unique across restarts. Sequence numbers
+//! are stored with the batches as sent but not yet checked for duplicates; deduplication and
+//! transactions arrive with the transaction coordinator.
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::ResponseError;
+
+use crate::state::State;
+
+pub(crate) fn init_producer_id(state: &State, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    if request.transactional_id.is_some() {
+        tracing::warn!("a transactional producer was refused: transactions are not supported yet");
+        return InitProducerIdResponse::default()
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
+    // A producer re-initialising its id (KIP-360) keeps it with the next epoch.
+    if request.producer_id.0 >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX {
+        return InitProducerIdResponse::default()
+            .with_producer_id(request.producer_id)
+            .with_producer_epoch(request.producer_epoch + 1);
+    }
+    match state.producer_ids.next(&state.store) {
+        Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Err(error) => {
+            tracing::error!(%error, "cannot allocate a producer id");
+            InitProducerIdResponse::default()
+                .with_error_code(error.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
+    }
+}
+
+/// Hands out producer ids from blocks reserved in the store.
+#[derive(Default)]
+pub(crate) struct ProducerIds {
+    /// The next id to hand out and the end of the reserved block.
+    block: std::sync::Mutex<(i64, i64)>,
+}
+
+/// Ids reserved per store write.
+const PRODUCER_ID_BLOCK_COUNT: i64 = 1000;
+
+impl ProducerIds {
+    pub fn next(&self, store: &crate::store::Store) -> crate::Result<i64> {
+        let mut block = self.block.lock().unwrap_or_else(|p| p.into_inner());
+        if block.0 >= block.1 {
+            let first = store.allocate_producer_ids(PRODUCER_ID_BLOCK_COUNT)?;
+            *block = (first, first + PRODUCER_ID_BLOCK_COUNT);
+        }
+        let id = block.0;
+        block.0 += 1;
+        Ok(id)
+    }
+}
