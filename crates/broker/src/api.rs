@@ -25,8 +25,9 @@ impl Broker {
     /// listener and starts serving.
     pub async fn start(config: BrokerConfig) -> Result<Broker> {
         let settings = config.validate()?;
-        std::fs::create_dir_all(&settings.data_dir)
-            .map_err(|e| Error::Unavailable(format!("create data dir {}: {e}", settings.data_dir.display())))?;
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            Error::Unavailable(format!("create data dir {}: {e}", settings.data_dir.display()))
+        })?;
         let store = Store::open(&settings.data_dir.join("meta.redb"))?;
         let cluster_id = store.cluster_id()?;
         let topics = Topics::open(&settings, &store)?;
@@ -35,10 +36,17 @@ impl Broker {
             .await
             .map_err(|e| Error::Unavailable(format!("cannot listen on {bind}: {e}; pick another port with --listeners PLAINTEXT://HOST:PORT")))?;
         let local_addr = listener.local_addr().map_err(|e| Error::Unavailable(e.to_string()))?;
-        let advertised_host = settings.listener.advertised_host.clone().unwrap_or_else(|| advertise(&settings.listener.host, local_addr));
-        let advertised_port = i32::from(settings.listener.advertised_port.unwrap_or(local_addr.port()));
+        let advertised_host = settings
+            .listener
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| advertise(&settings.listener.host, local_addr));
+        let advertised_port =
+            i32::from(settings.listener.advertised_port.unwrap_or(local_addr.port()));
         let groups = Groups::new(GroupSettings {
-            initial_rebalance_delay: Duration::from_millis(settings.group_initial_rebalance_delay_ms),
+            initial_rebalance_delay: Duration::from_millis(
+                settings.group_initial_rebalance_delay_ms,
+            ),
             session_timeout_min_ms: settings.group_min_session_timeout_ms,
             session_timeout_max_ms: settings.group_max_session_timeout_ms,
         });
@@ -82,8 +90,20 @@ impl Broker {
 
     /// Creates a topic unless it exists; `configs` use Kafka's topic config names.
     /// Returns `Ok(false)` when the topic already existed.
-    pub async fn create_topic(&self, name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> Result<bool> {
-        match self.state.topics.create(&self.state.settings, &self.state.store, name, partitions, -1, configs) {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<bool> {
+        match self.state.topics.create(
+            &self.state.settings,
+            &self.state.store,
+            name,
+            partitions,
+            -1,
+            configs,
+        ) {
             Ok(_) => Ok(true),
             Err(Error::TopicExists(_)) => Ok(false),
             Err(error) => Err(error),
@@ -120,7 +140,11 @@ impl Broker {
 fn advertise(host: &str, bound: SocketAddr) -> String {
     match host {
         "" | "0.0.0.0" | "::" | "localhost" => {
-            if bound.ip().is_unspecified() || host == "localhost" { "127.0.0.1".to_string() } else { bound.ip().to_string() }
+            if bound.ip().is_unspecified() || host == "localhost" {
+                "127.0.0.1".to_string()
+            } else {
+                bound.ip().to_string()
+            }
         }
         other => other.to_string(),
     }
@@ -141,7 +165,8 @@ async fn until_shutdown(state: &State, period: Duration, mut work: impl FnMut())
 /// Expires group sessions and completes rebalances.
 async fn ticker(state: Arc<State>) {
     let groups_state = Arc::clone(&state);
-    until_shutdown(&state, Duration::from_millis(TICK_MS), move || groups_state.groups.tick()).await;
+    until_shutdown(&state, Duration::from_millis(TICK_MS), move || groups_state.groups.tick())
+        .await;
 }
 
 /// Applies retention every `log.retention.check.interval.ms`.
@@ -154,7 +179,9 @@ async fn retention(state: Arc<State>) {
             for partition in &topic.partitions {
                 match partition.with_log(|log| log.apply_retention(now)) {
                     Ok(0) => {}
-                    Ok(deleted) => tracing::info!(topic = %topic.name, deleted, "retention deleted segments"),
+                    Ok(deleted) => {
+                        tracing::info!(topic = %topic.name, deleted, "retention deleted segments")
+                    }
                     Err(error) => tracing::warn!(topic = %topic.name, %error, "retention failed"),
                 }
             }

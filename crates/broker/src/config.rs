@@ -135,7 +135,10 @@ impl BrokerConfig {
         match self.get(key) {
             None => Ok(default),
             Some(text) => text.parse().map_err(|_| {
-                Error::Config(format!("{key} = {text:?} is not a valid {}", std::any::type_name::<T>()))
+                Error::Config(format!(
+                    "{key} = {text:?} is not a valid {}",
+                    std::any::type_name::<T>()
+                ))
             }),
         }
     }
@@ -148,7 +151,9 @@ impl BrokerConfig {
             }
         }
         let data_dir = match self.get("log.dirs") {
-            Some(dirs) if self.data_dir.as_os_str().is_empty() => PathBuf::from(dirs.split(',').next().unwrap_or(dirs)),
+            Some(dirs) if self.data_dir.as_os_str().is_empty() => {
+                PathBuf::from(dirs.split(',').next().unwrap_or(dirs))
+            }
             _ => self.data_dir.clone(),
         };
         if data_dir.as_os_str().is_empty() {
@@ -163,9 +168,12 @@ impl BrokerConfig {
                 limits::PARTITIONS_PER_TOPIC_MAX
             )));
         }
-        let frame_bytes_max = self.parse("socket.request.max.bytes", sluice_wire::limits::FRAME_BYTES_DEFAULT)?;
+        let frame_bytes_max =
+            self.parse("socket.request.max.bytes", sluice_wire::limits::FRAME_BYTES_DEFAULT)?;
         if frame_bytes_max < 1024 {
-            return Err(Error::Config(format!("socket.request.max.bytes = {frame_bytes_max} must be at least 1024")));
+            return Err(Error::Config(format!(
+                "socket.request.max.bytes = {frame_bytes_max} must be at least 1024"
+            )));
         }
         let connections_max = self.parse("max.connections", limits::CONNECTIONS_DEFAULT)?;
         if connections_max == 0 {
@@ -178,12 +186,16 @@ impl BrokerConfig {
             num_partitions,
             auto_create_topics: self.parse("auto.create.topics.enable", true)?,
             log_defaults: self.log_defaults()?,
-            retention_check_interval_ms: self.parse("log.retention.check.interval.ms", 300_000u64)?.max(100),
+            retention_check_interval_ms: self
+                .parse("log.retention.check.interval.ms", 300_000u64)?
+                .max(100),
             frame_bytes_max,
             connections_max,
-            group_initial_rebalance_delay_ms: self.parse("group.initial.rebalance.delay.ms", 3000u64)?,
+            group_initial_rebalance_delay_ms: self
+                .parse("group.initial.rebalance.delay.ms", 3000u64)?,
             group_min_session_timeout_ms: self.parse("group.min.session.timeout.ms", 6000i32)?,
-            group_max_session_timeout_ms: self.parse("group.max.session.timeout.ms", 1_800_000i32)?,
+            group_max_session_timeout_ms: self
+                .parse("group.max.session.timeout.ms", 1_800_000i32)?,
             properties: self.properties.clone(),
         })
     }
@@ -213,10 +225,14 @@ impl BrokerConfig {
         };
         let flush = match self.get("log.flush").unwrap_or("always") {
             "always" => FlushPolicy::Always,
-            "interval" => FlushPolicy::Interval { interval_ms: self.parse("log.flush.interval.ms", 1000u64)?.max(1) },
+            "interval" => FlushPolicy::Interval {
+                interval_ms: self.parse("log.flush.interval.ms", 1000u64)?.max(1),
+            },
             "never" => FlushPolicy::Never,
             other => {
-                return Err(Error::Config(format!("log.flush = {other:?}: use always, interval or never")));
+                return Err(Error::Config(format!(
+                    "log.flush = {other:?}: use always, interval or never"
+                )));
             }
         };
         let config = LogConfig {
@@ -226,7 +242,9 @@ impl BrokerConfig {
             retention_bytes: self.parse("log.retention.bytes", -1i64)?,
             index_interval_bytes: self.parse("log.index.interval.bytes", 4096u32)?,
             max_message_bytes: self.parse("message.max.bytes", 1_048_588u32)?,
-            timestamp_type: parse_timestamp_type(self.get("log.message.timestamp.type").unwrap_or("CreateTime"))?,
+            timestamp_type: parse_timestamp_type(
+                self.get("log.message.timestamp.type").unwrap_or("CreateTime"),
+            )?,
             flush,
         };
         config.validate().map_err(|e| Error::Config(e.to_string()))
@@ -242,7 +260,9 @@ fn parse_listener(text: &str) -> Result<(String, u16)> {
     let (host, port) = rest
         .rsplit_once(':')
         .ok_or_else(|| Error::Config(format!("listener {first:?} has no :PORT")))?;
-    let port = port.parse().map_err(|_| Error::Config(format!("listener {first:?}: bad port {port:?}")))?;
+    let port = port
+        .parse()
+        .map_err(|_| Error::Config(format!("listener {first:?}: bad port {port:?}")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
     Ok((host, port))
 }
@@ -252,7 +272,9 @@ pub fn parse_timestamp_type(text: &str) -> Result<TimestampType> {
     match text {
         "CreateTime" => Ok(TimestampType::CreateTime),
         "LogAppendTime" => Ok(TimestampType::LogAppendTime),
-        other => Err(Error::Config(format!("message.timestamp.type = {other:?}: use CreateTime or LogAppendTime"))),
+        other => Err(Error::Config(format!(
+            "message.timestamp.type = {other:?}: use CreateTime or LogAppendTime"
+        ))),
     }
 }
 

@@ -82,7 +82,9 @@ impl Error {
             Error::InvalidRequest(_) => ResponseError::InvalidRequest,
             Error::Log(log) => match log {
                 sluice_log::Error::Io { .. } => ResponseError::KafkaStorageError,
-                sluice_log::Error::InvalidBatch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
+                sluice_log::Error::InvalidBatch(BatchError::TooLarge { .. }) => {
+                    ResponseError::MessageTooLarge
+                }
                 sluice_log::Error::InvalidBatch(_) => ResponseError::CorruptMessage,
                 sluice_log::Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
                 sluice_log::Error::LimitExceeded { .. } => ResponseError::PolicyViolation,

@@ -147,8 +147,13 @@ impl Groups {
     }
 
     /// Joins (or rejoins); the receiver yields once the rebalance completes.
-    pub fn join(&self, request: JoinRequest) -> std::result::Result<oneshot::Receiver<JoinOutcome>, i16> {
-        let timeout_ok = (self.settings.session_timeout_min_ms..=self.settings.session_timeout_max_ms).contains(&request.session_timeout_ms);
+    pub fn join(
+        &self,
+        request: JoinRequest,
+    ) -> std::result::Result<oneshot::Receiver<JoinOutcome>, i16> {
+        let timeout_ok = (self.settings.session_timeout_min_ms
+            ..=self.settings.session_timeout_max_ms)
+            .contains(&request.session_timeout_ms);
         if !timeout_ok {
             return Err(code(ResponseError::InvalidSessionTimeout));
         }
@@ -170,7 +175,9 @@ impl Groups {
             rebalance_deadline: now,
             initial_delay_until: None,
         });
-        if !group.members.is_empty() && group.protocol_type.as_deref().is_some_and(|t| t != request.protocol_type) {
+        if !group.members.is_empty()
+            && group.protocol_type.as_deref().is_some_and(|t| t != request.protocol_type)
+        {
             return Err(code(ResponseError::InconsistentGroupProtocol));
         }
         let member_id = if request.member_id.is_empty() {
@@ -179,7 +186,11 @@ impl Groups {
             }
             // A static member (KIP-345) that rejoins without its id takes its old place.
             let existing = request.instance_id.as_ref().and_then(|instance| {
-                group.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(instance)).map(|(id, _)| id.clone())
+                group
+                    .members
+                    .iter()
+                    .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
+                    .map(|(id, _)| id.clone())
             });
             existing.unwrap_or_else(|| format!("{}-{}", request.client_id, uuid::Uuid::new_v4()))
         } else if group.members.contains_key(&request.member_id) {
@@ -200,7 +211,8 @@ impl Groups {
             join_waiter: Some(sender),
             sync_waiter: None,
         };
-        let changed = group.members.get(&member_id).is_none_or(|old| old.protocols != member.protocols);
+        let changed =
+            group.members.get(&member_id).is_none_or(|old| old.protocols != member.protocols);
         group.protocol_type = Some(request.protocol_type);
         group.members.insert(member_id, member);
         let _ = changed;
@@ -220,13 +232,22 @@ impl Groups {
         group.rebalance_deadline = now + timeout;
         for member in group.members.values_mut() {
             if let Some(waiter) = member.sync_waiter.take() {
-                let _ = waiter.send(SyncOutcome { error: code(ResponseError::RebalanceInProgress), ..SyncOutcome::default() });
+                let _ = waiter.send(SyncOutcome {
+                    error: code(ResponseError::RebalanceInProgress),
+                    ..SyncOutcome::default()
+                });
             }
         }
     }
 
     /// SyncGroup: the leader hands in assignments; everyone receives theirs.
-    pub fn sync(&self, group_id: &str, generation: i32, member_id: &str, assignments: Vec<(String, Bytes)>) -> std::result::Result<oneshot::Receiver<SyncOutcome>, i16> {
+    pub fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> std::result::Result<oneshot::Receiver<SyncOutcome>, i16> {
         let mut groups = self.lock();
         let group = groups.get_mut(group_id).ok_or(code(ResponseError::UnknownMemberId))?;
         if !group.members.contains_key(member_id) {
@@ -237,9 +258,12 @@ impl Groups {
         }
         let (sender, receiver) = oneshot::channel();
         match group.state {
-            GroupState::Empty | GroupState::PreparingRebalance => return Err(code(ResponseError::RebalanceInProgress)),
+            GroupState::Empty | GroupState::PreparingRebalance => {
+                return Err(code(ResponseError::RebalanceInProgress))
+            }
             GroupState::Stable => {
-                let assignment = group.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default();
+                let assignment =
+                    group.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default();
                 let _ = sender.send(outcome(group, assignment));
                 return Ok(receiver);
             }
@@ -251,12 +275,18 @@ impl Groups {
         }
         if group.leader.as_deref() == Some(member_id) {
             let mut by_member: BTreeMap<String, Bytes> = assignments.into_iter().collect();
-            let (protocol_type, protocol_name) = (group.protocol_type.clone(), group.protocol.clone());
+            let (protocol_type, protocol_name) =
+                (group.protocol_type.clone(), group.protocol.clone());
             for (id, member) in group.members.iter_mut() {
                 member.assignment = by_member.remove(id).unwrap_or_default();
                 member.last_seen = Instant::now();
                 if let Some(waiter) = member.sync_waiter.take() {
-                    let _ = waiter.send(SyncOutcome { error: 0, protocol_type: protocol_type.clone(), protocol_name: protocol_name.clone(), assignment: member.assignment.clone() });
+                    let _ = waiter.send(SyncOutcome {
+                        error: 0,
+                        protocol_type: protocol_type.clone(),
+                        protocol_name: protocol_name.clone(),
+                        assignment: member.assignment.clone(),
+                    });
                 }
             }
             group.state = GroupState::Stable;
@@ -267,10 +297,14 @@ impl Groups {
     /// Heartbeat: the error code to answer with.
     pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
         let mut groups = self.lock();
-        let Some(group) = groups.get_mut(group_id) else { return code(ResponseError::UnknownMemberId) };
+        let Some(group) = groups.get_mut(group_id) else {
+            return code(ResponseError::UnknownMemberId);
+        };
         let state = group.state;
         let current = group.generation;
-        let Some(member) = group.members.get_mut(member_id) else { return code(ResponseError::UnknownMemberId) };
+        let Some(member) = group.members.get_mut(member_id) else {
+            return code(ResponseError::UnknownMemberId);
+        };
         member.last_seen = Instant::now();
         if state == GroupState::PreparingRebalance {
             return code(ResponseError::RebalanceInProgress);
@@ -282,7 +316,11 @@ impl Groups {
     }
 
     /// LeaveGroup for each member id (or instance id); returns an error code per entry.
-    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> std::result::Result<Vec<i16>, i16> {
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> std::result::Result<Vec<i16>, i16> {
         let mut groups = self.lock();
         let group = groups.get_mut(group_id).ok_or(code(ResponseError::UnknownMemberId))?;
         let now = Instant::now();
@@ -290,7 +328,13 @@ impl Groups {
         let mut removed = false;
         for (member_id, instance_id) in members {
             let id = if member_id.is_empty() {
-                instance_id.as_ref().and_then(|i| group.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(i)).map(|(id, _)| id.clone()))
+                instance_id.as_ref().and_then(|i| {
+                    group
+                        .members
+                        .iter()
+                        .find(|(_, m)| m.instance_id.as_ref() == Some(i))
+                        .map(|(id, _)| id.clone())
+                })
             } else {
                 Some(member_id.clone())
             };
@@ -331,7 +375,9 @@ impl Groups {
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, m)| m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+                .filter(|(_, m)| {
+                    m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &expired {
@@ -342,7 +388,9 @@ impl Groups {
                 self.after_removal(group, now);
             }
             if group.state == GroupState::PreparingRebalance {
-                if now >= group.rebalance_deadline && group.initial_delay_until.is_none_or(|d| now >= d) {
+                if now >= group.rebalance_deadline
+                    && group.initial_delay_until.is_none_or(|d| now >= d)
+                {
                     complete(group);
                 } else {
                     try_complete(group, now);
@@ -359,7 +407,11 @@ impl Groups {
         };
         if generation < 0 && member_id.is_empty() {
             // A simple (assign()-based) consumer may commit while the group has no members.
-            return if group.members.is_empty() { 0 } else { code(ResponseError::IllegalGeneration) };
+            return if group.members.is_empty() {
+                0
+            } else {
+                code(ResponseError::IllegalGeneration)
+            };
         }
         if !group.members.contains_key(member_id) {
             return code(ResponseError::UnknownMemberId);
@@ -386,11 +438,21 @@ impl Groups {
                 instance_id: m.instance_id.clone(),
                 client_id: m.client_id.clone(),
                 client_host: m.client_host.clone(),
-                metadata: m.protocols.iter().find(|(name, _)| *name == protocol).map(|(_, b)| b.clone()).unwrap_or_default(),
+                metadata: m
+                    .protocols
+                    .iter()
+                    .find(|(name, _)| *name == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
                 assignment: m.assignment.clone(),
             })
             .collect();
-        Some(GroupView { state: group.state, protocol_type: group.protocol_type.clone().unwrap_or_default(), protocol, members })
+        Some(GroupView {
+            state: group.state,
+            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            protocol,
+            members,
+        })
     }
 
     /// Ids of every group with an in-memory state.
@@ -415,7 +477,12 @@ impl Groups {
 }
 
 fn outcome(group: &Group, assignment: Bytes) -> SyncOutcome {
-    SyncOutcome { error: 0, protocol_type: group.protocol_type.clone(), protocol_name: group.protocol.clone(), assignment }
+    SyncOutcome {
+        error: 0,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol.clone(),
+        assignment,
+    }
 }
 
 /// Completes the rebalance if every member has rejoined and any initial delay has passed.
@@ -453,7 +520,12 @@ fn complete(group: &mut Group) {
         .members
         .iter()
         .map(|(id, m)| {
-            let metadata = m.protocols.iter().find(|(name, _)| *name == protocol).map(|(_, b)| b.clone()).unwrap_or_default();
+            let metadata = m
+                .protocols
+                .iter()
+                .find(|(name, _)| *name == protocol)
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default();
             (id.clone(), m.instance_id.clone(), metadata)
         })
         .collect();

@@ -114,7 +114,9 @@ async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr) {
 /// What to send for a request that did not decode; `None` closes the connection.
 fn refuse(peer: SocketAddr, error: WireError) -> Option<BytesMut> {
     match error {
-        WireError::UnsupportedVersion { api_key, correlation_id, .. } if api_key == ApiKey::ApiVersions as i16 => {
+        WireError::UnsupportedVersion { api_key, correlation_id, .. }
+            if api_key == ApiKey::ApiVersions as i16 =>
+        {
             tracing::debug!(%peer, %error, "answering ApiVersions with UNSUPPORTED_VERSION (KIP-511)");
             match response::unsupported_api_versions(correlation_id) {
                 Ok(reply) => Some(reply),

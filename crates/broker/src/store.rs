@@ -58,7 +58,8 @@ fn offset_key(group: &str, topic: &str, partition: i32) -> String {
 impl Store {
     /// Opens or creates the store file.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = Database::create(path).map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
+        let db = Database::create(path)
+            .map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
         let store = Store { db };
         store.write(|tx| {
             tx.open_table(TOPICS).map_err(|e| e.to_string())?;
@@ -69,7 +70,10 @@ impl Store {
         Ok(store)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, String>) -> Result<T> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, String>,
+    ) -> Result<T> {
         let tx = self.db.begin_write().map_err(|e| Error::Store(e.to_string()))?;
         let value = f(&tx).map_err(store_error("write"))?;
         tx.commit().map_err(|e| Error::Store(format!("commit: {e}")))?;
@@ -151,7 +155,11 @@ impl Store {
     }
 
     /// Commits offsets for one group in one transaction.
-    pub fn commit_offsets(&self, group: &str, offsets: &[(String, i32, OffsetRecord)]) -> Result<()> {
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[(String, i32, OffsetRecord)],
+    ) -> Result<()> {
         let encoded: Vec<(String, Vec<u8>)> = offsets
             .iter()
             .map(|(topic, partition, record)| {
@@ -180,7 +188,8 @@ impl Store {
             let Some(rest) = key.value().strip_prefix(&prefix) else { break };
             let Some((topic, partition)) = rest.rsplit_once('\0') else { continue };
             let Ok(partition) = partition.parse::<i32>() else { continue };
-            let record: OffsetRecord = serde_json::from_slice(value.value()).map_err(|e| Error::Store(e.to_string()))?;
+            let record: OffsetRecord =
+                serde_json::from_slice(value.value()).map_err(|e| Error::Store(e.to_string()))?;
             offsets.insert((topic.to_string(), partition), record);
         }
         Ok(offsets)
@@ -206,11 +215,9 @@ impl Store {
     pub fn delete_offsets(&self, group: &str, partitions: Option<&[(String, i32)]>) -> Result<()> {
         let keys: Vec<String> = match partitions {
             Some(list) => list.iter().map(|(t, p)| offset_key(group, t, *p)).collect(),
-            None => self
-                .group_offsets(group)?
-                .keys()
-                .map(|(t, p)| offset_key(group, t, *p))
-                .collect(),
+            None => {
+                self.group_offsets(group)?.keys().map(|(t, p)| offset_key(group, t, *p)).collect()
+            }
         };
         self.write(|tx| {
             let mut table = tx.open_table(OFFSETS).map_err(|e| e.to_string())?;
@@ -232,9 +239,15 @@ mod tests {
         let path = dir.path().join("meta.redb");
         let store = Store::open(&path).unwrap();
         let id = store.cluster_id().unwrap();
-        let record = TopicRecord { id: uuid::Uuid::new_v4(), partitions: 3, configs: BTreeMap::new() };
+        let record =
+            TopicRecord { id: uuid::Uuid::new_v4(), partitions: 3, configs: BTreeMap::new() };
         store.put_topic("t", &record).unwrap();
-        let offset = OffsetRecord { offset: 7, leader_epoch: -1, metadata: Some("m".into()), commit_timestamp_ms: 1 };
+        let offset = OffsetRecord {
+            offset: 7,
+            leader_epoch: -1,
+            metadata: Some("m".into()),
+            commit_timestamp_ms: 1,
+        };
         store.commit_offsets("g", &[("t".into(), 1, offset.clone())]).unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();

@@ -52,7 +52,13 @@ pub struct TopicConfigDef {
     pub effect: bool,
 }
 
-const fn def(name: &'static str, broker_synonym: Option<&'static str>, default: &'static str, kind: i8, effect: bool) -> TopicConfigDef {
+const fn def(
+    name: &'static str,
+    broker_synonym: Option<&'static str>,
+    default: &'static str,
+    kind: i8,
+    effect: bool,
+) -> TopicConfigDef {
     TopicConfigDef { name, broker_synonym, default, kind, effect }
 }
 
@@ -62,19 +68,55 @@ const LONG_MAX: &str = "9223372036854775807";
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def("cleanup.policy", Some("log.cleanup.policy"), "delete", kind::LIST, false),
     def("compression.type", Some("compression.type"), "producer", kind::STRING, true),
-    def("delete.retention.ms", Some("log.cleaner.delete.retention.ms"), "86400000", kind::LONG, false),
+    def(
+        "delete.retention.ms",
+        Some("log.cleaner.delete.retention.ms"),
+        "86400000",
+        kind::LONG,
+        false,
+    ),
     def("file.delete.delay.ms", Some("log.segment.delete.delay.ms"), "60000", kind::LONG, false),
     def("flush.messages", Some("log.flush.interval.messages"), LONG_MAX, kind::LONG, false),
     def("flush.ms", None, LONG_MAX, kind::LONG, false),
     def("index.interval.bytes", Some("log.index.interval.bytes"), "4096", kind::INT, true),
     def("local.retention.bytes", Some("log.local.retention.bytes"), "-2", kind::LONG, false),
     def("local.retention.ms", Some("log.local.retention.ms"), "-2", kind::LONG, false),
-    def("max.compaction.lag.ms", Some("log.cleaner.max.compaction.lag.ms"), LONG_MAX, kind::LONG, false),
+    def(
+        "max.compaction.lag.ms",
+        Some("log.cleaner.max.compaction.lag.ms"),
+        LONG_MAX,
+        kind::LONG,
+        false,
+    ),
     def("max.message.bytes", Some("message.max.bytes"), "1048588", kind::INT, true),
-    def("message.timestamp.after.max.ms", Some("log.message.timestamp.after.max.ms"), LONG_MAX, kind::LONG, false),
-    def("message.timestamp.before.max.ms", Some("log.message.timestamp.before.max.ms"), LONG_MAX, kind::LONG, false),
-    def("message.timestamp.type", Some("log.message.timestamp.type"), "CreateTime", kind::STRING, true),
-    def("min.cleanable.dirty.ratio", Some("log.cleaner.min.cleanable.ratio"), "0.5", kind::DOUBLE, false),
+    def(
+        "message.timestamp.after.max.ms",
+        Some("log.message.timestamp.after.max.ms"),
+        LONG_MAX,
+        kind::LONG,
+        false,
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        Some("log.message.timestamp.before.max.ms"),
+        LONG_MAX,
+        kind::LONG,
+        false,
+    ),
+    def(
+        "message.timestamp.type",
+        Some("log.message.timestamp.type"),
+        "CreateTime",
+        kind::STRING,
+        true,
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        Some("log.cleaner.min.cleanable.ratio"),
+        "0.5",
+        kind::DOUBLE,
+        false,
+    ),
     def("min.compaction.lag.ms", Some("log.cleaner.min.compaction.lag.ms"), "0", kind::LONG, false),
     def("min.insync.replicas", Some("min.insync.replicas"), "1", kind::INT, false),
     def("preallocate", Some("log.preallocate"), "false", kind::BOOLEAN, false),
@@ -85,7 +127,13 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def("segment.index.bytes", Some("log.index.size.max.bytes"), "10485760", kind::INT, false),
     def("segment.jitter.ms", Some("log.roll.jitter.ms"), "0", kind::LONG, false),
     def("segment.ms", Some("log.roll.ms"), "604800000", kind::LONG, true),
-    def("unclean.leader.election.enable", Some("unclean.leader.election.enable"), "false", kind::BOOLEAN, false),
+    def(
+        "unclean.leader.election.enable",
+        Some("unclean.leader.election.enable"),
+        "false",
+        kind::BOOLEAN,
+        false,
+    ),
 ];
 
 /// The definition of `name`, if it is a topic config.
@@ -116,8 +164,10 @@ pub fn broker_value(settings: &Settings, def: &TopicConfigDef) -> (String, i8) {
     };
     // Any broker-derived value counts as set by the broker when the file names a synonym
     // (log.retention.hours sets retention.ms too).
-    let derived = matches!(def.name, "retention.ms") && settings.properties.keys().any(|k| k.starts_with("log.retention."))
-        || matches!(def.name, "segment.ms") && settings.properties.keys().any(|k| k.starts_with("log.roll."));
+    let derived = matches!(def.name, "retention.ms")
+        && settings.properties.keys().any(|k| k.starts_with("log.retention."))
+        || matches!(def.name, "segment.ms")
+            && settings.properties.keys().any(|k| k.starts_with("log.roll."));
     (value, if derived { source::STATIC_BROKER } else { source })
 }
 
@@ -126,7 +176,10 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> Error {
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
-    value.trim().parse().map_err(|_| invalid(key, value, format!("expected a {}", std::any::type_name::<T>())))
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, value, format!("expected a {}", std::any::type_name::<T>())))
 }
 
 /// Checks one override and returns it normalised.
@@ -164,7 +217,9 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
             "segment.ms" => config.segment_ms = parse(key, value)?,
             "max.message.bytes" => config.max_message_bytes = parse(key, value)?,
             "index.interval.bytes" => config.index_interval_bytes = parse(key, value)?,
-            "message.timestamp.type" => config.timestamp_type = crate::config::parse_timestamp_type(value)?,
+            "message.timestamp.type" => {
+                config.timestamp_type = crate::config::parse_timestamp_type(value)?
+            }
             _ => {}
         }
     }

@@ -48,7 +48,9 @@ fn now_ms() -> i64 {
 
 /// Checks a topic name as Kafka does.
 pub fn check_name(name: &str) -> Result<()> {
-    let invalid = |reason: &str| Err(Error::InvalidTopic { name: name.to_string(), reason: reason.to_string() });
+    let invalid = |reason: &str| {
+        Err(Error::InvalidTopic { name: name.to_string(), reason: reason.to_string() })
+    };
     if name.is_empty() {
         return invalid("the name is empty");
     }
@@ -80,7 +82,13 @@ impl Topics {
             let partitions = (0..record.partitions)
                 .map(|i| open_partition(&log_dir, &name, i, &log_config))
                 .collect::<Result<Vec<_>>>()?;
-            let topic = Topic { name: name.clone(), id: record.id, configs: record.configs, log_config, partitions };
+            let topic = Topic {
+                name: name.clone(),
+                id: record.id,
+                configs: record.configs,
+                log_config,
+                partitions,
+            };
             topics.insert(name, Arc::new(topic));
         }
         remove_strays(&log_dir, &topics);
@@ -111,17 +119,30 @@ impl Topics {
     }
 
     /// Checks a create request without changing anything; returns the effective settings.
-    pub fn check_create(&self, settings: &Settings, name: &str, partitions: i32, replication: i16, configs: &BTreeMap<String, String>) -> Result<(i32, LogConfig, BTreeMap<String, String>)> {
+    pub fn check_create(
+        &self,
+        settings: &Settings,
+        name: &str,
+        partitions: i32,
+        replication: i16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(i32, LogConfig, BTreeMap<String, String>)> {
         check_name(name)?;
         if self.read().contains_key(name) {
             return Err(Error::TopicExists(name.to_string()));
         }
         if self.read().len() >= TOPICS_MAX {
-            return Err(Error::LimitExceeded { what: "topics", limit: TOPICS_MAX as u64, hint: "delete unused topics" });
+            return Err(Error::LimitExceeded {
+                what: "topics",
+                limit: TOPICS_MAX as u64,
+                hint: "delete unused topics",
+            });
         }
         let partitions = if partitions == -1 { settings.num_partitions } else { partitions };
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
-            return Err(Error::InvalidPartitions(format!("{partitions}: must be in 1..={PARTITIONS_PER_TOPIC_MAX}")));
+            return Err(Error::InvalidPartitions(format!(
+                "{partitions}: must be in 1..={PARTITIONS_PER_TOPIC_MAX}"
+            )));
         }
         if replication != -1 && replication != 1 {
             return Err(Error::InvalidReplicationFactor(replication));
@@ -137,15 +158,30 @@ impl Topics {
     /// Creates a topic. The partition folders are made first and the store record last, so
     /// a crash in between leaves stray folders (removed on the next start), never a topic
     /// without its logs.
-    pub fn create(&self, settings: &Settings, store: &Store, name: &str, partitions: i32, replication: i16, configs: &BTreeMap<String, String>) -> Result<Arc<Topic>> {
+    pub fn create(
+        &self,
+        settings: &Settings,
+        store: &Store,
+        name: &str,
+        partitions: i32,
+        replication: i16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
-        let (partitions, log_config, configs) = self.check_create(settings, name, partitions, replication, configs)?;
+        let (partitions, log_config, configs) =
+            self.check_create(settings, name, partitions, replication, configs)?;
         let logs = (0..partitions)
             .map(|i| open_partition(&self.log_dir, name, i, &log_config))
             .collect::<Result<Vec<_>>>()?;
         let record = TopicRecord { id: uuid::Uuid::new_v4(), partitions, configs: configs.clone() };
         store.put_topic(name, &record)?;
-        let topic = Arc::new(Topic { name: name.to_string(), id: record.id, configs, log_config, partitions: logs });
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            id: record.id,
+            configs,
+            log_config,
+            partitions: logs,
+        });
         self.write().insert(name.to_string(), Arc::clone(&topic));
         tracing::info!(topic = name, partitions, "topic created");
         Ok(topic)
@@ -168,15 +204,25 @@ impl Topics {
     }
 
     /// Raises a topic's partition count.
-    pub fn add_partitions(&self, store: &Store, name: &str, count: i32, validate_only: bool) -> Result<()> {
+    pub fn add_partitions(
+        &self,
+        store: &Store,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<()> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let topic = self.get(name).ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
         let current = topic.partitions.len() as i32;
         if count <= current {
-            return Err(Error::InvalidPartitions(format!("topic {name} has {current} partitions; the new count {count} must be larger")));
+            return Err(Error::InvalidPartitions(format!(
+                "topic {name} has {current} partitions; the new count {count} must be larger"
+            )));
         }
         if count > PARTITIONS_PER_TOPIC_MAX {
-            return Err(Error::InvalidPartitions(format!("{count}: must be at most {PARTITIONS_PER_TOPIC_MAX}")));
+            return Err(Error::InvalidPartitions(format!(
+                "{count}: must be at most {PARTITIONS_PER_TOPIC_MAX}"
+            )));
         }
         if validate_only {
             return Ok(());
@@ -185,32 +231,64 @@ impl Topics {
         for index in current..count {
             partitions.push(open_partition(&self.log_dir, name, index, &topic.log_config)?);
         }
-        let record = TopicRecord { id: topic.id, partitions: count, configs: topic.configs.clone() };
+        let record =
+            TopicRecord { id: topic.id, partitions: count, configs: topic.configs.clone() };
         store.put_topic(name, &record)?;
-        let updated = Topic { name: name.to_string(), id: topic.id, configs: topic.configs.clone(), log_config: topic.log_config.clone(), partitions };
+        let updated = Topic {
+            name: name.to_string(),
+            id: topic.id,
+            configs: topic.configs.clone(),
+            log_config: topic.log_config.clone(),
+            partitions,
+        };
         self.write().insert(name.to_string(), Arc::new(updated));
         Ok(())
     }
 
     /// Replaces a topic's overrides (already checked) and applies them to its logs.
-    pub fn set_configs(&self, settings: &Settings, store: &Store, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<()> {
+    pub fn set_configs(
+        &self,
+        settings: &Settings,
+        store: &Store,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<()> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let topic = self.get(name).ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
         let log_config = topic_config::log_config(&settings.log_defaults, &configs)?;
         if validate_only {
             return Ok(());
         }
-        store.put_topic(name, &TopicRecord { id: topic.id, partitions: topic.partitions.len() as i32, configs: configs.clone() })?;
+        store.put_topic(
+            name,
+            &TopicRecord {
+                id: topic.id,
+                partitions: topic.partitions.len() as i32,
+                configs: configs.clone(),
+            },
+        )?;
         for partition in &topic.partitions {
             partition.with_log(|log| log.set_config(log_config.clone()));
         }
-        let updated = Topic { name: name.to_string(), id: topic.id, configs, log_config, partitions: topic.partitions.clone() };
+        let updated = Topic {
+            name: name.to_string(),
+            id: topic.id,
+            configs,
+            log_config,
+            partitions: topic.partitions.clone(),
+        };
         self.write().insert(name.to_string(), Arc::new(updated));
         Ok(())
     }
 }
 
-fn open_partition(log_dir: &Path, topic: &str, index: i32, config: &LogConfig) -> Result<Arc<Partition>> {
+fn open_partition(
+    log_dir: &Path,
+    topic: &str,
+    index: i32,
+    config: &LogConfig,
+) -> Result<Arc<Partition>> {
     let log = PartitionLog::open(&partition_dir(log_dir, topic, index), config.clone(), now_ms())?;
     Ok(Arc::new(Partition::new(log)))
 }

@@ -198,7 +198,11 @@ impl PartitionLog {
     pub fn locate(&self, offset: i64) -> Result<Option<Located>> {
         let end = self.log_end_offset();
         if offset < self.log_start_offset || offset > end {
-            return Err(Error::OffsetOutOfRange { offset, log_start: self.log_start_offset, log_end: end });
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end: end,
+            });
         }
         let after = self.segments.partition_point(|s| s.base_offset <= offset);
         let first = after.saturating_sub(1);
@@ -221,7 +225,8 @@ impl PartitionLog {
     /// The first record with a timestamp at or after `timestamp_ms`: `(offset, timestamp)`.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
         for segment in &self.segments {
-            if segment.max_timestamp < timestamp_ms || segment.next_offset <= self.log_start_offset {
+            if segment.max_timestamp < timestamp_ms || segment.next_offset <= self.log_start_offset
+            {
                 continue;
             }
             let relative = segment.indexes.relative_offset_before_time(timestamp_ms);
@@ -245,7 +250,11 @@ impl PartitionLog {
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         self.segments
             .iter()
-            .filter_map(|s| s.indexes.max_timestamp().map(|t| (t.timestamp, s.base_offset + i64::from(t.relative_offset))))
+            .filter_map(|s| {
+                s.indexes
+                    .max_timestamp()
+                    .map(|t| (t.timestamp, s.base_offset + i64::from(t.relative_offset)))
+            })
             .max_by_key(|(ts, _)| *ts)
     }
 
@@ -254,7 +263,11 @@ impl PartitionLog {
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
         let end = self.log_end_offset();
         if offset < 0 || offset > end {
-            return Err(Error::OffsetOutOfRange { offset, log_start: self.log_start_offset, log_end: end });
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end: end,
+            });
         }
         if offset > self.log_start_offset {
             write_log_start(&self.dir, offset)?;
@@ -265,7 +278,9 @@ impl PartitionLog {
     }
 
     fn delete_segments_below_start(&mut self) -> Result<()> {
-        while self.segments.len() > 1 && self.segments.first().is_some_and(|s| s.next_offset <= self.log_start_offset) {
+        while self.segments.len() > 1
+            && self.segments.first().is_some_and(|s| s.next_offset <= self.log_start_offset)
+        {
             let segment = self.segments.remove(0);
             segment.delete_files()?;
         }
@@ -274,7 +289,9 @@ impl PartitionLog {
 
     /// Deletes segments past `retention.ms` or beyond `retention.bytes`; returns how many.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
-        let expired = |s: &Segment, retention_ms: i64| retention_ms >= 0 && s.max_timestamp >= 0 && now_ms - s.max_timestamp > retention_ms;
+        let expired = |s: &Segment, retention_ms: i64| {
+            retention_ms >= 0 && s.max_timestamp >= 0 && now_ms - s.max_timestamp > retention_ms
+        };
         if expired(self.active(), self.config.retention_ms) {
             self.roll(now_ms)?;
         }
@@ -282,7 +299,8 @@ impl PartitionLog {
         let mut total = self.size_bytes() as i64;
         while self.segments.len() > 1 {
             let Some(oldest) = self.segments.first() else { break };
-            let over_bytes = self.config.retention_bytes >= 0 && total - oldest.size_bytes as i64 >= self.config.retention_bytes;
+            let over_bytes = self.config.retention_bytes >= 0
+                && total - oldest.size_bytes as i64 >= self.config.retention_bytes;
             if !(expired(oldest, self.config.retention_ms) || over_bytes) {
                 break;
             }
@@ -316,11 +334,19 @@ impl Located {
     /// first batch whole, KIP-74), stopping before any batch that reaches `upper_offset`
     /// (the high watermark).
     pub fn read(&self, max_bytes: usize, upper_offset: i64) -> Result<Vec<u8>> {
-        let Some(start) = Segment::position_of(&self.file, &self.path, self.hint_position, self.size_bytes, self.offset)? else {
+        let Some(start) = Segment::position_of(
+            &self.file,
+            &self.path,
+            self.hint_position,
+            self.size_bytes,
+            self.offset,
+        )?
+        else {
             return Ok(Vec::new());
         };
         let available = (self.size_bytes - start) as usize;
-        let mut buf = vec![0u8; available.min(max_bytes.max(sluice_wire::limits::BATCH_HEADER_BYTES))];
+        let mut buf =
+            vec![0u8; available.min(max_bytes.max(sluice_wire::limits::BATCH_HEADER_BYTES))];
         self.file.read_exact_at(&mut buf, start).map_err(io("read segment", &self.path))?;
         let mut keep = 0usize;
         while let Ok(header) = batch::parse_header(buf.get(keep..).unwrap_or_default()) {

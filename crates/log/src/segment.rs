@@ -48,7 +48,12 @@ struct ScanEnd {
 
 impl Segment {
     /// Creates an empty segment file (and its indexes).
-    pub fn create(dir: &Path, base_offset: i64, now_ms: i64, index_interval_bytes: u64) -> Result<Segment> {
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        index_interval_bytes: u64,
+    ) -> Result<Segment> {
         let path = dir.join(format!("{}.log", stem(base_offset)));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -176,7 +181,8 @@ impl Segment {
         mut visit: impl FnMut(u64, &batch::BatchHeader) -> Result<()>,
     ) -> Result<ScanEnd> {
         let mut position = from;
-        let mut expected_offset: Option<i64> = if from == 0 { Some(self.base_offset) } else { None };
+        let mut expected_offset: Option<i64> =
+            if from == 0 { Some(self.base_offset) } else { None };
         let mut buf = Vec::new();
         while position < file_bytes {
             let want = (file_bytes - position).min(SCAN_CHUNK_BYTES as u64) as usize;
@@ -195,7 +201,10 @@ impl Segment {
                 let valid = !check_crc || batch::validate(rest).is_ok();
                 let in_sequence = expected_offset.is_none_or(|e| e == header.base_offset);
                 if !valid || !in_sequence {
-                    return Ok(ScanEnd { size_bytes: position + at as u64, next_offset: expected_offset.unwrap_or(self.base_offset) });
+                    return Ok(ScanEnd {
+                        size_bytes: position + at as u64,
+                        next_offset: expected_offset.unwrap_or(self.base_offset),
+                    });
                 }
                 visit(position + at as u64, &header)?;
                 expected_offset = Some(header.next_offset());
@@ -208,8 +217,12 @@ impl Segment {
                     break;
                 }
                 let mut whole = vec![0u8; total];
-                self.file.read_exact_at(&mut whole, position).map_err(io("read segment", &self.path))?;
-                let Ok(header) = (if check_crc { batch::validate(&whole) } else { batch::parse_header(&whole) }) else {
+                self.file
+                    .read_exact_at(&mut whole, position)
+                    .map_err(io("read segment", &self.path))?;
+                let Ok(header) =
+                    (if check_crc { batch::validate(&whole) } else { batch::parse_header(&whole) })
+                else {
                     break;
                 };
                 if expected_offset.is_some_and(|e| e != header.base_offset) {
@@ -237,7 +250,10 @@ impl Segment {
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
             let last_relative = (header.last_offset() - self.base_offset) as u32;
-            self.indexes.push_time(TimeEntry { timestamp: header.max_timestamp, relative_offset: last_relative })?;
+            self.indexes.push_time(TimeEntry {
+                timestamp: header.max_timestamp,
+                relative_offset: last_relative,
+            })?;
         }
         Ok(())
     }
@@ -245,7 +261,12 @@ impl Segment {
     /// Appends validated batches whose base offsets are already assigned.
     pub fn append(&mut self, bytes: &[u8], headers: &[batch::BatchHeader]) -> Result<()> {
         let Some(first) = headers.first() else { return Ok(()) };
-        debug_assert!(first.base_offset == self.next_offset, "append at {} to segment ending {}", first.base_offset, self.next_offset);
+        debug_assert!(
+            first.base_offset == self.next_offset,
+            "append at {} to segment ending {}",
+            first.base_offset,
+            self.next_offset
+        );
         self.file.write_all_at(bytes, self.size_bytes).map_err(io("write segment", &self.path))?;
         let mut position = self.size_bytes;
         for header in headers {
@@ -271,7 +292,13 @@ impl Segment {
 
     /// The byte position of the batch holding `offset`, scanning forward from the index
     /// hint. `None` when `offset` is at or past the segment's end.
-    pub fn position_of(file: &File, path: &Path, hint: u64, size_bytes: u64, offset: i64) -> Result<Option<u64>> {
+    pub fn position_of(
+        file: &File,
+        path: &Path,
+        hint: u64,
+        size_bytes: u64,
+        offset: i64,
+    ) -> Result<Option<u64>> {
         let mut position = hint;
         let mut header = [0u8; sluice_wire::limits::BATCH_HEADER_BYTES];
         while position < size_bytes {

@@ -29,7 +29,11 @@ impl Partition {
     /// Wraps an opened log; what recovery found on disk counts as synced.
     pub fn new(log: PartitionLog) -> Partition {
         let end = log.log_end_offset();
-        Partition { log: Mutex::new(log), synced_offset: AtomicI64::new(end), sync_lock: Mutex::new(()) }
+        Partition {
+            log: Mutex::new(log),
+            synced_offset: AtomicI64::new(end),
+            sync_lock: Mutex::new(()),
+        }
     }
 
     /// Runs `f` with the log locked.

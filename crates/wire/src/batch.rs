@@ -83,21 +83,27 @@ impl BatchHeader {
 }
 
 fn be_i64(buf: &[u8], at: usize) -> Result<i64, BatchError> {
-    let bytes = buf.get(at..at + 8).ok_or(BatchError::Truncated { needed: at + 8, remaining: buf.len() })?;
+    let bytes = buf
+        .get(at..at + 8)
+        .ok_or(BatchError::Truncated { needed: at + 8, remaining: buf.len() })?;
     let mut array = [0u8; 8];
     array.copy_from_slice(bytes);
     Ok(i64::from_be_bytes(array))
 }
 
 fn be_i32(buf: &[u8], at: usize) -> Result<i32, BatchError> {
-    let bytes = buf.get(at..at + 4).ok_or(BatchError::Truncated { needed: at + 4, remaining: buf.len() })?;
+    let bytes = buf
+        .get(at..at + 4)
+        .ok_or(BatchError::Truncated { needed: at + 4, remaining: buf.len() })?;
     let mut array = [0u8; 4];
     array.copy_from_slice(bytes);
     Ok(i32::from_be_bytes(array))
 }
 
 fn be_i16(buf: &[u8], at: usize) -> Result<i16, BatchError> {
-    let bytes = buf.get(at..at + 2).ok_or(BatchError::Truncated { needed: at + 2, remaining: buf.len() })?;
+    let bytes = buf
+        .get(at..at + 2)
+        .ok_or(BatchError::Truncated { needed: at + 2, remaining: buf.len() })?;
     let mut array = [0u8; 2];
     array.copy_from_slice(bytes);
     Ok(i16::from_be_bytes(array))

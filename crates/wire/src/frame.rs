@@ -20,7 +20,10 @@ mod tests {
 
     #[test]
     fn rejects_negative_and_oversized_frames() {
-        assert!(matches!(body_bytes((-1i32).to_be_bytes(), 100), Err(Error::FrameSizeInvalid { .. })));
+        assert!(matches!(
+            body_bytes((-1i32).to_be_bytes(), 100),
+            Err(Error::FrameSizeInvalid { .. })
+        ));
         assert!(matches!(body_bytes(101i32.to_be_bytes(), 100), Err(Error::FrameTooLarge { .. })));
         assert_eq!(body_bytes(100i32.to_be_bytes(), 100).unwrap(), 100);
     }

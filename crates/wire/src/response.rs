@@ -21,9 +21,7 @@ pub fn encode(
     // ApiVersions answers always use header v0, so a client that cannot parse our
     // version of the body can still read the error (KIP-511).
     let header_version = api_key.response_header_version(version);
-    header
-        .encode(&mut buf, header_version)
-        .map_err(|e| fail(format!("header: {e:#}")))?;
+    header.encode(&mut buf, header_version).map_err(|e| fail(format!("header: {e:#}")))?;
     body.encode(&mut buf, version).map_err(|e| fail(format!("{e:#}")))?;
     let size = (buf.len() - FRAME_PREFIX_BYTES) as i32;
     buf.get_mut(..FRAME_PREFIX_BYTES)

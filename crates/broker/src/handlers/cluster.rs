@@ -2,10 +2,12 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{
-    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest,
-    MetadataResponse, TopicName,
+    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
@@ -47,7 +49,11 @@ fn topic_metadata(state: &State, topic: &Topic) -> MetadataResponseTopic {
         .with_topic_authorized_operations(OPERATIONS_OMITTED)
 }
 
-fn topic_error(name: Option<TopicName>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
+fn topic_error(
+    name: Option<TopicName>,
+    id: uuid::Uuid,
+    error: ResponseError,
+) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(name)
         .with_topic_id(id)
@@ -61,7 +67,8 @@ pub(crate) fn metadata(state: &State, request: MetadataRequest, version: i16) ->
         Some(list) if version == 0 && list.is_empty() => None,
         other => other,
     };
-    let auto_create = state.settings.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let auto_create =
+        state.settings.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     let topics = match wanted {
         None => state.topics.all().iter().map(|t| topic_metadata(state, t)).collect(),
         Some(list) => list
@@ -90,13 +97,16 @@ fn named_topic(state: &State, name: TopicName, auto_create: bool) -> MetadataRes
     if !auto_create {
         return topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition);
     }
-    let created = state.topics.create(&state.settings, &state.store, &name, -1, -1, &BTreeMap::new());
+    let created =
+        state.topics.create(&state.settings, &state.store, &name, -1, -1, &BTreeMap::new());
     match created {
         Ok(topic) => topic_metadata(state, &topic),
         // Another connection created it first.
         Err(Error::TopicExists(_)) => match state.topics.get(&name) {
             Some(topic) => topic_metadata(state, &topic),
-            None => topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+            None => {
+                topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition)
+            }
         },
         Err(error) => {
             tracing::warn!(topic = %name.0, %error, "auto-create failed");
@@ -105,7 +115,10 @@ fn named_topic(state: &State, name: TopicName, auto_create: bool) -> MetadataRes
     }
 }
 
-pub(crate) fn describe_cluster(state: &State, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub(crate) fn describe_cluster(
+    state: &State,
+    _request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let broker = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(state.settings.node_id))
         .with_host(text(state.advertised_host.clone()))

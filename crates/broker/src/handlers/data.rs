@@ -3,9 +3,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
@@ -30,7 +34,12 @@ struct ProduceJob {
 /// The result of appending one job: `(base offset, log append time, log start)` or error.
 type Appended = std::result::Result<(i64, i64, i64), (ResponseError, String)>;
 
-pub(crate) async fn produce(state: &State, request: ProduceRequest) -> ProduceResponse {
+pub(crate) async fn produce(
+    state: &State,
+    request: ProduceRequest,
+    client: &super::Client,
+) -> ProduceResponse {
+    let peer = client.peer;
     let acks = request.acks;
     let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
     let mut jobs = Vec::new();
@@ -51,16 +60,18 @@ pub(crate) async fn produce(state: &State, request: ProduceRequest) -> ProduceRe
         }
     }
     let wait_for_sync = acks != 0;
-    let outcomes = tokio::task::spawn_blocking(move || append_all(jobs, wait_for_sync)).await;
+    let outcomes = tokio::task::spawn_blocking(move || append_all(jobs, wait_for_sync, peer)).await;
     let outcomes = outcomes.unwrap_or_default();
     state.appended.notify_waiters();
     for (topic_index, index, outcome) in outcomes {
         let response = match outcome {
-            Ok((base_offset, log_append_time_ms, log_start_offset)) => PartitionProduceResponse::default()
-                .with_index(index)
-                .with_base_offset(base_offset)
-                .with_log_append_time_ms(log_append_time_ms)
-                .with_log_start_offset(log_start_offset),
+            Ok((base_offset, log_append_time_ms, log_start_offset)) => {
+                PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_base_offset(base_offset)
+                    .with_log_append_time_ms(log_append_time_ms)
+                    .with_log_start_offset(log_start_offset)
+            }
             Err((error, message)) => PartitionProduceResponse::default()
                 .with_index(index)
                 .with_error_code(error.code())
@@ -78,7 +89,11 @@ pub(crate) async fn produce(state: &State, request: ProduceRequest) -> ProduceRe
 
 /// Appends every job, then syncs each touched partition once (group commit joins these
 /// syncs with other connections'). Blocking.
-fn append_all(jobs: Vec<ProduceJob>, wait_for_sync: bool) -> Vec<(usize, i32, Appended)> {
+fn append_all(
+    jobs: Vec<ProduceJob>,
+    wait_for_sync: bool,
+    peer: std::net::SocketAddr,
+) -> Vec<(usize, i32, Appended)> {
     let now = now_ms();
     let mut results = Vec::with_capacity(jobs.len());
     let mut to_sync: Vec<(Arc<Partition>, i64)> = Vec::new();
@@ -92,7 +107,7 @@ fn append_all(jobs: Vec<ProduceJob>, wait_for_sync: bool) -> Vec<(usize, i32, Ap
                 }
                 Err(error) => {
                     let error = Error::Log(error);
-                    tracing::warn!(topic_partition = job.index, %error, "produce rejected");
+                    tracing::warn!(%peer, partition = job.index, %error, "produce rejected");
                     Err((error.kafka_error(), error.to_string()))
                 }
             },
@@ -147,8 +162,16 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
     let mut errors = false;
     let mut responses = Vec::with_capacity(request.topics.len());
     for wanted in &request.topics {
-        let topic = if version >= 13 { state.topics.get_by_id(wanted.topic_id) } else { state.topics.get(&wanted.topic) };
-        let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+        let topic = if version >= 13 {
+            state.topics.get_by_id(wanted.topic_id)
+        } else {
+            state.topics.get(&wanted.topic)
+        };
+        let unknown = if version >= 13 {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
         let mut partitions = Vec::with_capacity(wanted.partitions.len());
         for p in &wanted.partitions {
             let partition = topic.as_ref().and_then(|t| t.partition(p.partition));
@@ -161,7 +184,11 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
             let log_start = partition.with_log(|log| log.log_start_offset());
             let limit = usize::try_from(p.partition_max_bytes).unwrap_or(0).min(remaining);
             // The first partition with data always returns at least one whole batch (KIP-74).
-            let read = if limit == 0 && total > 0 { Ok(Vec::new()) } else { partition.read(p.fetch_offset, limit.max(1)) };
+            let read = if limit == 0 && total > 0 {
+                Ok(Vec::new())
+            } else {
+                partition.read(p.fetch_offset, limit.max(1))
+            };
             let data = match read {
                 Ok(bytes) => {
                     remaining = remaining.saturating_sub(bytes.len());
@@ -210,7 +237,11 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-pub(crate) fn list_offsets(state: &State, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub(crate) fn list_offsets(
+    state: &State,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     // leader_epoch exists from v4; an older response must leave it at its default.
     let leader_epoch = if version >= 4 { 0 } else { -1 };
     let topics = request
@@ -247,19 +278,29 @@ pub(crate) fn list_offsets(state: &State, request: ListOffsetsRequest, version: 
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-fn offset_at(partition: &Partition, timestamp: i64) -> std::result::Result<(i64, i64), ResponseError> {
+fn offset_at(
+    partition: &Partition,
+    timestamp: i64,
+) -> std::result::Result<(i64, i64), ResponseError> {
     let high_watermark = partition.high_watermark();
     let found: Result<(i64, i64)> = partition.with_log(|log| match timestamp {
         LATEST => Ok((high_watermark, -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
-        MAX_TIMESTAMP => Ok(log.max_timestamp().map(|(ts, offset)| (offset, ts)).unwrap_or((-1, -1))),
-        ts if ts >= 0 => Ok(log.offset_for_timestamp(ts)?.map(|(offset, ts)| (offset, ts)).unwrap_or((-1, -1))),
-        _ => Err(Error::InvalidRequest(format!("ListOffsets timestamp {timestamp} is not supported"))),
+        MAX_TIMESTAMP => {
+            Ok(log.max_timestamp().map(|(ts, offset)| (offset, ts)).unwrap_or((-1, -1)))
+        }
+        ts if ts >= 0 => Ok(log.offset_for_timestamp(ts)?.unwrap_or((-1, -1))),
+        _ => Err(Error::InvalidRequest(format!(
+            "ListOffsets timestamp {timestamp} is not supported"
+        ))),
     });
     found.map_err(|error| error.kafka_error())
 }
 
-pub(crate) fn delete_records(state: &State, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub(crate) fn delete_records(
+    state: &State,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -279,7 +320,9 @@ pub(crate) fn delete_records(state: &State, request: DeleteRecordsRequest) -> De
                             if offset > high_watermark {
                                 Err(ResponseError::OffsetOutOfRange)
                             } else {
-                                partition.with_log(|log| log.delete_records_before(offset)).map_err(|e| Error::Log(e).kafka_error())
+                                partition
+                                    .with_log(|log| log.delete_records_before(offset))
+                                    .map_err(|e| Error::Log(e).kafka_error())
                             }
                         }
                     };

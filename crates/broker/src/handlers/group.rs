@@ -9,8 +9,12 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -25,7 +29,11 @@ use crate::limits::OFFSET_METADATA_BYTES_MAX;
 use crate::state::State;
 use crate::store::OffsetRecord;
 
-pub(crate) fn find_coordinator(state: &State, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub(crate) fn find_coordinator(
+    state: &State,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let node = BrokerId(state.settings.node_id);
     let host = text(state.advertised_host.clone());
     let port = state.advertised_port;
@@ -33,14 +41,30 @@ pub(crate) fn find_coordinator(state: &State, request: FindCoordinatorRequest, v
         let coordinators = request
             .coordinator_keys
             .into_iter()
-            .map(|key| Coordinator::default().with_key(key).with_node_id(node).with_host(host.clone()).with_port(port))
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(node)
+                    .with_host(host.clone())
+                    .with_port(port)
+            })
             .collect();
-        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+        return FindCoordinatorResponse::default()
+            .with_error_message(None)
+            .with_coordinators(coordinators);
     }
-    FindCoordinatorResponse::default().with_node_id(node).with_host(host).with_port(port)
+    FindCoordinatorResponse::default()
+        .with_node_id(node)
+        .with_host(host)
+        .with_port(port)
+        .with_error_message(None)
 }
 
-pub(crate) async fn join_group(state: &State, request: JoinGroupRequest, client: &super::Client) -> JoinGroupResponse {
+pub(crate) async fn join_group(
+    state: &State,
+    request: JoinGroupRequest,
+    client: &super::Client,
+) -> JoinGroupResponse {
     let join = JoinRequest {
         group_id: request.group_id.to_string(),
         member_id: request.member_id.to_string(),
@@ -49,15 +73,26 @@ pub(crate) async fn join_group(state: &State, request: JoinGroupRequest, client:
         client_host: client.host.clone(),
         session_timeout_ms: request.session_timeout_ms,
         // v0 has no rebalance timeout: it equals the session timeout.
-        rebalance_timeout_ms: if request.rebalance_timeout_ms > 0 { request.rebalance_timeout_ms } else { request.session_timeout_ms },
+        rebalance_timeout_ms: if request.rebalance_timeout_ms > 0 {
+            request.rebalance_timeout_ms
+        } else {
+            request.session_timeout_ms
+        },
         protocol_type: request.protocol_type.to_string(),
-        protocols: request.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
     };
     let member_id = join.member_id.clone();
     let receiver = match state.groups.join(join) {
         Ok(receiver) => receiver,
         Err(code) => {
-            return JoinGroupResponse::default().with_error_code(code).with_generation_id(-1).with_member_id(text(member_id));
+            return JoinGroupResponse::default()
+                .with_error_code(code)
+                .with_generation_id(-1)
+                .with_member_id(text(member_id));
         }
     };
     let Ok(outcome) = receiver.await else {
@@ -71,7 +106,10 @@ pub(crate) async fn join_group(state: &State, request: JoinGroupRequest, client:
         .members
         .into_iter()
         .map(|(id, instance, metadata)| {
-            JoinGroupResponseMember::default().with_member_id(text(id)).with_group_instance_id(instance.map(text)).with_metadata(metadata)
+            JoinGroupResponseMember::default()
+                .with_member_id(text(id))
+                .with_group_instance_id(instance.map(text))
+                .with_metadata(metadata)
         })
         .collect();
     JoinGroupResponse::default()
@@ -85,8 +123,14 @@ pub(crate) async fn join_group(state: &State, request: JoinGroupRequest, client:
 }
 
 pub(crate) async fn sync_group(state: &State, request: SyncGroupRequest) -> SyncGroupResponse {
-    let assignments = request.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
-    let receiver = state.groups.sync(&request.group_id, request.generation_id, &request.member_id, assignments);
+    let assignments =
+        request.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
+    let receiver = state.groups.sync(
+        &request.group_id,
+        request.generation_id,
+        &request.member_id,
+        assignments,
+    );
     let outcome = match receiver {
         Ok(receiver) => receiver.await.unwrap_or_default(),
         Err(code) => return SyncGroupResponse::default().with_error_code(code),
@@ -103,9 +147,17 @@ pub(crate) fn heartbeat(state: &State, request: HeartbeatRequest) -> HeartbeatRe
     HeartbeatResponse::default().with_error_code(code)
 }
 
-pub(crate) fn leave_group(state: &State, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub(crate) fn leave_group(
+    state: &State,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
     let members: Vec<(String, Option<String>)> = if version >= 3 {
-        request.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()
+        request
+            .members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .collect()
     } else {
         vec![(request.member_id.to_string(), None)]
     };
@@ -115,10 +167,16 @@ pub(crate) fn leave_group(state: &State, request: LeaveGroupRequest, version: i1
             let responses = members
                 .into_iter()
                 .zip(codes.iter())
-                .map(|((id, instance), code)| MemberResponse::default().with_member_id(text(id)).with_group_instance_id(instance.map(text)).with_error_code(*code))
+                .map(|((id, instance), code)| {
+                    MemberResponse::default()
+                        .with_member_id(text(id))
+                        .with_group_instance_id(instance.map(text))
+                        .with_error_code(*code)
+                })
                 .collect();
             if version < 3 {
-                return LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(0));
+                return LeaveGroupResponse::default()
+                    .with_error_code(codes.first().copied().unwrap_or(0));
             }
             LeaveGroupResponse::default().with_members(responses)
         }
@@ -127,7 +185,11 @@ pub(crate) fn leave_group(state: &State, request: LeaveGroupRequest, version: i1
 
 pub(crate) fn offset_commit(state: &State, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.to_string();
-    let check = state.groups.check_commit(&group, request.generation_id_or_member_epoch, &request.member_id);
+    let check = state.groups.check_commit(
+        &group,
+        request.generation_id_or_member_epoch,
+        &request.member_id,
+    );
     let now = now_ms();
     let mut records = Vec::new();
     let mut topics = Vec::with_capacity(request.topics.len());
@@ -143,13 +205,27 @@ pub(crate) fn offset_commit(state: &State, request: OffsetCommitRequest) -> Offs
             } else if metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX) {
                 ResponseError::OffsetMetadataTooLarge.code()
             } else {
-                let record = OffsetRecord { offset: p.committed_offset, leader_epoch: p.committed_leader_epoch, metadata, commit_timestamp_ms: now };
+                let record = OffsetRecord {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata,
+                    commit_timestamp_ms: now,
+                };
                 records.push((topic.name.to_string(), p.partition_index, record));
                 0
             };
-            partitions.push(OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code));
+            partitions.push(
+                OffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code),
+            );
         }
-        topics.push(OffsetCommitResponseTopic::default().with_name(topic.name).with_topic_id(topic.topic_id).with_partitions(partitions));
+        topics.push(
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name)
+                .with_topic_id(topic.topic_id)
+                .with_partitions(partitions),
+        );
     }
     if !records.is_empty() {
         if let Err(error) = state.store.commit_offsets(&group, &records) {
@@ -170,8 +246,15 @@ pub(crate) fn offset_commit(state: &State, request: OffsetCommitRequest) -> Offs
 /// `(topic, partitions)` wanted, or `None` for every committed offset of the group.
 type Wanted = Option<Vec<(TopicName, Vec<i32>)>>;
 
-/// Committed offsets of one group as `(topic, [(partition, offset, epoch, metadata)])`.
-fn committed(state: &State, group: &str, wanted: Wanted) -> Result<Vec<(TopicName, Vec<(i32, i64, i32, Option<String>)>)>, i16> {
+/// One committed offset: `(partition, offset, leader epoch, metadata)`.
+type Committed = (i32, i64, i32, Option<String>);
+
+/// Committed offsets of one group, by topic.
+fn committed(
+    state: &State,
+    group: &str,
+    wanted: Wanted,
+) -> Result<Vec<(TopicName, Vec<Committed>)>, i16> {
     let stored = state.store.group_offsets(group).map_err(|e| e.code())?;
     let wanted = wanted.unwrap_or_else(|| {
         let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
@@ -195,15 +278,23 @@ fn committed(state: &State, group: &str, wanted: Wanted) -> Result<Vec<(TopicNam
         .collect())
 }
 
-pub(crate) fn offset_fetch(state: &State, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub(crate) fn offset_fetch(
+    state: &State,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     if version >= 8 {
         let groups = request
             .groups
             .into_iter()
             .map(|g| {
-                let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+                let wanted = g
+                    .topics
+                    .map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
                 match committed(state, &g.group_id, wanted) {
-                    Err(code) => OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_error_code(code),
+                    Err(code) => OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(code),
                     Ok(topics) => {
                         let topics = topics
                             .into_iter()
@@ -218,17 +309,22 @@ pub(crate) fn offset_fetch(state: &State, request: OffsetFetchRequest, version: 
                                             .with_metadata(metadata.map(text))
                                     })
                                     .collect();
-                                OffsetFetchResponseTopics::default().with_name(name).with_partitions(partitions)
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(name)
+                                    .with_partitions(partitions)
                             })
                             .collect();
-                        OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
+                        OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id)
+                            .with_topics(topics)
                     }
                 }
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = request.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+    let wanted =
+        request.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
     match committed(state, &request.group_id, wanted) {
         Err(code) => OffsetFetchResponse::default().with_error_code(code),
         Ok(topics) => {
@@ -263,8 +359,13 @@ pub(crate) fn list_groups(state: &State, request: ListGroupsRequest) -> ListGrou
         .filter_map(|id| {
             let view = state.groups.describe(&id);
             let group_state = view.as_ref().map_or(GroupState::Empty, |v| v.state).name();
-            let protocol_type = view.as_ref().map(|v| v.protocol_type.clone()).filter(|t| !t.is_empty()).unwrap_or_else(|| "consumer".into());
-            let keep = request.states_filter.is_empty() || request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(group_state));
+            let protocol_type = view
+                .as_ref()
+                .map(|v| v.protocol_type.clone())
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "consumer".into());
+            let keep = request.states_filter.is_empty()
+                || request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(group_state));
             keep.then(|| {
                 ListedGroup::default()
                     .with_group_id(GroupId(text(id)))
@@ -277,7 +378,10 @@ pub(crate) fn list_groups(state: &State, request: ListGroupsRequest) -> ListGrou
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub(crate) fn describe_groups(state: &State, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub(crate) fn describe_groups(
+    state: &State,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let groups = request
         .groups
         .into_iter()
@@ -315,13 +419,16 @@ pub(crate) fn delete_groups(state: &State, request: DeleteGroupsRequest) -> Dele
         .groups_names
         .into_iter()
         .map(|id| {
-            let known = state.groups.describe(&id).is_some() || state.store.group_offsets(&id).map(|o| !o.is_empty()).unwrap_or(false);
+            let known = state.groups.describe(&id).is_some()
+                || state.store.group_offsets(&id).map(|o| !o.is_empty()).unwrap_or(false);
             let code = if !known {
                 ResponseError::GroupIdNotFound.code()
             } else {
                 match state.groups.remove_if_empty(&id) {
                     Err(code) => code,
-                    Ok(()) => state.store.delete_offsets(&id, None).map_or_else(|e| e.code(), |()| 0),
+                    Ok(()) => {
+                        state.store.delete_offsets(&id, None).map_or_else(|e| e.code(), |()| 0)
+                    }
                 }
             };
             DeletableGroupResult::default().with_group_id(id).with_error_code(code)

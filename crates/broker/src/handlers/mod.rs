@@ -19,6 +19,7 @@ pub(crate) use producer::ProducerIds;
 pub(crate) struct Client {
     pub client_id: String,
     pub host: String,
+    pub peer: std::net::SocketAddr,
 }
 
 /// What to do after a request.
@@ -36,6 +37,7 @@ pub(crate) async fn handle(state: &State, request: Request, peer: std::net::Sock
     let client = Client {
         client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
         host: format!("/{}", peer.ip()),
+        peer,
     };
     let api_key = request.api_key;
     let version = request.version();
@@ -43,36 +45,60 @@ pub(crate) async fn handle(state: &State, request: Request, peer: std::net::Sock
     let body = match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(cluster::api_versions()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(cluster::metadata(state, r, version)),
-        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(state, r)),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(cluster::describe_cluster(state, r))
+        }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let response = data::produce(state, r).await;
+            let response = data::produce(state, r, &client).await;
             if acks == 0 {
                 return Reply::Nothing;
             }
             ResponseKind::Produce(response)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(state, r, version).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(data::list_offsets(state, r, version)),
-        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(data::delete_records(state, r)),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(state, r, version)),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(data::list_offsets(state, r, version))
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(data::delete_records(state, r))
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(state, r, version))
+        }
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(state, r)),
-        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(state, r)),
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(admin::describe_configs(state, r)),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(state, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(admin::describe_configs(state, r))
+        }
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(admin::alter_configs(state, r)),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(admin::incremental_alter_configs(state, r))
         }
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer::init_producer_id(state, r)),
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(group::find_coordinator(state, r, version)),
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(group::join_group(state, r, &client).await),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producer::init_producer_id(state, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(group::find_coordinator(state, r, version))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(group::join_group(state, r, &client).await)
+        }
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group::sync_group(state, r).await),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(state, r)),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group::leave_group(state, r, version)),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(group::leave_group(state, r, version))
+        }
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(group::offset_commit(state, r)),
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(group::offset_fetch(state, r, version)),
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(group::offset_fetch(state, r, version))
+        }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list_groups(state, r)),
-        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(group::describe_groups(state, r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(group::describe_groups(state, r))
+        }
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group::delete_groups(state, r)),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(group::offset_delete(state, r)),
         other => {
@@ -112,7 +138,8 @@ mod tests {
         header.encode(&mut buf, key.request_header_version(version)).unwrap();
         let body = match key {
             ApiKey::JoinGroup => RequestKind::JoinGroup(JoinGroupRequest::default()),
-            other => match RequestKind::decode(other, &mut realistic_body(other, version), version) {
+            other => match RequestKind::decode(other, &mut realistic_body(other, version), version)
+            {
                 Ok(kind) => kind,
                 Err(error) => panic!("{other:?} v{version}: {error}"),
             },
@@ -134,18 +161,33 @@ mod tests {
         match key {
             ApiKey::Produce => {
                 let records = bytes::Bytes::from(sluice_wire::batch::build(0, 1, &[b"v"]));
-                let data = produce_request::PartitionProduceData::default().with_index(0).with_records(Some(records));
-                let topic = produce_request::TopicProduceData::default().with_name(t()).with_partition_data(vec![data]);
+                let data = produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records));
+                let topic = produce_request::TopicProduceData::default()
+                    .with_name(t())
+                    .with_partition_data(vec![data]);
                 enc(ProduceRequest::default().with_acks(-1).with_topic_data(vec![topic]), version)
             }
             ApiKey::Fetch => {
-                let p = fetch_request::FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20);
-                let topic = fetch_request::FetchTopic::default().with_topic(t()).with_partitions(vec![p]);
-                enc(FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(vec![topic]), version)
+                let p = fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_partition_max_bytes(1 << 20);
+                let topic =
+                    fetch_request::FetchTopic::default().with_topic(t()).with_partitions(vec![p]);
+                enc(
+                    FetchRequest::default()
+                        .with_max_wait_ms(0)
+                        .with_max_bytes(1 << 20)
+                        .with_topics(vec![topic]),
+                    version,
+                )
             }
             ApiKey::ListOffsets => {
                 let p = list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1);
-                let topic = list_offsets_request::ListOffsetsTopic::default().with_name(t()).with_partitions(vec![p]);
+                let topic = list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(t())
+                    .with_partitions(vec![p]);
                 enc(ListOffsetsRequest::default().with_topics(vec![topic]), version)
             }
             ApiKey::Metadata => {
@@ -153,70 +195,154 @@ mod tests {
                 enc(MetadataRequest::default().with_topics(Some(vec![topic])), version)
             }
             ApiKey::OffsetCommit => {
-                let p = offset_commit_request::OffsetCommitRequestPartition::default().with_committed_offset(1);
-                let topic = offset_commit_request::OffsetCommitRequestTopic::default().with_name(t()).with_partitions(vec![p]);
-                enc(OffsetCommitRequest::default().with_group_id(GroupId(s("g"))).with_generation_id_or_member_epoch(-1).with_topics(vec![topic]), version)
+                let p = offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_committed_offset(1);
+                let topic = offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(t())
+                    .with_partitions(vec![p]);
+                enc(
+                    OffsetCommitRequest::default()
+                        .with_group_id(GroupId(s("g")))
+                        .with_generation_id_or_member_epoch(-1)
+                        .with_topics(vec![topic]),
+                    version,
+                )
             }
             ApiKey::OffsetFetch if version >= 8 => {
-                let topic = offset_fetch_request::OffsetFetchRequestTopics::default().with_name(t()).with_partition_indexes(vec![0]);
-                let group = offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))).with_topics(Some(vec![topic]));
+                let topic = offset_fetch_request::OffsetFetchRequestTopics::default()
+                    .with_name(t())
+                    .with_partition_indexes(vec![0]);
+                let group = offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_topics(Some(vec![topic]));
                 enc(OffsetFetchRequest::default().with_groups(vec![group]), version)
             }
             ApiKey::OffsetFetch => {
-                let topic = offset_fetch_request::OffsetFetchRequestTopic::default().with_name(t()).with_partition_indexes(vec![0]);
-                enc(OffsetFetchRequest::default().with_group_id(GroupId(s("g"))).with_topics(Some(vec![topic])), version)
+                let topic = offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(t())
+                    .with_partition_indexes(vec![0]);
+                enc(
+                    OffsetFetchRequest::default()
+                        .with_group_id(GroupId(s("g")))
+                        .with_topics(Some(vec![topic])),
+                    version,
+                )
             }
-            ApiKey::FindCoordinator if version >= 4 => enc(FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")]), version),
-            ApiKey::FindCoordinator => enc(FindCoordinatorRequest::default().with_key(s("g")), version),
-            ApiKey::Heartbeat => enc(HeartbeatRequest::default().with_group_id(GroupId(s("g"))), version),
+            ApiKey::FindCoordinator if version >= 4 => {
+                enc(FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")]), version)
+            }
+            ApiKey::FindCoordinator => {
+                enc(FindCoordinatorRequest::default().with_key(s("g")), version)
+            }
+            ApiKey::Heartbeat => {
+                enc(HeartbeatRequest::default().with_group_id(GroupId(s("g"))), version)
+            }
             ApiKey::LeaveGroup if version >= 3 => {
                 let member = leave_group_request::MemberIdentity::default().with_member_id(s("m"));
-                enc(LeaveGroupRequest::default().with_group_id(GroupId(s("g"))).with_members(vec![member]), version)
+                enc(
+                    LeaveGroupRequest::default()
+                        .with_group_id(GroupId(s("g")))
+                        .with_members(vec![member]),
+                    version,
+                )
             }
-            ApiKey::LeaveGroup => enc(LeaveGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m")), version),
-            ApiKey::SyncGroup => enc(SyncGroupRequest::default().with_group_id(GroupId(s("g"))), version),
-            ApiKey::DescribeGroups => enc(DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]), version),
+            ApiKey::LeaveGroup => enc(
+                LeaveGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m")),
+                version,
+            ),
+            ApiKey::SyncGroup => {
+                enc(SyncGroupRequest::default().with_group_id(GroupId(s("g"))), version)
+            }
+            ApiKey::DescribeGroups => {
+                enc(DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]), version)
+            }
             ApiKey::ListGroups => enc(ListGroupsRequest::default(), version),
             ApiKey::ApiVersions => enc(ApiVersionsRequest::default(), version),
             ApiKey::CreateTopics => {
                 let name = TopicName(StrBytes::from_string(format!("created-{version}")));
-                let topic = create_topics_request::CreatableTopic::default().with_name(name).with_num_partitions(1).with_replication_factor(1);
-                let failing = create_topics_request::CreatableTopic::default().with_name(t()).with_num_partitions(1).with_replication_factor(1);
+                let topic = create_topics_request::CreatableTopic::default()
+                    .with_name(name)
+                    .with_num_partitions(1)
+                    .with_replication_factor(1);
+                let failing = create_topics_request::CreatableTopic::default()
+                    .with_name(t())
+                    .with_num_partitions(1)
+                    .with_replication_factor(1);
                 enc(CreateTopicsRequest::default().with_topics(vec![topic, failing]), version)
             }
             ApiKey::DeleteTopics if version >= 6 => {
-                let topic = delete_topics_request::DeleteTopicState::default().with_name(Some(TopicName(s("missing"))));
+                let topic = delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(TopicName(s("missing"))));
                 enc(DeleteTopicsRequest::default().with_topics(vec![topic]), version)
             }
-            ApiKey::DeleteTopics => enc(DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s("missing"))]), version),
+            ApiKey::DeleteTopics => enc(
+                DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s("missing"))]),
+                version,
+            ),
             ApiKey::DeleteRecords => {
                 let p = delete_records_request::DeleteRecordsPartition::default().with_offset(0);
-                let topic = delete_records_request::DeleteRecordsTopic::default().with_name(t()).with_partitions(vec![p]);
+                let topic = delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(t())
+                    .with_partitions(vec![p]);
                 enc(DeleteRecordsRequest::default().with_topics(vec![topic]), version)
             }
             ApiKey::DescribeConfigs => {
-                let topic = describe_configs_request::DescribeConfigsResource::default().with_resource_type(2).with_resource_name(s("t"));
-                let broker = describe_configs_request::DescribeConfigsResource::default().with_resource_type(4).with_resource_name(s("1"));
-                enc(DescribeConfigsRequest::default().with_resources(vec![topic, broker]).with_include_synonyms(version >= 1), version)
+                let topic = describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"));
+                let broker = describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s("1"));
+                enc(
+                    DescribeConfigsRequest::default()
+                        .with_resources(vec![topic, broker])
+                        .with_include_synonyms(version >= 1),
+                    version,
+                )
             }
             ApiKey::AlterConfigs => {
-                let config = alter_configs_request::AlterableConfig::default().with_name(s("retention.ms")).with_value(Some(s("1000")));
-                let resource = alter_configs_request::AlterConfigsResource::default().with_resource_type(2).with_resource_name(s("t")).with_configs(vec![config]);
+                let config = alter_configs_request::AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s("1000")));
+                let resource = alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_configs(vec![config]);
                 enc(AlterConfigsRequest::default().with_resources(vec![resource]), version)
             }
             ApiKey::IncrementalAlterConfigs => {
-                let config = incremental_alter_configs_request::AlterableConfig::default().with_name(s("retention.ms")).with_value(Some(s("2000")));
-                let resource = incremental_alter_configs_request::AlterConfigsResource::default().with_resource_type(2).with_resource_name(s("t")).with_configs(vec![config]);
-                enc(IncrementalAlterConfigsRequest::default().with_resources(vec![resource]), version)
+                let config = incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s("2000")));
+                let resource = incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_configs(vec![config]);
+                enc(
+                    IncrementalAlterConfigsRequest::default().with_resources(vec![resource]),
+                    version,
+                )
             }
             ApiKey::CreatePartitions => {
-                let topic = create_partitions_request::CreatePartitionsTopic::default().with_name(t()).with_count(1);
+                let topic = create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(t())
+                    .with_count(1);
                 enc(CreatePartitionsRequest::default().with_topics(vec![topic]), version)
             }
-            ApiKey::DeleteGroups => enc(DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("none"))]), version),
-            ApiKey::OffsetDelete => enc(OffsetDeleteRequest::default().with_group_id(GroupId(s("g"))), version),
+            ApiKey::DeleteGroups => enc(
+                DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("none"))]),
+                version,
+            ),
+            ApiKey::OffsetDelete => {
+                enc(OffsetDeleteRequest::default().with_group_id(GroupId(s("g"))), version)
+            }
             ApiKey::DescribeCluster => enc(DescribeClusterRequest::default(), version),
-            ApiKey::InitProducerId => enc(InitProducerIdRequest::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1), version),
+            ApiKey::InitProducerId => enc(
+                InitProducerIdRequest::default()
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+                version,
+            ),
             other => panic!("add {other:?} to realistic_body"),
         }
     }

@@ -8,7 +8,10 @@ use kafka_protocol::ResponseError;
 
 use crate::state::State;
 
-pub(crate) fn init_producer_id(state: &State, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub(crate) fn init_producer_id(
+    state: &State,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     if request.transactional_id.is_some() {
         tracing::warn!("a transactional producer was refused: transactions are not supported yet");
         return InitProducerIdResponse::default()
@@ -17,13 +20,18 @@ pub(crate) fn init_producer_id(state: &State, request: InitProducerIdRequest) ->
             .with_producer_epoch(-1);
     }
     // A producer re-initialising its id (KIP-360) keeps it with the next epoch.
-    if request.producer_id.0 >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX {
+    if request.producer_id.0 >= 0
+        && request.producer_epoch >= 0
+        && request.producer_epoch < i16::MAX
+    {
         return InitProducerIdResponse::default()
             .with_producer_id(request.producer_id)
             .with_producer_epoch(request.producer_epoch + 1);
     }
     match state.producer_ids.next(&state.store) {
-        Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
         Err(error) => {
             tracing::error!(%error, "cannot allocate a producer id");
             InitProducerIdResponse::default()

@@ -144,7 +144,7 @@ fn group_commit_syncs_and_raises_the_high_watermark() {
         t.join().unwrap();
     }
     assert_eq!(partition.high_watermark(), 160);
-    assert_eq!(partition.read(0, 1 << 20).unwrap().len() > 0, true);
+    assert!(!partition.read(0, 1 << 20).unwrap().is_empty());
 }
 
 proptest! {

@@ -49,7 +49,8 @@ fn huge_string_length_is_an_error() {
 /// decoders: CI runs the corpus as an ordinary test.
 #[test]
 fn fuzz_corpus_replays_without_panics() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/request_decode");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/request_decode");
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
@@ -72,7 +73,8 @@ fn write_fuzz_seeds_on_request() {
     }
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::{Encodable, StrBytes};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/request_decode");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/request_decode");
     for api in sluice_wire::versions::SUPPORTED {
         for version in [api.min, api.max] {
             let mut buf = BytesMut::new();
@@ -86,18 +88,35 @@ fn write_fuzz_seeds_on_request() {
             let body: Box<dyn Fn(&mut BytesMut)> = match api.key {
                 ApiKey::Produce => Box::new(move |b| {
                     let records = Bytes::from(sluice_wire::batch::build(0, 1, &[b"seed"]));
-                    let data = produce_request::PartitionProduceData::default().with_records(Some(records));
+                    let data = produce_request::PartitionProduceData::default()
+                        .with_records(Some(records));
                     let topic = produce_request::TopicProduceData::default()
                         .with_name(TopicName(StrBytes::from_static_str("t")))
                         .with_partition_data(vec![data]);
-                    ProduceRequest::default().with_acks(-1).with_topic_data(vec![topic]).encode(b, version).unwrap()
+                    ProduceRequest::default()
+                        .with_acks(-1)
+                        .with_topic_data(vec![topic])
+                        .encode(b, version)
+                        .unwrap()
                 }),
-                ApiKey::Metadata => Box::new(move |b| MetadataRequest::default().encode(b, version).unwrap()),
-                ApiKey::ApiVersions => Box::new(move |b| ApiVersionsRequest::default().encode(b, version).unwrap()),
-                ApiKey::Fetch => Box::new(move |b| FetchRequest::default().encode(b, version).unwrap()),
-                ApiKey::JoinGroup => Box::new(move |b| JoinGroupRequest::default().encode(b, version).unwrap()),
-                ApiKey::CreateTopics => Box::new(move |b| CreateTopicsRequest::default().encode(b, version).unwrap()),
-                ApiKey::OffsetCommit => Box::new(move |b| OffsetCommitRequest::default().encode(b, version).unwrap()),
+                ApiKey::Metadata => {
+                    Box::new(move |b| MetadataRequest::default().encode(b, version).unwrap())
+                }
+                ApiKey::ApiVersions => {
+                    Box::new(move |b| ApiVersionsRequest::default().encode(b, version).unwrap())
+                }
+                ApiKey::Fetch => {
+                    Box::new(move |b| FetchRequest::default().encode(b, version).unwrap())
+                }
+                ApiKey::JoinGroup => {
+                    Box::new(move |b| JoinGroupRequest::default().encode(b, version).unwrap())
+                }
+                ApiKey::CreateTopics => {
+                    Box::new(move |b| CreateTopicsRequest::default().encode(b, version).unwrap())
+                }
+                ApiKey::OffsetCommit => {
+                    Box::new(move |b| OffsetCommitRequest::default().encode(b, version).unwrap())
+                }
                 _ => continue,
             };
             body(&mut buf);

@@ -1,0 +1,206 @@
+//! The `sluice` binary: flags, subcommands and wiring, one module per subcommand.
+//!
+//! Client subcommands mirror Kafka's own tools flag for flag (kafka-topics.sh,
+//! kafka-console-producer.sh, kafka-console-consumer.sh, VerifiableProducer,
+//! VerifiableConsumer), so commands written for Kafka or MSK translate 1:1; `broker` and
+//! `up` run the embedded broker.
+//!
+//! Exit codes: 0 on success and when stdout is closed early (`sluice consume | head`),
+//! 2 on any error, printed once to stderr as `error: {:#}` (the whole context chain).
+//! Logs go to stderr, filtered by `SLUICE_LOG` (default `warn,sluice=info`).
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+mod broker;
+mod client;
+mod cluster;
+mod consume;
+mod events;
+mod limits;
+mod line_reader;
+mod message_format;
+mod native;
+mod produce;
+mod progress;
+mod properties;
+mod shutdown;
+mod solution;
+mod topics;
+mod up;
+mod verifiable_consumer;
+mod verifiable_producer;
+
+/// Hostile length prefixes in requests must fail decoding, not abort the process: see
+/// `sluice_wire::alloc`.
+#[global_allocator]
+static ALLOC: sluice_wire::alloc::GuardedAlloc = sluice_wire::alloc::GuardedAlloc;
+
+/// The default log filter: warnings from everything, progress from sluice itself.
+const DEFAULT_LOG_FILTER: &str = "warn,sluice=info";
+
+/// sluice: a Kafka-compatible streaming platform.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe, delete or alter topics (kafka-topics.sh).
+    Topics(topics::TopicsArgs),
+    /// Produce stdin lines as records (kafka-console-producer.sh).
+    Produce(produce::ProduceArgs),
+    /// Print records to stdout (kafka-console-consumer.sh).
+    Consume(consume::ConsumeArgs),
+    /// Produce a numbered sequence, printing JSON events (Kafka's VerifiableProducer).
+    VerifiableProducer(verifiable_producer::VerifiableProducerArgs),
+    /// Consume in a group, printing JSON events (Kafka's VerifiableConsumer).
+    VerifiableConsumer(verifiable_consumer::VerifiableConsumerArgs),
+    /// Describe the cluster: id, controller, brokers, bootstrap servers.
+    Cluster(cluster::ClusterArgs),
+    /// Run the embedded broker in the foreground (kafka-server-start.sh).
+    Broker(broker::BrokerArgs),
+    /// Run a solution file locally: the broker and its declared topics.
+    Up(up::UpArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| {
+            let result = runtime.block_on(run(cli.command));
+            // A blocking stdin read may still be parked in the runtime's thread pool after
+            // an error; do not wait for it.
+            runtime.shutdown_background();
+            result
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Topics(args) => topics::run(args).await,
+        Command::Produce(args) => produce::run(args).await,
+        Command::Consume(args) => consume::run(args).await,
+        Command::VerifiableProducer(args) => verifiable_producer::run(args).await,
+        Command::VerifiableConsumer(args) => verifiable_consumer::run(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
+        Command::Broker(args) => broker::run(args).await,
+        Command::Up(args) => up::run(args).await,
+    }
+}
+
+fn init_tracing() {
+    let filter = match std::env::var("SLUICE_LOG") {
+        Ok(directives) => tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+            let _ = writeln!(std::io::stderr(), "warning: ignoring SLUICE_LOG={directives}: {e}");
+            tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)
+        }),
+        Err(_) => tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Whether the error comes from writing to a closed stdout (the reader went away).
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn treats_broken_pipes_as_success() {
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let error = anyhow::Error::new(pipe).context("cannot write stdout");
+        assert!(is_broken_pipe(&error));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+
+    #[test]
+    fn parses_kafka_style_command_lines() {
+        let cases: &[&[&str]] = &[
+            &[
+                "sluice",
+                "topics",
+                "--bootstrap-server",
+                "h:9092",
+                "--create",
+                "--topic",
+                "t",
+                "--partitions",
+                "3",
+                "--replication-factor",
+                "1",
+                "--config",
+                "retention.ms=1",
+            ],
+            &["sluice", "produce", "--topic", "t", "--property", "parse.key=true"],
+            &["sluice", "consume", "--topic", "t", "--from-beginning", "--max-messages", "5"],
+            &[
+                "sluice",
+                "verifiable-producer",
+                "--topic",
+                "t",
+                "--throughput",
+                "100",
+                "--max-messages",
+                "500",
+                "--acks",
+                "-1",
+                "--producer.config",
+                "c.properties",
+            ],
+            &[
+                "sluice",
+                "verifiable-consumer",
+                "--topic",
+                "t",
+                "--group-id",
+                "g",
+                "--enable-autocommit",
+                "--reset-policy",
+                "latest",
+            ],
+            &["sluice", "cluster", "describe", "--bootstrap-server", "h:1"],
+            &["sluice", "broker", "--listeners", "PLAINTEXT://127.0.0.1:0", "--override", "a=b"],
+            &["sluice", "up", "solution.toml", "--data-dir", "/tmp/x"],
+        ];
+        for case in cases {
+            if let Err(error) = Cli::try_parse_from(*case) {
+                panic!("{case:?}: {error}");
+            }
+        }
+    }
+}
