@@ -160,6 +160,9 @@ impl Groups {
         if request.protocols.is_empty() || request.protocol_type.is_empty() {
             return Err(code(ResponseError::InconsistentGroupProtocol));
         }
+        if !valid_group_id(&request.group_id) {
+            return Err(code(ResponseError::InvalidGroupId));
+        }
         let mut groups = self.lock();
         if !groups.contains_key(&request.group_id) && groups.len() >= GROUPS_MAX {
             return Err(code(ResponseError::PolicyViolation));
@@ -397,6 +400,9 @@ impl Groups {
                 }
             }
         }
+        // A group without members keeps nothing here (its offsets are in the store), so drop
+        // it rather than let dead group ids fill the GROUPS_MAX slots.
+        groups.retain(|_, g| !(g.state == GroupState::Empty && g.members.is_empty()));
     }
 
     /// Whether an offset commit from this member at this generation is accepted.
@@ -474,6 +480,11 @@ impl Groups {
 
     /// Nothing to do yet: assignments name topics, and members rejoin on metadata change.
     pub fn forget_topic(&self, _topic: &str) {}
+}
+
+/// Group ids are keys in the store (`group NUL topic NUL partition`): no NUL, not empty.
+pub(crate) fn valid_group_id(group_id: &str) -> bool {
+    !group_id.is_empty() && !group_id.contains('\0')
 }
 
 fn outcome(group: &Group, assignment: Bytes) -> SyncOutcome {

@@ -170,6 +170,19 @@ impl Topics {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let (partitions, log_config, configs) =
             self.check_create(settings, name, partitions, replication, configs)?;
+        for index in 0..partitions {
+            // A folder left by a delete whose removal failed must not become the new topic's
+            // data: remove it now, or refuse.
+            let dir = partition_dir(&self.log_dir, name, index);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    Error::Unavailable(format!(
+                        "stale folder {} cannot be removed: {e}",
+                        dir.display()
+                    ))
+                })?;
+            }
+        }
         let logs = (0..partitions)
             .map(|i| open_partition(&self.log_dir, name, i, &log_config))
             .collect::<Result<Vec<_>>>()?;

@@ -123,6 +123,9 @@ async fn create(
         match result {
             Ok(name) => writeln!(out, "Created topic {name}.").context("cannot write stdout")?,
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if args.if_not_exists => {}
+            Err((name, RDKafkaErrorCode::InvalidReplicationFactor)) => {
+                bail!("{}", replication_hint(admin, &name, args.replication_factor))
+            }
             Err((name, code)) => bail!("cannot create topic {name}: {}", describe_code(code)),
         }
     }
@@ -202,6 +205,26 @@ async fn alter_configs(admin: &Admin, topic: &str, configs: &Properties) -> Resu
         }
     }
     Ok(())
+}
+
+/// The message for INVALID_REPLICATION_FACTOR. librdkafka's admin result drops the broker's
+/// own message, so say here what the seed's note says: the factor may not exceed the brokers.
+fn replication_hint(admin: &Admin, topic: &str, replication_factor: i32) -> String {
+    let brokers = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_millis(METADATA_TIMEOUT_MS))
+        .map(|m| m.brokers().len())
+        .unwrap_or(0);
+    let single = if brokers == 1 {
+        " (sluice's embedded broker is a single node: use --replication-factor 1; scale out on \
+         Amazon MSK or Apache Kafka)"
+    } else {
+        ""
+    };
+    format!(
+        "cannot create topic {topic}: INVALID_REPLICATION_FACTOR: replication factor \
+         {replication_factor} is larger than the {brokers} available broker(s){single}"
+    )
 }
 
 /// Every topic's name, sorted. Blocks for at most the metadata timeout; this command runs

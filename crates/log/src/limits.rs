@@ -18,3 +18,13 @@ pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
 /// Segments per partition, so the in-memory segment list and open files stay bounded.
 pub const SEGMENTS_PER_PARTITION_MAX: usize = 100_000;
+
+/// Records one batch may claim (`recordsCount`): a batch's offsets are reserved from its
+/// header without decompressing, so a tiny batch could otherwise claim 2^31 offsets.
+/// librdkafka's `batch.num.messages` tops out at 1,000,000.
+pub const RECORDS_PER_BATCH_MAX: i32 = 1 << 24;
+
+/// Offsets one segment spans: index entries store offsets relative to the base as u32.
+pub const SEGMENT_OFFSETS_MAX: i64 = (u32::MAX / 2) as i64;
+
+const _: () = assert!((RECORDS_PER_BATCH_MAX as i64) < SEGMENT_OFFSETS_MAX);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use sluice_wire::batch::{self, BatchHeader};
 
 use crate::error::io;
-use crate::limits::SEGMENTS_PER_PARTITION_MAX;
+use crate::limits::{RECORDS_PER_BATCH_MAX, SEGMENTS_PER_PARTITION_MAX, SEGMENT_OFFSETS_MAX};
 use crate::segment::Segment;
 use crate::{Error, LogConfig, Result, TimestampType};
 
@@ -62,7 +62,12 @@ fn parse_stem(path: &Path) -> Option<i64> {
 impl PartitionLog {
     /// Opens (or creates) the partition folder and recovers it.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog> {
-        std::fs::create_dir_all(dir).map_err(io("create partition dir", dir))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io("create partition dir", dir))?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io("list partition dir", dir))? {
             let entry = entry.map_err(io("list partition dir", dir))?;
@@ -82,6 +87,11 @@ impl PartitionLog {
             let base = stored_start.unwrap_or(0);
             segments.push(Segment::create(dir, base, now_ms, interval)?);
             sync_dir(dir)?;
+        }
+        // What recovery kept may still be only in the page cache (a kill -9 keeps it there):
+        // sync it before it counts as synced and becomes readable.
+        if let Some(active) = segments.last() {
+            active.sync_all()?;
         }
         let first_base = segments.first().map_or(0, |s| s.base_offset);
         let end = segments.last().map_or(0, |s| s.next_offset);
@@ -133,7 +143,8 @@ impl PartitionLog {
     /// Validates the batches in `bytes`, assigns their offsets and writes them (no sync).
     pub fn append(&mut self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
         let mut headers = batch::validate_all(bytes, self.config.max_message_bytes)?;
-        self.maybe_roll(bytes.len() as u64, now_ms)?;
+        let incoming_offsets = count_offsets(&headers)?;
+        self.maybe_roll(bytes.len() as u64, incoming_offsets, now_ms)?;
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         let base_offset = self.log_end_offset();
         let mut next = base_offset;
@@ -160,14 +171,20 @@ impl PartitionLog {
         })
     }
 
-    fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<()> {
+    fn maybe_roll(
+        &mut self,
+        incoming_bytes: u64,
+        incoming_offsets: i64,
+        now_ms: i64,
+    ) -> Result<()> {
         let active = self.active();
         if active.size_bytes == 0 {
             return Ok(());
         }
         let full = active.size_bytes + incoming_bytes > u64::from(self.config.segment_bytes);
         let old = now_ms - active.created_ms >= self.config.segment_ms;
-        let offsets_full = active.next_offset - active.base_offset > i64::from(u32::MAX / 2);
+        let spanned = active.next_offset - active.base_offset;
+        let offsets_full = spanned + incoming_offsets > SEGMENT_OFFSETS_MAX;
         if full || old || offsets_full {
             self.roll(now_ms)?;
         }
@@ -284,7 +301,7 @@ impl PartitionLog {
             let segment = self.segments.remove(0);
             segment.delete_files()?;
         }
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     /// Deletes segments past `retention.ms` or beyond `retention.bytes`; returns how many.
@@ -308,6 +325,9 @@ impl PartitionLog {
             total -= segment.size_bytes as i64;
             segment.delete_files()?;
             deleted += 1;
+        }
+        if deleted > 0 {
+            sync_dir(&self.dir)?;
         }
         let first_base = self.segments.first().map_or(0, |s| s.base_offset);
         if first_base > self.log_start_offset {
@@ -363,6 +383,31 @@ impl Located {
     }
 }
 
+/// The offsets a validated payload claims, within the per-batch and per-segment limits.
+fn count_offsets(headers: &[BatchHeader]) -> Result<i64> {
+    let mut total = 0i64;
+    for header in headers {
+        if header.records_count > RECORDS_PER_BATCH_MAX {
+            return Err(Error::LimitExceeded {
+                what: "records per batch",
+                limit: RECORDS_PER_BATCH_MAX as u64,
+                value: header.records_count.max(0) as u64,
+                hint: "send smaller batches (batch.num.messages / batch.size)",
+            });
+        }
+        total += i64::from(header.records_count);
+    }
+    if total > SEGMENT_OFFSETS_MAX {
+        return Err(Error::LimitExceeded {
+            what: "records per produce request",
+            limit: SEGMENT_OFFSETS_MAX as u64,
+            value: total as u64,
+            hint: "send fewer records per request",
+        });
+    }
+    Ok(total)
+}
+
 fn read_batch_at(file: &File, path: &Path, position: u64) -> Result<Vec<u8>> {
     let mut header = [0u8; sluice_wire::limits::BATCH_HEADER_BYTES];
     file.read_exact_at(&mut header, position).map_err(io("read segment", path))?;
@@ -375,7 +420,17 @@ fn read_batch_at(file: &File, path: &Path, position: u64) -> Result<Vec<u8>> {
 fn read_log_start(dir: &Path) -> Result<Option<i64>> {
     let path = dir.join(LOG_START_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(text.trim().parse().ok()),
+        Ok(text) => match text.trim().parse() {
+            Ok(offset) => Ok(Some(offset)),
+            Err(_) => Err(Error::Config {
+                key: "log-start-offset",
+                value: text.trim().to_string(),
+                reason: format!(
+                    "{} is not a decimal offset; fix or remove the file",
+                    path.display()
+                ),
+            }),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", &path)(e)),
     }

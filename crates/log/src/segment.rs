@@ -241,7 +241,20 @@ impl Segment {
 
     /// Records a batch written at `position` in the indexes and the segment's counters.
     fn index_batch(&mut self, position: u64, header: &batch::BatchHeader) -> Result<()> {
-        let relative_offset = (header.base_offset - self.base_offset) as u32;
+        let relative = header.base_offset - self.base_offset;
+        debug_assert!(
+            relative >= 0,
+            "batch {} below segment base {}",
+            header.base_offset,
+            self.base_offset
+        );
+        debug_assert!(
+            relative <= i64::from(u32::MAX),
+            "batch {} too far past base {}",
+            header.base_offset,
+            self.base_offset
+        );
+        let relative_offset = relative as u32;
         if position == 0 || self.bytes_since_index >= self.index_interval_bytes {
             self.indexes.push_offset(OffsetEntry { relative_offset, position: position as u32 })?;
             self.bytes_since_index = 0;
@@ -268,13 +281,21 @@ impl Segment {
             self.next_offset
         );
         self.file.write_all_at(bytes, self.size_bytes).map_err(io("write segment", &self.path))?;
-        let mut position = self.size_bytes;
+        let start = self.size_bytes;
+        // The batches are in the file: count them before indexing, so a failed index write
+        // (a hint, rebuilt on open) leaves the segment's offsets and size consistent.
+        self.size_bytes += bytes.len() as u64;
+        self.next_offset = headers.last().map_or(self.next_offset, |h| h.next_offset());
+        let mut position = start;
         for header in headers {
             self.index_batch(position, header)?;
             position += header.total_bytes as u64;
-            self.next_offset = header.next_offset();
         }
-        self.size_bytes = position;
+        debug_assert!(
+            position == self.size_bytes,
+            "indexed to {position}, size {}",
+            self.size_bytes
+        );
         Ok(())
     }
 

@@ -143,7 +143,9 @@ pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) ->
         tokio::pin!(notified);
         notified.as_mut().enable();
         let (response, bytes, errors) = fetch_once(state, &request, version);
-        let done = bytes >= min_bytes.max(1) || errors || tokio::time::Instant::now() >= deadline;
+        // min_bytes = 0 answers at once, data or not, as Kafka does.
+        let enough = min_bytes == 0 || (bytes > 0 && bytes >= min_bytes);
+        let done = enough || errors || tokio::time::Instant::now() >= deadline;
         if done {
             return response;
         }

@@ -185,11 +185,12 @@ pub(crate) fn leave_group(
 
 pub(crate) fn offset_commit(state: &State, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.to_string();
-    let check = state.groups.check_commit(
-        &group,
-        request.generation_id_or_member_epoch,
-        &request.member_id,
-    );
+    let check = if crate::groups::valid_group_id(&group) {
+        let generation = request.generation_id_or_member_epoch;
+        state.groups.check_commit(&group, generation, &request.member_id)
+    } else {
+        ResponseError::InvalidGroupId.code()
+    };
     let now = now_ms();
     let mut records = Vec::new();
     let mut topics = Vec::with_capacity(request.topics.len());

@@ -13,4 +13,5 @@ mod groups;
 mod pipelining;
 mod produce_consume;
 mod raw_requests;
+mod seed;
 mod support;

@@ -179,3 +179,33 @@ proptest! {
         prop_assert_eq!(info.base_offset, end);
     }
 }
+
+/// A batch whose header claims `count` records (the CRC recomputed): the broker reserves
+/// offsets from the header without decompressing.
+fn batch_claiming(count: i32) -> Vec<u8> {
+    let mut b = batch::build(0, 1, &[b"v"]);
+    b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    b[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn rejects_batches_claiming_more_offsets_than_a_segment_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let mut too_many = batch_claiming(sluice_log::limits::RECORDS_PER_BATCH_MAX + 1);
+    assert!(matches!(log.append(&mut too_many, 0), Err(sluice_log::Error::LimitExceeded { .. })));
+    // Many batches at the per-batch limit roll segments instead of wrapping u32 offsets.
+    for _ in 0..200 {
+        let mut b = batch_claiming(sluice_log::limits::RECORDS_PER_BATCH_MAX);
+        log.append(&mut b, 0).unwrap();
+    }
+    let end = log.log_end_offset();
+    assert_eq!(end, 200 * i64::from(sluice_log::limits::RECORDS_PER_BATCH_MAX));
+    drop(log);
+    let log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert!(segment_files(dir.path(), "log").len() > 1, "offset span forced a roll");
+}
