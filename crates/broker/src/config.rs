@@ -54,6 +54,10 @@ pub struct Settings {
     pub frame_bytes_max: u32,
     /// `max.connections`.
     pub connections_max: usize,
+    /// `queued.max.request.bytes`: request bytes in memory at once, all connections.
+    pub queued_request_bytes_max: u64,
+    /// `connections.max.idle.ms`: a connection silent this long between requests is closed.
+    pub connection_idle_ms_max: u64,
     /// `group.initial.rebalance.delay.ms`.
     pub group_initial_rebalance_delay_ms: u64,
     /// `group.min.session.timeout.ms`.
@@ -89,6 +93,8 @@ pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
     ("message.max.bytes", "1048588"),
     ("socket.request.max.bytes", "104857600"),
     ("max.connections", "1000"),
+    ("queued.max.request.bytes", "-1"),
+    ("connections.max.idle.ms", "600000"),
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
@@ -176,6 +182,14 @@ impl BrokerConfig {
             )));
         }
         let connections_max = self.parse("max.connections", limits::CONNECTIONS_DEFAULT)?;
+        let queued = self.parse("queued.max.request.bytes", -1i64)?;
+        let queued_request_bytes_max =
+            if queued < 0 { limits::QUEUED_REQUEST_BYTES_DEFAULT } else { queued as u64 };
+        if queued_request_bytes_max < u64::from(frame_bytes_max) {
+            return Err(Error::Config(format!(
+                "queued.max.request.bytes = {queued_request_bytes_max} is below socket.request.max.bytes = {frame_bytes_max}: one largest request must fit"
+            )));
+        }
         if connections_max == 0 {
             return Err(Error::Config("max.connections must be at least 1".into()));
         }
@@ -191,6 +205,8 @@ impl BrokerConfig {
                 .max(100),
             frame_bytes_max,
             connections_max,
+            queued_request_bytes_max,
+            connection_idle_ms_max: self.parse("connections.max.idle.ms", 600_000u64)?.max(1),
             group_initial_rebalance_delay_ms: self
                 .parse("group.initial.rebalance.delay.ms", 3000u64)?,
             group_min_session_timeout_ms: self.parse("group.min.session.timeout.ms", 6000i32)?,

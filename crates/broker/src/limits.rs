@@ -10,6 +10,10 @@ pub const TOPICS_MAX: usize = 10_000;
 /// Default `max.connections` (Kafka's default is unlimited; we bound file descriptors).
 pub const CONNECTIONS_DEFAULT: usize = 1000;
 
+/// Default `queued.max.request.bytes`: request bytes held in memory at once across all
+/// connections (Kafka's default is unlimited; a thousand 100 MiB frames would not fit).
+pub const QUEUED_REQUEST_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
+
 /// Kafka's limit on topic name length (so `<topic>-<partition>` fits a file name).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 

@@ -25,9 +25,15 @@ use crate::state::State;
 /// Bytes of the per-connection read and write buffers.
 const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Request memory is budgeted in units of this many bytes (a semaphore counts in u32).
+const BUDGET_UNIT_BYTES: u64 = 1024;
+
 /// Accepts until shutdown.
 pub(crate) async fn accept_loop(state: Arc<State>, listener: TcpListener) {
     let permits = Arc::new(Semaphore::new(state.settings.connections_max));
+    let units =
+        (state.settings.queued_request_bytes_max / BUDGET_UNIT_BYTES).min(u64::from(u32::MAX));
+    let budget = Arc::new(Semaphore::new(units as usize));
     let mut shutdown = state.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {
@@ -48,8 +54,9 @@ pub(crate) async fn accept_loop(state: Arc<State>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
+        let budget = Arc::clone(&budget);
         tokio::spawn(async move {
-            serve(state, stream, peer).await;
+            serve(state, stream, peer, budget).await;
             drop(permit);
         });
     }
@@ -64,15 +71,23 @@ fn has_whole_frame(buffered: &[u8]) -> bool {
     size >= 0 && buffered.len() >= 4 + size as usize
 }
 
-async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr) {
+async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr, budget: Arc<Semaphore>) {
     let (reader, writer) = stream.into_split();
     let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
     let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
     let mut shutdown = state.shutdown.subscribe();
     loop {
         let mut prefix = [0u8; 4];
+        let idle = std::time::Duration::from_millis(state.settings.connection_idle_ms_max);
         tokio::select! {
-            read = reader.read_exact(&mut prefix) => if read.is_err() { return },
+            read = tokio::time::timeout(idle, reader.read_exact(&mut prefix)) => match read {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(%peer, "closing connection idle past connections.max.idle.ms");
+                    return;
+                }
+            },
             _ = shutdown.changed() => return,
         }
         let size = match frame::body_bytes(prefix, state.settings.frame_bytes_max) {
@@ -82,6 +97,10 @@ async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr) {
                 return;
             }
         };
+        // Hold the frame's share of `queued.max.request.bytes` until it is answered; when the
+        // budget is spent, this connection waits (back-pressure) rather than the heap growing.
+        let units = (size as u64).div_ceil(BUDGET_UNIT_BYTES) as u32;
+        let Ok(_held) = Arc::clone(&budget).acquire_many_owned(units).await else { return };
         let mut body = BytesMut::zeroed(size);
         if reader.read_exact(&mut body).await.is_err() {
             return;

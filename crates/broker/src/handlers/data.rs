@@ -60,8 +60,15 @@ pub(crate) async fn produce(
         }
     }
     let wait_for_sync = acks != 0;
+    let targets: Vec<(usize, i32)> = jobs.iter().map(|j| (j.topic_index, j.index)).collect();
     let outcomes = tokio::task::spawn_blocking(move || append_all(jobs, wait_for_sync, peer)).await;
-    let outcomes = outcomes.unwrap_or_default();
+    let outcomes = outcomes.unwrap_or_else(|error| {
+        // The append panicked (a bug): nothing is acknowledged, every partition says why.
+        tracing::error!(%peer, %error, "produce task failed");
+        let failed =
+            || Err((ResponseError::UnknownServerError, "internal error; see broker log".into()));
+        targets.into_iter().map(|(topic, index)| (topic, index, failed())).collect()
+    });
     state.appended.notify_waiters();
     for (topic_index, index, outcome) in outcomes {
         let response = match outcome {

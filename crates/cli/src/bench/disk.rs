@@ -1,0 +1,123 @@
+//! `sluice bench disk`: the machine's limit for durable appends, in the data folder's
+//! filesystem.
+//!
+//! Two runs, each appending to a fresh file as the log does (so every fdatasync also
+//! makes the new file size durable):
+//! - naive: append 1 MiB, fdatasync, repeat: the bandwidth a broker gets with one sync per
+//!   MiB and no group commit ("fsync-per-MiB bandwidth");
+//! - sync cost: append 4 KiB, fdatasync, repeat 200 times: what one sync costs when there
+//!   is almost nothing to write, which bounds the latency of any durable acknowledgement.
+//!
+//! Both files are removed afterwards.
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use super::limits::{
+    DISK_NAIVE_BYTES, DISK_NAIVE_WRITE_BYTES, DISK_SYNC_COUNT, DISK_SYNC_WRITE_BYTES, MIB,
+};
+use super::stats::{summarise, LatencyMs};
+use super::Progress;
+
+/// Results of the disk runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskResult {
+    /// Bytes the naive run appended.
+    pub naive_bytes: u64,
+    /// Bytes per append (and per fdatasync) of the naive run.
+    pub naive_write_bytes: u64,
+    /// Wall time of the naive run, seconds.
+    pub naive_secs: f64,
+    /// The naive run's bandwidth: 1 MiB appends, each synced.
+    pub naive_mib_per_s: f64,
+    /// Bytes per append of the sync-cost run.
+    pub sync_write_bytes: u64,
+    /// Cost of one write plus fdatasync in the sync-cost run.
+    pub sync_ms: LatencyMs,
+}
+
+/// Runs both disk measurements in `dir`.
+pub fn run(dir: &Path, progress: &Progress) -> Result<DiskResult> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let bar = progress.bytes("disk: 1 MiB + fdatasync", DISK_NAIVE_BYTES);
+    let naive_secs = naive(&dir.join("naive.probe"), &bar)?;
+    bar.finish_and_clear();
+    let bar = progress.count("disk: 4 KiB + fdatasync", DISK_SYNC_COUNT as u64);
+    let samples = sync_cost(&dir.join("sync.probe"), &bar)?;
+    bar.finish_and_clear();
+    Ok(DiskResult {
+        naive_bytes: DISK_NAIVE_BYTES,
+        naive_write_bytes: DISK_NAIVE_WRITE_BYTES as u64,
+        naive_secs,
+        naive_mib_per_s: DISK_NAIVE_BYTES as f64 / MIB as f64 / naive_secs,
+        sync_write_bytes: DISK_SYNC_WRITE_BYTES as u64,
+        sync_ms: summarise(&samples),
+    })
+}
+
+/// Appends 1 MiB and syncs until `DISK_NAIVE_BYTES` are written; returns the seconds taken.
+fn naive(path: &Path, bar: &ProgressBar) -> Result<f64> {
+    let mut file = create(path)?;
+    let chunk = pattern(DISK_NAIVE_WRITE_BYTES);
+    let started = Instant::now();
+    let mut written: u64 = 0;
+    while written < DISK_NAIVE_BYTES {
+        append_and_sync(&mut file, &chunk, path)?;
+        written += chunk.len() as u64;
+        bar.inc(chunk.len() as u64);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    remove(path)?;
+    Ok(secs)
+}
+
+/// Appends 4 KiB and syncs `DISK_SYNC_COUNT` times; returns each append's duration.
+fn sync_cost(path: &Path, bar: &ProgressBar) -> Result<Vec<Duration>> {
+    let mut file = create(path)?;
+    let chunk = pattern(DISK_SYNC_WRITE_BYTES);
+    let mut samples = Vec::with_capacity(DISK_SYNC_COUNT);
+    for _ in 0..DISK_SYNC_COUNT {
+        let started = Instant::now();
+        append_and_sync(&mut file, &chunk, path)?;
+        samples.push(started.elapsed());
+        bar.inc(1);
+    }
+    remove(path)?;
+    Ok(samples)
+}
+
+fn create(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+fn append_and_sync(file: &mut File, chunk: &[u8], path: &Path) -> Result<()> {
+    file.write_all(chunk).with_context(|| format!("cannot write {}", path.display()))?;
+    // `sync_data` is fdatasync(2) on Linux, the call the log makes.
+    file.sync_data().with_context(|| format!("cannot sync {}", path.display()))
+}
+
+fn remove(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))
+}
+
+/// Bytes that no filesystem can compress or deduplicate cheaply (a xorshift sequence).
+pub fn pattern(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,117 @@
+//! Every size, count and timeout of `sluice bench`, each with the reason for its value.
+//!
+//! They live here rather than in the binary's `limits.rs` because only the benchmark uses
+//! them, and none bounds input: they bound how long and how much a benchmark run writes.
+
+/// One MiB, the unit every bandwidth is reported in.
+pub const MIB: u64 = 1024 * 1024;
+
+/// The default payload each produce run sends: the acceptance asks for RSS after 1 GB.
+pub const PRODUCE_BYTES_DEFAULT: u64 = 1024 * MIB;
+
+/// The default record payload: the acceptance measures 1 KiB records.
+pub const RECORD_BYTES_DEFAULT: usize = 1024;
+
+/// The largest record payload: the broker's `message.max.bytes` (1048588) less room for the
+/// batch header and record framing.
+pub const RECORD_BYTES_MAX: usize = 1_000_000;
+
+/// Bytes the naive disk run writes: 256 appends of 1 MiB, each followed by fdatasync, is
+/// enough to average out the device's write cache without taking more than a few seconds.
+pub const DISK_NAIVE_BYTES: u64 = 256 * MIB;
+
+/// One write of the naive disk run, and the unit of "fsync-per-MiB bandwidth".
+pub const DISK_NAIVE_WRITE_BYTES: usize = 1024 * 1024;
+
+/// One write of the fsync-cost run: a page, so the sync cost is not hidden behind data.
+pub const DISK_SYNC_WRITE_BYTES: usize = 4096;
+
+/// Syncs in the fsync-cost run: enough for a p99 that is not the maximum (200 samples make
+/// the p99 the second-largest).
+pub const DISK_SYNC_COUNT: usize = 200;
+
+/// The loopback run stops after this many bytes...
+pub const LOOPBACK_BYTES_MAX: u64 = 4096 * MIB;
+
+/// ...or after this long, whichever comes first, so a slow machine still finishes quickly.
+pub const LOOPBACK_SECS_MAX: u64 = 5;
+
+/// One write (and one read buffer) of the loopback run.
+pub const LOOPBACK_WRITE_BYTES: usize = 1024 * 1024;
+
+/// Partitions of the benchmark topic: one per producer of the parallel run.
+pub const TOPIC_PARTITIONS: i32 = 8;
+
+/// Producers of the parallel run, as the acceptance asks.
+pub const PARALLEL_PRODUCERS: usize = 8;
+
+/// The latency run produces at this fraction of the single producer's throughput.
+pub const LATENCY_LOAD_FRACTION: f64 = 0.5;
+
+/// How long the rate-limited latency run lasts: ten seconds of records give a p99 over
+/// thousands of batches at any realistic rate.
+pub const LATENCY_RUN_SECS: u64 = 10;
+
+/// librdkafka's `linger.ms`, as the benchmark brief fixes it.
+pub const PRODUCER_LINGER_MS: u64 = 5;
+
+/// librdkafka's `batch.size`: its default, just under the broker's `message.max.bytes`.
+pub const PRODUCER_BATCH_BYTES: u64 = 1_000_000;
+
+/// librdkafka's `batch.num.messages`: its default; `batch.size` binds first for 1 KiB.
+pub const PRODUCER_BATCH_RECORDS: u64 = 10_000;
+
+/// librdkafka's `queue.buffering.max.kbytes` per producer: 32 MiB keeps several full
+/// requests in flight, while the default (1 GiB) would make the closed-loop latency mostly
+/// time spent queued in the client.
+pub const PRODUCER_QUEUE_KIB: u64 = 32 * 1024;
+
+/// How long a producer waits at the end for its last delivery reports.
+pub const PRODUCER_FLUSH_TIMEOUT_SECS: u64 = 120;
+
+/// How long a send waits in one poll when librdkafka's queue is full, and the pacing tick
+/// of the latency run.
+pub const PRODUCER_POLL_MS: u64 = 1;
+
+/// librdkafka's `fetch.max.bytes` for the consume run: large, so one fetch carries many
+/// batches from every partition.
+pub const CONSUMER_FETCH_BYTES_MAX: u64 = 64 * MIB;
+
+/// librdkafka's `max.partition.fetch.bytes` for the consume run.
+pub const CONSUMER_PARTITION_FETCH_BYTES_MAX: u64 = 8 * MIB;
+
+/// librdkafka needs `receive.message.max.bytes` at least `fetch.max.bytes` + 512.
+pub const CONSUMER_RECEIVE_BYTES_MAX: u64 = CONSUMER_FETCH_BYTES_MAX + 512;
+
+/// The consume run fails if no record arrives for this long: the broker is stuck.
+pub const CONSUMER_IDLE_SECS_MAX: u64 = 30;
+
+/// How long the broker may take to print its listening line.
+pub const BROKER_START_SECS_MAX: u64 = 30;
+
+/// How long the broker sits after start before its idle RSS is read, so start-up
+/// allocations that are freed again are not counted.
+pub const BROKER_IDLE_SETTLE_MS: u64 = 1000;
+
+/// Timeout of the admin and metadata requests that set the benchmark up.
+pub const ADMIN_TIMEOUT_SECS: u64 = 30;
+
+/// Acceptance target: durable produce at least this multiple of naive fsync-per-MiB bandwidth.
+pub const TARGET_PRODUCE_RATIO_MIN: f64 = 1.0;
+
+/// Acceptance target: p99 produce latency at half load at most this multiple of one fsync.
+pub const TARGET_LATENCY_RATIO_MAX: f64 = 2.0;
+
+/// Acceptance target: consume at least this fraction of loopback bandwidth.
+pub const TARGET_CONSUME_RATIO_MIN: f64 = 0.6;
+
+/// Acceptance target: broker RSS when idle, in bytes (30 MB).
+pub const TARGET_RSS_IDLE_BYTES_MAX: u64 = 30_000_000;
+
+/// Acceptance target: broker RSS after 1 GB produced, in bytes (200 MB).
+pub const TARGET_RSS_LOADED_BYTES_MAX: u64 = 200_000_000;
+
+const _: () = assert!(CONSUMER_RECEIVE_BYTES_MAX >= CONSUMER_FETCH_BYTES_MAX + 512);
+const _: () = assert!(CONSUMER_PARTITION_FETCH_BYTES_MAX <= CONSUMER_FETCH_BYTES_MAX);
+const _: () = assert!(DISK_NAIVE_BYTES % DISK_NAIVE_WRITE_BYTES as u64 == 0);
+const _: () = assert!(RECORD_BYTES_DEFAULT <= RECORD_BYTES_MAX);

@@ -1,0 +1,125 @@
+//! The broker under test: this same binary started as `sluice broker` in its own process,
+//! so its memory can be read from `/proc/<pid>/status` apart from the clients'.
+//!
+//! The broker listens on port 0 and the bootstrap address is read from the one line it
+//! prints on start. It logs warnings only (to this process's stderr) and is killed when the
+//! handle drops, so an error in the benchmark never leaves a broker behind.
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::limits::BROKER_START_SECS_MAX;
+
+/// A running `sluice broker` child process.
+pub struct BrokerProcess {
+    child: Child,
+    /// `HOST:PORT` to bootstrap from.
+    pub bootstrap: String,
+}
+
+impl BrokerProcess {
+    /// Starts `sluice broker --data-dir DIR --listeners PLAINTEXT://127.0.0.1:0` and waits
+    /// for its listening line.
+    pub fn start(data_dir: &Path) -> Result<BrokerProcess> {
+        let exe = std::env::current_exe().context("cannot locate the sluice binary")?;
+        let mut child = Command::new(&exe)
+            .arg("broker")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listeners", "PLAINTEXT://127.0.0.1:0"])
+            .env("SLUICE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {} broker", exe.display()))?;
+        let stdout = child.stdout.take().expect("stdout was piped above");
+        // The line is read on a thread so a broker that hangs before printing it is a
+        // timeout, not a hang of the benchmark.
+        let (sender, receiver) = mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = sender.send(read);
+        });
+        let mut broker = BrokerProcess { child, bootstrap: String::new() };
+        let line = receiver
+            .recv_timeout(Duration::from_secs(BROKER_START_SECS_MAX))
+            .map_err(|_| anyhow!("the broker printed no listening line in {BROKER_START_SECS_MAX} s"))?
+            .context("cannot read the broker's stdout")?;
+        broker.bootstrap = bootstrap_from(&line)?;
+        Ok(broker)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size now (`VmRSS`), bytes.
+    pub fn rss_bytes(&self) -> Result<u64> {
+        status_kib(self.pid(), "VmRSS:").map(|kib| kib * 1024)
+    }
+
+    /// Peak resident set size since start (`VmHWM`), bytes.
+    pub fn peak_rss_bytes(&self) -> Result<u64> {
+        status_kib(self.pid(), "VmHWM:").map(|kib| kib * 1024)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        // The data folder is scratch, so there is nothing a clean shutdown would save.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `HOST:PORT` in `sluice broker listening on PLAINTEXT://HOST:PORT (data dir D)`.
+fn bootstrap_from(line: &str) -> Result<String> {
+    let Some((_, rest)) = line.split_once("PLAINTEXT://") else {
+        bail!("the broker's first line names no PLAINTEXT:// listener: {line:?}");
+    };
+    let end = rest.find([',', ' ', '\n']).unwrap_or(rest.len());
+    let address = &rest[..end];
+    if address.is_empty() {
+        bail!("the broker's first line has an empty listener: {line:?}");
+    }
+    Ok(address.to_string())
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .with_context(|| format!("{path} has no {field} line"))?;
+    let number = line[field.len()..].trim().trim_end_matches("kB").trim();
+    number.parse().with_context(|| format!("{path}: cannot parse {line:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_bootstrap_address_from_the_listening_line() {
+        let line = "sluice broker listening on PLAINTEXT://127.0.0.1:40123 (data dir /d)\n";
+        assert_eq!(bootstrap_from(line).unwrap(), "127.0.0.1:40123");
+        let line = "sluice broker listening on PLAINTEXT://127.0.0.1:1,PLAINTEXT://h:2\n";
+        assert_eq!(bootstrap_from(line).unwrap(), "127.0.0.1:1");
+        assert!(bootstrap_from("something else\n").is_err());
+    }
+
+    #[test]
+    fn reads_this_process_rss() {
+        let kib = status_kib(std::process::id(), "VmRSS:").unwrap();
+        assert!(kib > 0, "VmRSS {kib} kB");
+    }
+}
