@@ -47,20 +47,23 @@ struct ScanEnd {
 }
 
 impl Segment {
-    /// Creates an empty segment file (and its indexes).
-    pub fn create(
+    /// Opens the segment's `.log` (creating it when `create`) and its indexes, with no
+    /// batches counted yet.
+    fn open_files(
         dir: &Path,
         base_offset: i64,
+        create: bool,
         now_ms: i64,
         index_interval_bytes: u64,
     ) -> Result<Segment> {
         let path = dir.join(format!("{}.log", stem(base_offset)));
+        let op = if create { "create segment" } else { "open segment" };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create_new(create)
             .open(&path)
-            .map_err(io("create segment", &path))?;
+            .map_err(io(op, &path))?;
         let indexes = Indexes::open(
             dir.join(format!("{}.index", stem(base_offset))),
             dir.join(format!("{}.timeindex", stem(base_offset))),
@@ -79,6 +82,16 @@ impl Segment {
         })
     }
 
+    /// Creates an empty segment file (and its indexes).
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        index_interval_bytes: u64,
+    ) -> Result<Segment> {
+        Self::open_files(dir, base_offset, true, now_ms, index_interval_bytes)
+    }
+
     /// Opens an existing segment. The active (last) segment is scanned whole with CRC
     /// checks and cut after its last valid batch (a torn write); closed segments trust their
     /// index files when consistent and are rescanned (headers only) when not.
@@ -89,29 +102,8 @@ impl Segment {
         now_ms: i64,
         index_interval_bytes: u64,
     ) -> Result<Segment> {
-        let path = dir.join(format!("{}.log", stem(base_offset)));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io("open segment", &path))?;
-        let file_bytes = file.metadata().map_err(io("stat segment", &path))?.len();
-        let indexes = Indexes::open(
-            dir.join(format!("{}.index", stem(base_offset))),
-            dir.join(format!("{}.timeindex", stem(base_offset))),
-        )?;
-        let mut segment = Segment {
-            base_offset,
-            next_offset: base_offset,
-            size_bytes: 0,
-            max_timestamp: -1,
-            created_ms: now_ms,
-            bytes_since_index: 0,
-            index_interval_bytes,
-            file: Arc::new(file),
-            path,
-            indexes,
-        };
+        let mut segment = Self::open_files(dir, base_offset, false, now_ms, index_interval_bytes)?;
+        let file_bytes = segment.file.metadata().map_err(io("stat segment", &segment.path))?.len();
         if active {
             segment.indexes.clear()?;
             segment.rebuild(file_bytes, true)?;
