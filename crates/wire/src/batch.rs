@@ -43,6 +43,22 @@ const RECORDS_COUNT_AT: usize = 57;
 
 /// Attribute bits 0..=2: the compression codec.
 pub const ATTR_COMPRESSION_MASK: i16 = 0x07;
+/// The compression codec value for zstd (attributes bits 0..=2).
+pub const COMPRESSION_ZSTD: i16 = 4;
+
+/// Whether any whole batch in `bytes` is zstd-compressed: clients older than Produce v7 /
+/// Fetch v10 cannot read zstd (KIP-110), so the broker refuses it to them.
+pub fn any_zstd(bytes: &[u8]) -> bool {
+    let mut at = 0usize;
+    while let Ok(header) = parse_header(bytes.get(at..).unwrap_or_default()) {
+        if header.attributes & ATTR_COMPRESSION_MASK == COMPRESSION_ZSTD {
+            return true;
+        }
+        at += header.total_bytes;
+    }
+    false
+}
+
 /// Attribute bit 3: the timestamp type (0 = CreateTime, 1 = LogAppendTime).
 pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 /// Attribute bit 4: the batch is transactional.

@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 use sluice_log::{FlushPolicy, Partition};
+use sluice_wire::batch;
 
 use super::text;
 use crate::clock::now_ms;
@@ -37,6 +38,7 @@ type Appended = std::result::Result<(i64, i64, i64), (ResponseError, String)>;
 pub(crate) async fn produce(
     state: &State,
     request: ProduceRequest,
+    version: i16,
     client: &super::Client,
 ) -> ProduceResponse {
     let peer = client.peer;
@@ -51,6 +53,10 @@ pub(crate) async fn produce(
                 _ if !matches!(acks, -1..=1) => Err(ResponseError::InvalidRequiredAcks),
                 (None, _) => Err(ResponseError::UnknownTopicOrPartition),
                 (Some(_), None) => Err(ResponseError::CorruptMessage),
+                // zstd arrived with Produce v7 (KIP-110); an older request must not carry it.
+                (Some(_), Some(records)) if version < 7 && batch::any_zstd(&records) => {
+                    Err(ResponseError::UnsupportedCompressionType)
+                }
                 (Some(topic), Some(records)) => match topic.partition(data.index) {
                     Some(partition) => Ok((Arc::clone(partition), BytesMut::from(records))),
                     None => Err(ResponseError::UnknownTopicOrPartition),
@@ -199,6 +205,13 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
                 partition.read(p.fetch_offset, limit.max(1))
             };
             let data = match read {
+                // A Fetch older than v10 cannot carry zstd batches (KIP-110).
+                Ok(bytes) if version < 10 && batch::any_zstd(&bytes) => {
+                    errors = true;
+                    partition_error(p.partition, ResponseError::UnsupportedCompressionType)
+                        .with_high_watermark(high_watermark)
+                        .with_log_start_offset(log_start)
+                }
                 Ok(bytes) => {
                     remaining = remaining.saturating_sub(bytes.len());
                     total += bytes.len();

@@ -50,7 +50,7 @@ pub(crate) async fn handle(state: &State, request: Request, peer: std::net::Sock
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let response = data::produce(state, r, &client).await;
+            let response = data::produce(state, r, version, &client).await;
             if acks == 0 {
                 return Reply::Nothing;
             }
@@ -126,6 +126,7 @@ mod tests {
     use super::*;
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::Encodable;
+    use kafka_protocol::ResponseError;
 
     /// Encodes a default request of `key` at `version` as a frame body.
     fn frame_of(key: ApiKey, version: i16) -> bytes::Bytes {
@@ -367,6 +368,40 @@ mod tests {
                     Reply::Close => panic!("{:?} v{version}: cannot encode", api.key),
                 }
             }
+        }
+        broker.shutdown().await.unwrap();
+    }
+
+    /// A zstd batch in a Produce older than v7 is refused with UNSUPPORTED_COMPRESSION_TYPE
+    /// (KIP-110); at v7 it is stored.
+    #[tokio::test]
+    async fn zstd_needs_produce_v7() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        let broker = crate::Broker::start(config).await.unwrap();
+        broker.create_topic("t", 1, &Default::default()).await.unwrap();
+        let state = broker.state_for_tests();
+        let mut batch = sluice_wire::batch::build(0, 1, &[b"v"]);
+        batch[21..23].copy_from_slice(&sluice_wire::batch::COMPRESSION_ZSTD.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let data = produce_request::PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(bytes::Bytes::from(batch)));
+        let topic = produce_request::TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_data(vec![data]);
+        let request = ProduceRequest::default().with_acks(1).with_topic_data(vec![topic]);
+        let client = Client {
+            client_id: "c".into(),
+            host: "/127.0.0.1".into(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+        };
+        for (version, expected) in [(6, ResponseError::UnsupportedCompressionType.code()), (7, 0)] {
+            let response = data::produce(&state, request.clone(), version, &client).await;
+            let code = response.responses[0].partition_responses[0].error_code;
+            assert_eq!(code, expected, "produce v{version}");
         }
         broker.shutdown().await.unwrap();
     }

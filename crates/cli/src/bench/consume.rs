@@ -1,0 +1,101 @@
+//! The consume run: one librdkafka consumer reads every record of the benchmark topic from
+//! the beginning, with partitions assigned directly (no group, no offset commits) and large
+//! fetches, and the run ends when it reaches the high watermarks read before it started.
+//!
+//! Only payload bytes are counted, not the batch and record framing the broker also sends,
+//! so the bandwidth slightly understates what crossed the socket.
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use indicatif::ProgressBar;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde::Serialize;
+
+use super::limits::{
+    ADMIN_TIMEOUT_SECS, CONSUMER_FETCH_BYTES_MAX, CONSUMER_IDLE_SECS_MAX,
+    CONSUMER_PARTITION_FETCH_BYTES_MAX, CONSUMER_RECEIVE_BYTES_MAX, MIB, PRODUCER_POLL_MS,
+};
+
+/// Result of the consume run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumeRun {
+    /// Records read.
+    pub records: u64,
+    /// Payload bytes read.
+    pub bytes: u64,
+    /// Wall time from assignment to the last record, seconds.
+    pub secs: f64,
+    /// Payload bandwidth.
+    pub mib_per_s: f64,
+    /// Record rate.
+    pub records_per_s: f64,
+}
+
+/// Reads partitions `0..partitions` of `topic` from the beginning to their current end.
+pub fn run(bootstrap: &str, topic: &str, partitions: i32, bar: &ProgressBar) -> Result<ConsumeRun> {
+    let consumer = create(bootstrap)?;
+    let timeout = Duration::from_secs(ADMIN_TIMEOUT_SECS);
+    let mut assignment = TopicPartitionList::new();
+    let mut expected: u64 = 0;
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(|e| anyhow!("cannot read the offsets of {topic}-{partition}: {e}"))?;
+        expected += u64::try_from(high - low).expect("the high watermark is not below the low");
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .map_err(|e| anyhow!("cannot assign {topic}-{partition}: {e}"))?;
+    }
+    bar.set_length(expected);
+    let started = Instant::now();
+    consumer.assign(&assignment).map_err(|e| anyhow!("cannot assign {topic}: {e}"))?;
+    let (records, bytes) = read(&consumer, expected, bar)?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok(ConsumeRun {
+        records,
+        bytes,
+        secs,
+        mib_per_s: bytes as f64 / MIB as f64 / secs,
+        records_per_s: records as f64 / secs,
+    })
+}
+
+/// Polls until `expected` records are read; returns records and payload bytes.
+fn read(consumer: &BaseConsumer, expected: u64, bar: &ProgressBar) -> Result<(u64, u64)> {
+    let poll = Duration::from_millis(PRODUCER_POLL_MS * 100);
+    let idle_max = Duration::from_secs(CONSUMER_IDLE_SECS_MAX);
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut last_record = Instant::now();
+    while records < expected {
+        match consumer.poll(poll) {
+            Some(Ok(message)) => {
+                records += 1;
+                bytes += message.payload_len() as u64;
+                last_record = Instant::now();
+                bar.inc(1);
+            }
+            Some(Err(error)) => bail!("the consumer failed after {records} records: {error}"),
+            None if last_record.elapsed() > idle_max => {
+                bail!("no record for {CONSUMER_IDLE_SECS_MAX} s after {records} of {expected}")
+            }
+            None => {}
+        }
+    }
+    Ok((records, bytes))
+}
+
+/// A consumer with large fetches that never commits.
+fn create(bootstrap: &str) -> Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", "sluice-bench")
+        .set("group.id", "sluice-bench")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.max.bytes", CONSUMER_FETCH_BYTES_MAX.to_string())
+        .set("max.partition.fetch.bytes", CONSUMER_PARTITION_FETCH_BYTES_MAX.to_string())
+        .set("receive.message.max.bytes", CONSUMER_RECEIVE_BYTES_MAX.to_string())
+        .create()
+        .map_err(|e| anyhow!("cannot create the consumer: {e}"))
+}

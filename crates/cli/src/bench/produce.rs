@@ -1,0 +1,233 @@
+//! The produce runs: librdkafka producers with `acks=all` sending fixed-size records to the
+//! benchmark topic, each timing every record from `send` to its delivery report.
+//!
+//! A run is either closed-loop (send as fast as librdkafka's queue accepts: throughput) or
+//! paced (a fixed rate: latency at a given load). Each producer is a `BaseProducer` on its
+//! own thread, polled by that thread, so a delivery report is timestamped as soon as the
+//! producer sees it. The send time is taken when the record enters librdkafka's queue, so
+//! the latency includes `linger.ms`, time queued behind earlier records, the broker's
+//! append and fsync, and the response; it is what an application waiting on the ack sees.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use indicatif::ProgressBar;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext};
+use serde::Serialize;
+
+use super::disk::pattern;
+use super::limits::{
+    MIB, PRODUCER_BATCH_BYTES, PRODUCER_BATCH_RECORDS, PRODUCER_FLUSH_TIMEOUT_SECS,
+    PRODUCER_LINGER_MS, PRODUCER_POLL_MS, PRODUCER_QUEUE_KIB,
+};
+use super::stats::{Histogram, LatencyMs};
+
+/// What every produce run shares.
+pub struct Plan<'a> {
+    /// `HOST:PORT` of the broker.
+    pub bootstrap: &'a str,
+    /// The benchmark topic.
+    pub topic: &'a str,
+    /// Payload bytes per record (no key, no headers).
+    pub record_bytes: usize,
+}
+
+/// Result of one produce run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProduceRun {
+    /// Producers sending in parallel.
+    pub producers: usize,
+    /// Records acknowledged.
+    pub records: u64,
+    /// Payload bytes acknowledged.
+    pub bytes: u64,
+    /// The rate asked for, all producers together; `None` for a closed-loop run.
+    pub target_records_per_s: Option<f64>,
+    /// Wall time from the first send to the last delivery report, seconds.
+    pub secs: f64,
+    /// Payload bandwidth.
+    pub mib_per_s: f64,
+    /// Record rate.
+    pub records_per_s: f64,
+    /// Per-record latency, send to delivery report.
+    pub latency_ms: LatencyMs,
+}
+
+/// Sends `records` records split over `producers` producers, at `rate` records per second
+/// in all if given, and waits for every acknowledgement.
+pub fn run(
+    plan: &Plan<'_>,
+    producers: usize,
+    records: u64,
+    rate: Option<f64>,
+    bar: &ProgressBar,
+) -> Result<ProduceRun> {
+    assert!(producers > 0, "a run needs a producer");
+    assert!(records >= producers as u64, "{records} records cannot feed {producers} producers");
+    let clients: Vec<BaseProducer<Tracker>> =
+        (0..producers).map(|_| create(plan.bootstrap, bar)).collect::<Result<_>>()?;
+    let payload = pattern(plan.record_bytes);
+    let share = |index: u64| records / producers as u64 + u64::from(index < records % producers as u64);
+    let rate_each = rate.map(|rate| rate / producers as f64);
+    let started = Instant::now();
+    let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = clients
+            .iter()
+            .zip(0u64..)
+            .map(|(client, index)| {
+                let payload = &payload;
+                scope.spawn(move || send(client, plan.topic, payload, share(index), rate_each))
+            })
+            .collect();
+        threads.into_iter().map(|thread| thread.join().expect("a producer thread panicked")).collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    outcomes.into_iter().collect::<Result<()>>()?;
+    let mut latencies = Histogram::default();
+    for client in &clients {
+        client.context().check()?;
+        latencies.merge(&client.context().latencies.lock().expect("no holder panics"));
+    }
+    let acked = latencies.summary().count;
+    assert_eq!(acked, records, "every record must be acknowledged once");
+    let bytes = acked * plan.record_bytes as u64;
+    Ok(ProduceRun {
+        producers,
+        records: acked,
+        bytes,
+        target_records_per_s: rate,
+        secs,
+        mib_per_s: bytes as f64 / MIB as f64 / secs,
+        records_per_s: acked as f64 / secs,
+        latency_ms: latencies.summary(),
+    })
+}
+
+/// A producer configured as the benchmark brief fixes it: acks=all, no idempotence,
+/// linger.ms=5, no compression.
+fn create(bootstrap: &str, bar: &ProgressBar) -> Result<BaseProducer<Tracker>> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", "sluice-bench")
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("compression.type", "none")
+        .set("linger.ms", PRODUCER_LINGER_MS.to_string())
+        .set("batch.size", PRODUCER_BATCH_BYTES.to_string())
+        .set("batch.num.messages", PRODUCER_BATCH_RECORDS.to_string())
+        .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KIB.to_string());
+    let tracker = Tracker {
+        started: Instant::now(),
+        latencies: Mutex::new(Histogram::default()),
+        failures: AtomicU64::new(0),
+        first_failure: Mutex::new(None),
+        bar: bar.clone(),
+    };
+    config.create_with_context(tracker).map_err(|e| anyhow!("cannot create a producer: {e}"))
+}
+
+/// Sends `records` records (paced at `rate` per second if given), then polls until every
+/// delivery report is in.
+fn send(
+    producer: &BaseProducer<Tracker>,
+    topic: &str,
+    payload: &[u8],
+    records: u64,
+    rate: Option<f64>,
+) -> Result<()> {
+    let started = Instant::now();
+    let poll = Duration::from_millis(PRODUCER_POLL_MS);
+    for index in 0..records {
+        if let Some(rate) = rate {
+            // Records due by now go out together, once per poll tick: bursts of at most
+            // one tick's worth, well inside linger.ms.
+            let due = Duration::from_secs_f64(index as f64 / rate);
+            while started.elapsed() < due {
+                producer.poll(poll);
+            }
+        }
+        enqueue(producer, topic, payload)?;
+        producer.poll(Duration::ZERO);
+    }
+    // Not `flush`: it polls in 100 ms steps, which would blur the end of the run.
+    let deadline = Instant::now() + Duration::from_secs(PRODUCER_FLUSH_TIMEOUT_SECS);
+    while producer.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            bail!("records still unacknowledged after {PRODUCER_FLUSH_TIMEOUT_SECS} s");
+        }
+        producer.poll(poll);
+    }
+    Ok(())
+}
+
+/// Hands one record to librdkafka, waiting while its queue is full.
+fn enqueue(producer: &BaseProducer<Tracker>, topic: &str, payload: &[u8]) -> Result<()> {
+    let sent_us = producer.context().now_us();
+    let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(topic, sent_us).payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                producer.poll(Duration::from_millis(PRODUCER_POLL_MS));
+                // The clock starts when librdkafka takes the record, not when we first tried.
+                record.delivery_opaque = producer.context().now_us();
+            }
+            Err((error, _)) => return Err(anyhow!("cannot send to {topic}: {error}")),
+        }
+    }
+}
+
+/// Records the latency of every delivery report of one producer.
+struct Tracker {
+    /// The zero of the send timestamps carried as delivery opaques.
+    started: Instant,
+    latencies: Mutex<Histogram>,
+    failures: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+    bar: ProgressBar,
+}
+
+impl Tracker {
+    /// Microseconds since `started`; fits a `usize` on every 64-bit target.
+    fn now_us(&self) -> usize {
+        self.started.elapsed().as_micros() as usize
+    }
+
+    /// Fails if any record was not acknowledged.
+    fn check(&self) -> Result<()> {
+        let failures = self.failures.load(Ordering::Relaxed);
+        if failures == 0 {
+            return Ok(());
+        }
+        let first = self.first_failure.lock().expect("no holder panics").clone();
+        Err(anyhow!("{failures} records failed").context(first.unwrap_or_default()))
+            .context("the broker did not acknowledge every record")
+    }
+}
+
+impl ClientContext for Tracker {}
+
+impl ProducerContext for Tracker {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_us: usize) {
+        let now_us = self.now_us();
+        match result {
+            Ok(_) => {
+                let latency_us = now_us.saturating_sub(sent_us) as u64;
+                self.latencies.lock().expect("no holder panics").record(latency_us);
+                self.bar.inc(1);
+            }
+            Err((error, _)) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_failure.lock().expect("no holder panics");
+                first.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
