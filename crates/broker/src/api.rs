@@ -117,7 +117,8 @@ impl Broker {
 
     /// Stops accepting, ends connections between requests, syncs every log.
     pub async fn shutdown(self) -> Result<()> {
-        let _ = self.state.shutdown.send(true);
+        // send_replace stores the value even before any task has subscribed (send would not).
+        self.state.shutdown.send_replace(true);
         for task in self.tasks {
             let _ = task.await;
         }
@@ -157,7 +158,7 @@ async fn until_shutdown(state: &State, period: Duration, mut work: impl FnMut())
     loop {
         tokio::select! {
             _ = interval.tick() => work(),
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
 }

@@ -31,14 +31,16 @@ const BUDGET_UNIT_BYTES: u64 = 1024;
 /// Accepts until shutdown.
 pub(crate) async fn accept_loop(state: Arc<State>, listener: TcpListener) {
     let permits = Arc::new(Semaphore::new(state.settings.connections_max));
-    let units =
-        (state.settings.queued_request_bytes_max / BUDGET_UNIT_BYTES).min(u64::from(u32::MAX));
+    // Rounded up, like each frame's share below, so any frame within the validated
+    // `queued.max.request.bytes >= socket.request.max.bytes` fits the budget alone.
+    let units = state.settings.queued_request_bytes_max.div_ceil(BUDGET_UNIT_BYTES);
+    let units = units.min(Semaphore::MAX_PERMITS as u64).min(u64::from(u32::MAX));
     let budget = Arc::new(Semaphore::new(units as usize));
     let mut shutdown = state.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -88,7 +90,7 @@ async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr, budget: A
                     return;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let size = match frame::body_bytes(prefix, state.settings.frame_bytes_max) {
             Ok(size) => size,
@@ -102,8 +104,15 @@ async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr, budget: A
         let units = (size as u64).div_ceil(BUDGET_UNIT_BYTES) as u32;
         let Ok(_held) = Arc::clone(&budget).acquire_many_owned(units).await else { return };
         let mut body = BytesMut::zeroed(size);
-        if reader.read_exact(&mut body).await.is_err() {
-            return;
+        // A client that announces a frame and stops sending must not hold its share of the
+        // budget for ever: the body gets the idle timeout too.
+        match tokio::time::timeout(idle, reader.read_exact(&mut body)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::warn!(%peer, size, "closing connection: request body not received within connections.max.idle.ms");
+                return;
+            }
         }
         let reply = match request::decode(body.freeze()) {
             Ok(request) => handlers::handle(&state, request, peer).await,
@@ -155,6 +164,43 @@ fn refuse(peer: SocketAddr, error: WireError) -> Option<BytesMut> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn broker_with(key: &str, value: &str) -> (crate::Broker, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        config.set(key, value);
+        (crate::Broker::start(config).await.unwrap(), dir)
+    }
+
+    /// Reads until EOF; true when the broker closed within `limit`.
+    async fn closed_within(stream: &mut TcpStream, limit: std::time::Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(tokio::time::timeout(limit, stream.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+    }
+
+    #[tokio::test]
+    async fn idle_connections_and_stalled_bodies_are_closed() {
+        let (broker, _dir) = broker_with("connections.max.idle.ms", "200").await;
+        let addr = broker.local_addrs()[0];
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled.write_all(&100i32.to_be_bytes()).await.unwrap();
+        stalled.write_all(&[0u8; 10]).await.unwrap();
+        let limit = std::time::Duration::from_secs(3);
+        assert!(closed_within(&mut idle, limit).await, "idle connection closed");
+        assert!(closed_within(&mut stalled, limit).await, "stalled body closed");
+        broker.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_budget_below_the_frame_limit_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("queued.max.request.bytes", "1000");
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("queued.max.request.bytes"), "{error}");
+    }
 
     #[test]
     fn whole_frame_detection() {

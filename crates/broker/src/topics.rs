@@ -76,6 +76,10 @@ impl Topics {
         let log_dir = settings.data_dir.join("log");
         std::fs::create_dir_all(&log_dir)
             .map_err(|e| Error::Unavailable(format!("create {}: {e}", log_dir.display())))?;
+        // Make `<data>/log` and `<data>/meta.redb` durable entries of `<data>`.
+        std::fs::File::open(&settings.data_dir).and_then(|d| d.sync_all()).map_err(|e| {
+            Error::Unavailable(format!("sync {}: {e}", settings.data_dir.display()))
+        })?;
         let mut topics = BTreeMap::new();
         for (name, record) in store.topics()? {
             let log_config = topic_config::log_config(&settings.log_defaults, &record.configs)?;
@@ -171,17 +175,7 @@ impl Topics {
         let (partitions, log_config, configs) =
             self.check_create(settings, name, partitions, replication, configs)?;
         for index in 0..partitions {
-            // A folder left by a delete whose removal failed must not become the new topic's
-            // data: remove it now, or refuse.
-            let dir = partition_dir(&self.log_dir, name, index);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| {
-                    Error::Unavailable(format!(
-                        "stale folder {} cannot be removed: {e}",
-                        dir.display()
-                    ))
-                })?;
-            }
+            remove_stale(&self.log_dir, name, index)?;
         }
         let logs = (0..partitions)
             .map(|i| open_partition(&self.log_dir, name, i, &log_config))
@@ -242,6 +236,7 @@ impl Topics {
         }
         let mut partitions = topic.partitions.clone();
         for index in current..count {
+            remove_stale(&self.log_dir, name, index)?;
             partitions.push(open_partition(&self.log_dir, name, index, &topic.log_config)?);
         }
         let record =
@@ -294,6 +289,18 @@ impl Topics {
         self.write().insert(name.to_string(), Arc::new(updated));
         Ok(())
     }
+}
+
+/// Removes a partition folder a failed delete left behind, so it cannot become a new
+/// partition's data; refuses when it cannot be removed.
+fn remove_stale(log_dir: &Path, topic: &str, index: i32) -> Result<()> {
+    let dir = partition_dir(log_dir, topic, index);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| {
+            Error::Unavailable(format!("stale folder {} cannot be removed: {e}", dir.display()))
+        })?;
+    }
+    Ok(())
 }
 
 fn open_partition(

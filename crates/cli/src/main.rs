@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod broker;
 mod client;
 mod cluster;
@@ -67,6 +68,8 @@ enum Command {
     Broker(broker::BrokerArgs),
     /// Run a solution file locally: the broker and its declared topics.
     Up(up::UpArgs),
+    /// Measure the machine's limits and the broker against them (not a test).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +106,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Cluster(args) => cluster::run(args).await,
         Command::Broker(args) => broker::run(args).await,
         Command::Up(args) => up::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -125,9 +125,8 @@ impl Indexes {
         bytes[..4].copy_from_slice(&entry.relative_offset.to_be_bytes());
         bytes[4..].copy_from_slice(&entry.position.to_be_bytes());
         let at = (self.offsets.len() * OFFSET_INDEX_ENTRY_BYTES) as u64;
-        self.offset_file.write_all_at(&bytes, at).map_err(io("write index", &self.offset_path))?;
         self.offsets.push(entry);
-        Ok(())
+        self.offset_file.write_all_at(&bytes, at).map_err(io("write index", &self.offset_path))
     }
 
     /// Appends a time entry if `timestamp` is above the last one.
@@ -139,9 +138,8 @@ impl Indexes {
         bytes[..8].copy_from_slice(&entry.timestamp.to_be_bytes());
         bytes[8..].copy_from_slice(&entry.relative_offset.to_be_bytes());
         let at = (self.times.len() * TIME_INDEX_ENTRY_BYTES) as u64;
-        self.time_file.write_all_at(&bytes, at).map_err(io("write index", &self.time_path))?;
         self.times.push(entry);
-        Ok(())
+        self.time_file.write_all_at(&bytes, at).map_err(io("write index", &self.time_path))
     }
 
     /// The position of the last indexed batch at or before `relative_offset` (0 if none).

@@ -38,6 +38,11 @@ pub struct PartitionLog {
     /// Sorted by base offset; never empty; the last one is active.
     segments: Vec<Segment>,
     log_start_offset: i64,
+    /// Set when any sync of this partition failed. After a failed fsync the kernel may have
+    /// dropped the dirty pages and report the next fsync as clean, so nothing written since
+    /// the last good sync can be trusted: the partition refuses appends, rolls, retention
+    /// and syncs until the broker restarts and recovery re-reads the files. Reads go on.
+    failed: bool,
 }
 
 /// A read prepared under the lock and performed outside it.
@@ -96,7 +101,13 @@ impl PartitionLog {
         let first_base = segments.first().map_or(0, |s| s.base_offset);
         let end = segments.last().map_or(0, |s| s.next_offset);
         let log_start_offset = stored_start.unwrap_or(first_base).max(first_base).min(end);
-        Ok(PartitionLog { dir: dir.to_path_buf(), config, segments, log_start_offset })
+        Ok(PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            failed: false,
+        })
     }
 
     fn active(&self) -> &Segment {
@@ -140,8 +151,41 @@ impl PartitionLog {
         (Arc::clone(&self.active().file), self.active().path.clone())
     }
 
+    /// Marks the partition failed after a sync error (see the `failed` field).
+    pub fn mark_failed(&mut self) {
+        if !self.failed {
+            tracing::error!(dir = %self.dir.display(), "a sync failed: the partition refuses writes until restart");
+        }
+        self.failed = true;
+    }
+
+    /// Errors when an earlier sync failed.
+    pub fn check_healthy(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::Io {
+                op: "write to partition after a failed sync",
+                path: self.dir.clone(),
+                source: std::io::Error::other(
+                    "an earlier fsync failed; restart the broker to recover",
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs a sync, marking the partition failed if it errs.
+    fn synced(&mut self, sync: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
+        self.check_healthy()?;
+        let result = sync(self);
+        if result.is_err() {
+            self.mark_failed();
+        }
+        result
+    }
+
     /// Validates the batches in `bytes`, assigns their offsets and writes them (no sync).
     pub fn append(&mut self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+        self.check_healthy()?;
         let mut headers = batch::validate_all(bytes, self.config.max_message_bytes)?;
         let incoming_offsets = count_offsets(&headers)?;
         self.maybe_roll(bytes.len() as u64, incoming_offsets, now_ms)?;
@@ -201,11 +245,11 @@ impl PartitionLog {
                 hint: "raise segment.bytes or lower retention",
             });
         }
-        self.active().sync_all()?;
+        self.synced(|log| log.active().sync_all())?;
         let base = self.log_end_offset();
         let interval = u64::from(self.config.index_interval_bytes);
         let segment = Segment::create(&self.dir, base, now_ms, interval)?;
-        sync_dir(&self.dir)?;
+        self.synced(|log| sync_dir(&log.dir))?;
         self.segments.push(segment);
         Ok(())
     }
@@ -278,6 +322,7 @@ impl PartitionLog {
     /// Moves the log start offset to `offset` (DeleteRecords) and deletes whole segments
     /// below it. Returns the new log start offset.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        self.check_healthy()?;
         let end = self.log_end_offset();
         if offset < 0 || offset > end {
             return Err(Error::OffsetOutOfRange {
@@ -306,6 +351,7 @@ impl PartitionLog {
 
     /// Deletes segments past `retention.ms` or beyond `retention.bytes`; returns how many.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        self.check_healthy()?;
         let expired = |s: &Segment, retention_ms: i64| {
             retention_ms >= 0 && s.max_timestamp >= 0 && now_ms - s.max_timestamp > retention_ms
         };
@@ -336,9 +382,9 @@ impl PartitionLog {
         Ok(deleted)
     }
 
-    /// Syncs every segment (shutdown).
-    pub fn sync_all(&self) -> Result<()> {
-        self.active().sync_all()
+    /// Syncs the active segment (shutdown; closed ones were synced when rolled).
+    pub fn sync_all(&mut self) -> Result<()> {
+        self.synced(|log| log.active().sync_all())
     }
 
     /// Removes the partition's folder.

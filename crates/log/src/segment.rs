@@ -247,20 +247,23 @@ impl Segment {
             self.base_offset
         );
         let relative_offset = relative as u32;
+        // Counters and in-memory entries move even when a file write fails: the files are
+        // hints, checked and rebuilt on open.
+        let mut written = Ok(());
         if position == 0 || self.bytes_since_index >= self.index_interval_bytes {
-            self.indexes.push_offset(OffsetEntry { relative_offset, position: position as u32 })?;
+            let entry = OffsetEntry { relative_offset, position: position as u32 };
+            written = written.and(self.indexes.push_offset(entry));
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += header.total_bytes as u64;
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
             let last_relative = (header.last_offset() - self.base_offset) as u32;
-            self.indexes.push_time(TimeEntry {
-                timestamp: header.max_timestamp,
-                relative_offset: last_relative,
-            })?;
+            let entry =
+                TimeEntry { timestamp: header.max_timestamp, relative_offset: last_relative };
+            written = written.and(self.indexes.push_time(entry));
         }
-        Ok(())
+        written
     }
 
     /// Appends validated batches whose base offsets are already assigned.
@@ -280,7 +283,11 @@ impl Segment {
         self.next_offset = headers.last().map_or(self.next_offset, |h| h.next_offset());
         let mut position = start;
         for header in headers {
-            self.index_batch(position, header)?;
+            if let Err(error) = self.index_batch(position, header) {
+                // The batches are durable data; the index is a hint rebuilt on open. Failing
+                // the produce here would make its retry a duplicate.
+                tracing::warn!(segment = %self.path.display(), %error, "index write failed");
+            }
             position += header.total_bytes as u64;
         }
         debug_assert!(

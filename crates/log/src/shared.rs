@@ -9,7 +9,7 @@
 //!
 //! With `log.flush = always` the high watermark is the synced offset: consumers never see a
 //! record that a crash could take back.
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use crate::error::io;
@@ -23,11 +23,6 @@ pub struct Partition {
     synced_offset: AtomicI64,
     /// Held while a sync runs; waiters queue here.
     sync_lock: Mutex<()>,
-    /// Set when a sync failed. After a failed fsync the kernel may have dropped the dirty
-    /// pages and report the next fsync as clean, so nothing written since the last good sync
-    /// can be trusted: the partition refuses appends and syncs until the broker restarts and
-    /// recovery re-reads the file.
-    failed: AtomicBool,
 }
 
 impl Partition {
@@ -38,7 +33,6 @@ impl Partition {
             log: Mutex::new(log),
             synced_offset: AtomicI64::new(end),
             sync_lock: Mutex::new(()),
-            failed: AtomicBool::new(false),
         }
     }
 
@@ -50,21 +44,7 @@ impl Partition {
 
     /// Appends (no sync). Blocking: call from a blocking context.
     pub fn append(&self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
-        self.check_healthy()?;
         self.with_log(|log| log.append(bytes, now_ms))
-    }
-
-    fn check_healthy(&self) -> Result<()> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(crate::Error::Io {
-                op: "use partition after a failed sync",
-                path: self.with_log(|log| log.active_file().1),
-                source: std::io::Error::other(
-                    "an earlier fsync failed; restart the broker to recover",
-                ),
-            });
-        }
-        Ok(())
     }
 
     /// Returns once every offset below `end_offset` is synced (group commit).
@@ -73,7 +53,7 @@ impl Partition {
             return Ok(());
         }
         let _guard = self.sync_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.check_healthy()?;
+        self.with_log(|log| log.check_healthy())?;
         if self.synced_offset.load(Ordering::Acquire) >= end_offset {
             return Ok(());
         }
@@ -83,7 +63,7 @@ impl Partition {
         });
         // Earlier segments were synced when they were rolled, so the active file is all.
         if let Err(error) = file.sync_data() {
-            self.failed.store(true, Ordering::Release);
+            self.with_log(|log| log.mark_failed());
             return Err(io("sync segment", &path)(error));
         }
         self.synced_offset.fetch_max(target, Ordering::AcqRel);

@@ -165,7 +165,7 @@ pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) ->
         tokio::select! {
             _ = notified => {}
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = shutdown.changed() => return response,
+            _ = shutdown.wait_for(|stop| *stop) => return response,
         }
     }
 }

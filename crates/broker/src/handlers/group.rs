@@ -408,8 +408,18 @@ pub(crate) fn describe_groups(
                     .with_protocol_data(text(view.protocol))
                     .with_members(members)
             }
-            // Kafka describes a group it does not know as Dead, not as an error.
-            None => DescribedGroup::default().with_group_id(id).with_group_state(text("Dead")),
+            // A group with committed offsets but no members is Empty; one Kafka does not
+            // know at all is Dead, not an error.
+            None => {
+                let has_offsets =
+                    state.store.group_offsets(&id).map(|o| !o.is_empty()).unwrap_or(false);
+                let (group_state, protocol_type) =
+                    if has_offsets { ("Empty", "consumer") } else { ("Dead", "") };
+                DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_group_state(text(group_state))
+                    .with_protocol_type(text(protocol_type))
+            }
         })
         .collect();
     DescribeGroupsResponse::default().with_groups(groups)

@@ -405,4 +405,59 @@ mod tests {
         }
         broker.shutdown().await.unwrap();
     }
+
+    /// Group ids are store keys: NUL is refused. A group with committed offsets and no
+    /// members describes as Empty, one with neither as Dead.
+    #[tokio::test]
+    async fn group_ids_are_checked_and_offset_only_groups_are_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        let broker = crate::Broker::start(config).await.unwrap();
+        broker.create_topic("t", 1, &Default::default()).await.unwrap();
+        let state = broker.state_for_tests();
+        let client = Client {
+            client_id: "c".into(),
+            host: "/127.0.0.1".into(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+        };
+        let protocol = join_group_request::JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"));
+        let join = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("a\0b")))
+            .with_session_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![protocol]);
+        let joined = group::join_group(&state, join, &client).await;
+        assert_eq!(joined.error_code, ResponseError::InvalidGroupId.code());
+
+        let commit = |group: &'static str| {
+            let p = offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_committed_offset(5);
+            let topic = offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![p]);
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str(group)))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![topic])
+        };
+        let refused = group::offset_commit(&state, commit("g\0"));
+        assert_eq!(
+            refused.topics[0].partitions[0].error_code,
+            ResponseError::InvalidGroupId.code()
+        );
+        let accepted = group::offset_commit(&state, commit("offsets-only"));
+        assert_eq!(accepted.topics[0].partitions[0].error_code, 0);
+
+        let ids = ["offsets-only", "unknown"].map(|g| GroupId(StrBytes::from_static_str(g)));
+        let described = group::describe_groups(
+            &state,
+            DescribeGroupsRequest::default().with_groups(ids.to_vec()),
+        );
+        let states: Vec<String> =
+            described.groups.iter().map(|g| g.group_state.to_string()).collect();
+        assert_eq!(states, ["Empty", "Dead"]);
+        broker.shutdown().await.unwrap();
+    }
 }

@@ -1,6 +1,7 @@
-//! The consume run: one librdkafka consumer reads every record of the benchmark topic from
-//! the beginning, with partitions assigned directly (no group, no offset commits) and large
-//! fetches, and the run ends when it reaches the high watermarks read before it started.
+//! A consume run: one librdkafka consumer reads every record of the benchmark topic from
+//! the beginning, with partitions assigned directly (no group, no offset commits) and the
+//! given fetch sizes, and the run ends when it reaches the high watermarks read before it
+//! started.
 //!
 //! Only payload bytes are counted, not the batch and record framing the broker also sends,
 //! so the bandwidth slightly understates what crossed the socket.
@@ -9,17 +10,26 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::limits::{
-    ADMIN_TIMEOUT_SECS, CONSUMER_FETCH_BYTES_MAX, CONSUMER_IDLE_SECS_MAX,
-    CONSUMER_PARTITION_FETCH_BYTES_MAX, CONSUMER_RECEIVE_BYTES_MAX, MIB, PRODUCER_POLL_MS,
-};
+use super::limits::{ADMIN_TIMEOUT_SECS, CONSUMER_IDLE_SECS_MAX, CONSUMER_POLL_MS, MIB};
+use super::process::{CpuMeter, CpuUse};
 
-/// Result of the consume run.
+/// Fetch sizes of a consumer.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FetchBytes {
+    /// librdkafka's `fetch.max.bytes`.
+    pub total_max: u64,
+    /// librdkafka's `max.partition.fetch.bytes`.
+    pub partition_max: u64,
+}
+
+/// Result of a consume run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConsumeRun {
+    /// The consumer's fetch sizes.
+    pub fetch_bytes: FetchBytes,
     /// Records read.
     pub records: u64,
     /// Payload bytes read.
@@ -30,11 +40,19 @@ pub struct ConsumeRun {
     pub mib_per_s: f64,
     /// Record rate.
     pub records_per_s: f64,
+    /// CPU used by the broker and by the consumer.
+    pub cpu: CpuUse,
 }
 
-/// Reads partitions `0..partitions` of `topic` from the beginning to their current end.
-pub fn run(bootstrap: &str, topic: &str, partitions: i32, bar: &ProgressBar) -> Result<ConsumeRun> {
-    let consumer = create(bootstrap)?;
+/// Reads partitions `0..partitions` of `topic` from the beginning to their current end,
+/// from the broker `broker_pid` at `bootstrap`.
+pub fn run(
+    (bootstrap, broker_pid): (&str, u32),
+    (topic, partitions): (&str, i32),
+    fetch_bytes: FetchBytes,
+    bar: &ProgressBar,
+) -> Result<ConsumeRun> {
+    let consumer = create(bootstrap, fetch_bytes)?;
     let timeout = Duration::from_secs(ADMIN_TIMEOUT_SECS);
     let mut assignment = TopicPartitionList::new();
     let mut expected: u64 = 0;
@@ -42,28 +60,35 @@ pub fn run(bootstrap: &str, topic: &str, partitions: i32, bar: &ProgressBar) -> 
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, timeout)
             .map_err(|e| anyhow!("cannot read the offsets of {topic}-{partition}: {e}"))?;
-        expected += u64::try_from(high - low).expect("the high watermark is not below the low");
+        let count = u64::try_from(high - low).map_err(|_| {
+            anyhow!("{topic}-{partition}: high watermark {high} is below log start {low}")
+        })?;
+        expected += count;
         assignment
             .add_partition_offset(topic, partition, Offset::Beginning)
             .map_err(|e| anyhow!("cannot assign {topic}-{partition}: {e}"))?;
     }
     bar.set_length(expected);
+    let meter = CpuMeter::start(broker_pid)?;
     let started = Instant::now();
     consumer.assign(&assignment).map_err(|e| anyhow!("cannot assign {topic}: {e}"))?;
     let (records, bytes) = read(&consumer, expected, bar)?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = meter.stop()?;
     Ok(ConsumeRun {
+        fetch_bytes,
         records,
         bytes,
         secs,
         mib_per_s: bytes as f64 / MIB as f64 / secs,
         records_per_s: records as f64 / secs,
+        cpu,
     })
 }
 
 /// Polls until `expected` records are read; returns records and payload bytes.
 fn read(consumer: &BaseConsumer, expected: u64, bar: &ProgressBar) -> Result<(u64, u64)> {
-    let poll = Duration::from_millis(PRODUCER_POLL_MS * 100);
+    let poll = Duration::from_millis(CONSUMER_POLL_MS);
     let idle_max = Duration::from_secs(CONSUMER_IDLE_SECS_MAX);
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut last_record = Instant::now();
@@ -85,17 +110,16 @@ fn read(consumer: &BaseConsumer, expected: u64, bar: &ProgressBar) -> Result<(u6
     Ok((records, bytes))
 }
 
-/// A consumer with large fetches that never commits.
-fn create(bootstrap: &str) -> Result<BaseConsumer> {
+/// A consumer that never commits.
+fn create(bootstrap: &str, fetch_bytes: FetchBytes) -> Result<BaseConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("client.id", "sluice-bench")
         .set("group.id", "sluice-bench")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("fetch.max.bytes", CONSUMER_FETCH_BYTES_MAX.to_string())
-        .set("max.partition.fetch.bytes", CONSUMER_PARTITION_FETCH_BYTES_MAX.to_string())
-        .set("receive.message.max.bytes", CONSUMER_RECEIVE_BYTES_MAX.to_string())
+        .set("fetch.max.bytes", fetch_bytes.total_max.to_string())
+        .set("max.partition.fetch.bytes", fetch_bytes.partition_max.to_string())
         .create()
         .map_err(|e| anyhow!("cannot create the consumer: {e}"))
 }

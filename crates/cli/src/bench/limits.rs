@@ -3,6 +3,8 @@
 //! They live here rather than in the binary's `limits.rs` because only the benchmark uses
 //! them, and none bounds input: they bound how long and how much a benchmark run writes.
 
+use super::consume::FetchBytes;
+
 /// One MiB, the unit every bandwidth is reported in.
 pub const MIB: u64 = 1024 * 1024;
 
@@ -19,6 +21,10 @@ pub const RECORD_BYTES_MAX: usize = 1_000_000;
 /// Bytes the naive disk run writes: 256 appends of 1 MiB, each followed by fdatasync, is
 /// enough to average out the device's write cache without taking more than a few seconds.
 pub const DISK_NAIVE_BYTES: u64 = 256 * MIB;
+
+/// Naive disk runs; the best is the limit. Three take about a second here and make one
+/// run slowed by background writeback harmless.
+pub const DISK_NAIVE_REPEATS: usize = 3;
 
 /// One write of the naive disk run, and the unit of "fsync-per-MiB bandwidth".
 pub const DISK_NAIVE_WRITE_BYTES: usize = 1024 * 1024;
@@ -69,19 +75,28 @@ pub const PRODUCER_QUEUE_KIB: u64 = 32 * 1024;
 /// How long a producer waits at the end for its last delivery reports.
 pub const PRODUCER_FLUSH_TIMEOUT_SECS: u64 = 120;
 
-/// How long a send waits in one poll when librdkafka's queue is full, and the pacing tick
-/// of the latency run.
-pub const PRODUCER_POLL_MS: u64 = 1;
+/// How long a send sleeps when librdkafka's queue is full, the pacing tick of the latency
+/// run, and the step of the wait for the last delivery reports.
+pub const PRODUCER_TICK_MS: u64 = 1;
 
-/// librdkafka's `fetch.max.bytes` for the consume run: large, so one fetch carries many
-/// batches from every partition.
-pub const CONSUMER_FETCH_BYTES_MAX: u64 = 64 * MIB;
+/// The consume run's fetch sizes: Kafka's defaults (`fetch.max.bytes` 50 MiB,
+/// `max.partition.fetch.bytes` 1 MiB), the least tuned choice; with 8 partitions a fetch
+/// carries up to 8 MiB.
+pub const CONSUMER_FETCH_DEFAULT: FetchBytes =
+    FetchBytes { total_max: 50 * MIB, partition_max: MIB };
 
-/// librdkafka's `max.partition.fetch.bytes` for the consume run.
-pub const CONSUMER_PARTITION_FETCH_BYTES_MAX: u64 = 8 * MIB;
+/// The second consume run's fetch sizes: 64 MiB fetches of up to 8 MiB per partition, to
+/// show what large fetches cost the broker in memory and speed.
+pub const CONSUMER_FETCH_LARGE: FetchBytes =
+    FetchBytes { total_max: 64 * MIB, partition_max: 8 * MIB };
 
-/// librdkafka needs `receive.message.max.bytes` at least `fetch.max.bytes` + 512.
-pub const CONSUMER_RECEIVE_BYTES_MAX: u64 = CONSUMER_FETCH_BYTES_MAX + 512;
+/// librdkafka's default `receive.message.max.bytes`, which the consumer keeps; librdkafka
+/// refuses a `fetch.max.bytes` within 512 bytes of it.
+pub const CONSUMER_RECEIVE_BYTES_MAX: u64 = 100_000_000;
+
+/// How long one consumer poll blocks when no record is buffered; short against
+/// `CONSUMER_IDLE_SECS_MAX`, so a stuck broker is noticed promptly.
+pub const CONSUMER_POLL_MS: u64 = 100;
 
 /// The consume run fails if no record arrives for this long: the broker is stuck.
 pub const CONSUMER_IDLE_SECS_MAX: u64 = 30;
@@ -111,7 +126,14 @@ pub const TARGET_RSS_IDLE_BYTES_MAX: u64 = 30_000_000;
 /// Acceptance target: broker RSS after 1 GB produced, in bytes (200 MB).
 pub const TARGET_RSS_LOADED_BYTES_MAX: u64 = 200_000_000;
 
-const _: () = assert!(CONSUMER_RECEIVE_BYTES_MAX >= CONSUMER_FETCH_BYTES_MAX + 512);
-const _: () = assert!(CONSUMER_PARTITION_FETCH_BYTES_MAX <= CONSUMER_FETCH_BYTES_MAX);
-const _: () = assert!(DISK_NAIVE_BYTES % DISK_NAIVE_WRITE_BYTES as u64 == 0);
+const _: () = assert!(CONSUMER_FETCH_DEFAULT.total_max + 512 <= CONSUMER_RECEIVE_BYTES_MAX);
+const _: () = assert!(CONSUMER_FETCH_LARGE.total_max + 512 <= CONSUMER_RECEIVE_BYTES_MAX);
+const _: () = assert!(CONSUMER_FETCH_DEFAULT.partition_max <= CONSUMER_FETCH_DEFAULT.total_max);
+const _: () = assert!(CONSUMER_FETCH_LARGE.partition_max <= CONSUMER_FETCH_LARGE.total_max);
+// The naive run writes whole chunks only, so its byte count is exact. (Not `%`: clippy
+// wants `is_multiple_of`, which is newer than the workspace's rust-version.)
+const _: () = assert!(
+    DISK_NAIVE_BYTES / DISK_NAIVE_WRITE_BYTES as u64 * DISK_NAIVE_WRITE_BYTES as u64
+        == DISK_NAIVE_BYTES
+);
 const _: () = assert!(RECORD_BYTES_DEFAULT <= RECORD_BYTES_MAX);

@@ -8,9 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
 
 use super::limits::BROKER_START_SECS_MAX;
 
@@ -49,7 +50,9 @@ impl BrokerProcess {
         let mut broker = BrokerProcess { child, bootstrap: String::new() };
         let line = receiver
             .recv_timeout(Duration::from_secs(BROKER_START_SECS_MAX))
-            .map_err(|_| anyhow!("the broker printed no listening line in {BROKER_START_SECS_MAX} s"))?
+            .map_err(|_| {
+                anyhow!("the broker printed no listening line in {BROKER_START_SECS_MAX} s")
+            })?
             .context("cannot read the broker's stdout")?;
         broker.bootstrap = bootstrap_from(&line)?;
         Ok(broker)
@@ -77,6 +80,67 @@ impl Drop for BrokerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times: `USER_HZ`, 100 on every Linux
+/// target sluice builds for (the binary does not link libc to ask `sysconf`).
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU used during a run, in cores: CPU seconds per wall-clock second, so 2.0 is both cores
+/// of a 2-CPU machine.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuUse {
+    /// The broker process.
+    pub broker_cores: f64,
+    /// This process: the benchmark's rdkafka clients and their librdkafka threads.
+    pub clients_cores: f64,
+}
+
+/// Measures [`CpuUse`] from `start` to `stop`.
+pub struct CpuMeter {
+    broker_pid: u32,
+    broker_secs: f64,
+    clients_secs: f64,
+    started: Instant,
+}
+
+impl CpuMeter {
+    /// Notes the CPU time used so far by the broker `broker_pid` and by this process.
+    pub fn start(broker_pid: u32) -> Result<CpuMeter> {
+        Ok(CpuMeter {
+            broker_pid,
+            broker_secs: cpu_secs(&broker_pid.to_string())?,
+            clients_secs: cpu_secs("self")?,
+            started: Instant::now(),
+        })
+    }
+
+    /// CPU used since `start`.
+    pub fn stop(&self) -> Result<CpuUse> {
+        let wall_secs = self.started.elapsed().as_secs_f64();
+        let broker_secs = cpu_secs(&self.broker_pid.to_string())? - self.broker_secs;
+        let clients_secs = cpu_secs("self")? - self.clients_secs;
+        Ok(CpuUse {
+            broker_cores: broker_secs / wall_secs,
+            clients_cores: clients_secs / wall_secs,
+        })
+    }
+}
+
+/// User plus system CPU seconds of `/proc/<pid>/stat` (all threads).
+fn cpu_secs(pid: &str) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // The command name (field 2) may hold spaces and parentheses; fields after its closing
+    // parenthesis start at field 3, so utime (14) and stime (15) are the 12th and 13th.
+    let (_, after_name) = stat.rsplit_once(')').with_context(|| format!("{path}: no ')'"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> Result<f64> {
+        let field = fields.get(index).with_context(|| format!("{path}: too few fields"))?;
+        let ticks: u64 = field.parse().with_context(|| format!("{path}: bad time {field:?}"))?;
+        Ok(ticks as f64)
+    };
+    Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_SEC)
 }
 
 /// The `HOST:PORT` in `sluice broker listening on PLAINTEXT://HOST:PORT (data dir D)`.
@@ -115,6 +179,16 @@ mod tests {
         let line = "sluice broker listening on PLAINTEXT://127.0.0.1:1,PLAINTEXT://h:2\n";
         assert_eq!(bootstrap_from(line).unwrap(), "127.0.0.1:1");
         assert!(bootstrap_from("something else\n").is_err());
+    }
+
+    #[test]
+    fn reads_this_process_cpu_time() {
+        let mut spin: u64 = 0;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(50) {
+            spin = spin.wrapping_add(1);
+        }
+        assert!(cpu_secs("self").unwrap() > 0.0, "after {spin} spins");
     }
 
     #[test]

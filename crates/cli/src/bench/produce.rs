@@ -2,11 +2,15 @@
 //! benchmark topic, each timing every record from `send` to its delivery report.
 //!
 //! A run is either closed-loop (send as fast as librdkafka's queue accepts: throughput) or
-//! paced (a fixed rate: latency at a given load). Each producer is a `BaseProducer` on its
-//! own thread, polled by that thread, so a delivery report is timestamped as soon as the
-//! producer sees it. The send time is taken when the record enters librdkafka's queue, so
-//! the latency includes `linger.ms`, time queued behind earlier records, the broker's
-//! append and fsync, and the response; it is what an application waiting on the ack sees.
+//! paced (a fixed rate: latency at a given load). Each producer is a `ThreadedProducer`
+//! sending from a thread of its own, whose polling thread timestamps each delivery report as
+//! soon as librdkafka queues it. (Not a `BaseProducer` polled by the sender: its `poll`
+//! spins for the sub-millisecond rest of every timeout, and a spinning client would take
+//! CPU from the broker on a small machine.)
+//!
+//! The send time is taken when the record enters librdkafka's queue, so the latency
+//! includes `linger.ms`, time queued behind earlier records, the broker's append and fsync,
+//! and the response: what an application waiting on the ack sees.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,15 +18,16 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use indicatif::ProgressBar;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
 use serde::Serialize;
 
 use super::disk::pattern;
 use super::limits::{
-    MIB, PRODUCER_BATCH_BYTES, PRODUCER_BATCH_RECORDS, PRODUCER_FLUSH_TIMEOUT_SECS,
-    PRODUCER_LINGER_MS, PRODUCER_POLL_MS, PRODUCER_QUEUE_KIB,
+    ADMIN_TIMEOUT_SECS, MIB, PRODUCER_BATCH_BYTES, PRODUCER_BATCH_RECORDS,
+    PRODUCER_FLUSH_TIMEOUT_SECS, PRODUCER_QUEUE_KIB, PRODUCER_TICK_MS,
 };
+use super::process::{CpuMeter, CpuUse};
 use super::stats::{Histogram, LatencyMs};
 
 /// What every produce run shares.
@@ -33,6 +38,10 @@ pub struct Plan<'a> {
     pub topic: &'a str,
     /// Payload bytes per record (no key, no headers).
     pub record_bytes: usize,
+    /// librdkafka's `linger.ms`.
+    pub linger_ms: u64,
+    /// The broker's process id, to measure its CPU use.
+    pub broker_pid: u32,
 }
 
 /// Result of one produce run.
@@ -40,6 +49,8 @@ pub struct Plan<'a> {
 pub struct ProduceRun {
     /// Producers sending in parallel.
     pub producers: usize,
+    /// librdkafka's `linger.ms`.
+    pub linger_ms: u64,
     /// Records acknowledged.
     pub records: u64,
     /// Payload bytes acknowledged.
@@ -54,6 +65,8 @@ pub struct ProduceRun {
     pub records_per_s: f64,
     /// Per-record latency, send to delivery report.
     pub latency_ms: LatencyMs,
+    /// CPU used by the broker and by the producers.
+    pub cpu: CpuUse,
 }
 
 /// Sends `records` records split over `producers` producers, at `rate` records per second
@@ -67,11 +80,22 @@ pub fn run(
 ) -> Result<ProduceRun> {
     assert!(producers > 0, "a run needs a producer");
     assert!(records >= producers as u64, "{records} records cannot feed {producers} producers");
-    let clients: Vec<BaseProducer<Tracker>> =
-        (0..producers).map(|_| create(plan.bootstrap, bar)).collect::<Result<_>>()?;
+    let clients: Vec<ThreadedProducer<Tracker>> =
+        (0..producers).map(|_| create(plan, bar)).collect::<Result<_>>()?;
+    // Connect and learn the partition leaders before the clock starts: the run measures
+    // steady-state sending, not client start-up.
+    let timeout = Duration::from_secs(ADMIN_TIMEOUT_SECS);
+    for client in &clients {
+        client
+            .client()
+            .fetch_metadata(Some(plan.topic), timeout)
+            .map_err(|e| anyhow!("cannot read the metadata of {}: {e}", plan.topic))?;
+    }
     let payload = pattern(plan.record_bytes);
-    let share = |index: u64| records / producers as u64 + u64::from(index < records % producers as u64);
+    let share =
+        |index: u64| records / producers as u64 + u64::from(index < records % producers as u64);
     let rate_each = rate.map(|rate| rate / producers as f64);
+    let meter = CpuMeter::start(plan.broker_pid)?;
     let started = Instant::now();
     let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
         let threads: Vec<_> = clients
@@ -82,9 +106,13 @@ pub fn run(
                 scope.spawn(move || send(client, plan.topic, payload, share(index), rate_each))
             })
             .collect();
-        threads.into_iter().map(|thread| thread.join().expect("a producer thread panicked")).collect()
+        threads
+            .into_iter()
+            .map(|thread| thread.join().expect("a producer thread panicked"))
+            .collect()
     });
     let secs = started.elapsed().as_secs_f64();
+    let cpu = meter.stop()?;
     outcomes.into_iter().collect::<Result<()>>()?;
     let mut latencies = Histogram::default();
     for client in &clients {
@@ -96,6 +124,7 @@ pub fn run(
     let bytes = acked * plan.record_bytes as u64;
     Ok(ProduceRun {
         producers,
+        linger_ms: plan.linger_ms,
         records: acked,
         bytes,
         target_records_per_s: rate,
@@ -103,20 +132,21 @@ pub fn run(
         mib_per_s: bytes as f64 / MIB as f64 / secs,
         records_per_s: acked as f64 / secs,
         latency_ms: latencies.summary(),
+        cpu,
     })
 }
 
-/// A producer configured as the benchmark brief fixes it: acks=all, no idempotence,
-/// linger.ms=5, no compression.
-fn create(bootstrap: &str, bar: &ProgressBar) -> Result<BaseProducer<Tracker>> {
+/// A producer configured as the benchmark brief fixes it: acks=all, no idempotence, no
+/// compression, the plan's linger.ms.
+fn create(plan: &Plan<'_>, bar: &ProgressBar) -> Result<ThreadedProducer<Tracker>> {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", bootstrap)
+        .set("bootstrap.servers", plan.bootstrap)
         .set("client.id", "sluice-bench")
         .set("acks", "all")
         .set("enable.idempotence", "false")
         .set("compression.type", "none")
-        .set("linger.ms", PRODUCER_LINGER_MS.to_string())
+        .set("linger.ms", plan.linger_ms.to_string())
         .set("batch.size", PRODUCER_BATCH_BYTES.to_string())
         .set("batch.num.messages", PRODUCER_BATCH_RECORDS.to_string())
         .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KIB.to_string());
@@ -130,42 +160,41 @@ fn create(bootstrap: &str, bar: &ProgressBar) -> Result<BaseProducer<Tracker>> {
     config.create_with_context(tracker).map_err(|e| anyhow!("cannot create a producer: {e}"))
 }
 
-/// Sends `records` records (paced at `rate` per second if given), then polls until every
+/// Sends `records` records (paced at `rate` per second if given), then waits until every
 /// delivery report is in.
 fn send(
-    producer: &BaseProducer<Tracker>,
+    producer: &ThreadedProducer<Tracker>,
     topic: &str,
     payload: &[u8],
     records: u64,
     rate: Option<f64>,
 ) -> Result<()> {
     let started = Instant::now();
-    let poll = Duration::from_millis(PRODUCER_POLL_MS);
+    let tick = Duration::from_millis(PRODUCER_TICK_MS);
     for index in 0..records {
         if let Some(rate) = rate {
-            // Records due by now go out together, once per poll tick: bursts of at most
-            // one tick's worth, well inside linger.ms.
+            // Sleep at least a tick, so records due by then go out together: bursts of at
+            // most a tick's worth, well inside linger.ms, and no sleep per record.
             let due = Duration::from_secs_f64(index as f64 / rate);
-            while started.elapsed() < due {
-                producer.poll(poll);
+            let elapsed = started.elapsed();
+            if elapsed < due {
+                std::thread::sleep((due - elapsed).max(tick));
             }
         }
         enqueue(producer, topic, payload)?;
-        producer.poll(Duration::ZERO);
     }
-    // Not `flush`: it polls in 100 ms steps, which would blur the end of the run.
     let deadline = Instant::now() + Duration::from_secs(PRODUCER_FLUSH_TIMEOUT_SECS);
     while producer.in_flight_count() > 0 {
         if Instant::now() > deadline {
             bail!("records still unacknowledged after {PRODUCER_FLUSH_TIMEOUT_SECS} s");
         }
-        producer.poll(poll);
+        std::thread::sleep(tick);
     }
     Ok(())
 }
 
 /// Hands one record to librdkafka, waiting while its queue is full.
-fn enqueue(producer: &BaseProducer<Tracker>, topic: &str, payload: &[u8]) -> Result<()> {
+fn enqueue(producer: &ThreadedProducer<Tracker>, topic: &str, payload: &[u8]) -> Result<()> {
     let sent_us = producer.context().now_us();
     let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(topic, sent_us).payload(payload);
     loop {
@@ -173,7 +202,7 @@ fn enqueue(producer: &BaseProducer<Tracker>, topic: &str, payload: &[u8]) -> Res
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                 record = returned;
-                producer.poll(Duration::from_millis(PRODUCER_POLL_MS));
+                std::thread::sleep(Duration::from_millis(PRODUCER_TICK_MS));
                 // The clock starts when librdkafka takes the record, not when we first tried.
                 record.delivery_opaque = producer.context().now_us();
             }
@@ -205,8 +234,8 @@ impl Tracker {
             return Ok(());
         }
         let first = self.first_failure.lock().expect("no holder panics").clone();
-        Err(anyhow!("{failures} records failed").context(first.unwrap_or_default()))
-            .context("the broker did not acknowledge every record")
+        let first = first.unwrap_or_default();
+        bail!("the broker did not acknowledge {failures} records; the first error: {first}")
     }
 }
 

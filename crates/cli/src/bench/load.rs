@@ -1,0 +1,197 @@
+//! `sluice bench broker`: a real broker process under load from rdkafka clients.
+//!
+//! In order: start the broker and read its idle RSS; create one topic of
+//! `TOPIC_PARTITIONS` partitions; produce `--bytes` from one producer, then `--bytes` from
+//! `PARALLEL_PRODUCERS` producers in parallel; produce at `LATENCY_LOAD_FRACTION` of the
+//! single producer's rate for `LATENCY_RUN_SECS`, then the same with `linger.ms=0` (not a
+//! target: it shows how much of that latency is the client's linger); read the broker's
+//! RSS; consume every record from the beginning with Kafka's default fetch sizes; read the
+//! RSS; consume everything again with large fetches (not a target: it shows what they cost
+//! the broker); read the RSS again, and the peak.
+//!
+//! The broker runs with its defaults, so `log.flush=always`: every acknowledgement waits for
+//! an fdatasync of each partition it wrote (shared by concurrent requests: group commit).
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use serde::Serialize;
+
+use super::consume::{self, ConsumeRun, FetchBytes};
+use super::limits::{
+    ADMIN_TIMEOUT_SECS, BROKER_IDLE_SETTLE_MS, CONSUMER_FETCH_DEFAULT, CONSUMER_FETCH_LARGE,
+    LATENCY_LOAD_FRACTION, LATENCY_RUN_SECS, PARALLEL_PRODUCERS, PRODUCER_LINGER_MS,
+    TOPIC_PARTITIONS,
+};
+use super::process::BrokerProcess;
+use super::produce::{self, Plan, ProduceRun};
+use super::Progress;
+
+/// The benchmark topic.
+const TOPIC: &str = "sluice-bench";
+
+/// Results of the broker runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerResult {
+    /// Partitions of the benchmark topic.
+    pub partitions: i32,
+    /// RSS after start, before any client connected, bytes.
+    pub rss_idle_bytes: u64,
+    /// The produce runs.
+    pub produce: ProduceRuns,
+    /// RSS after every produce run, bytes.
+    pub rss_after_produce_bytes: u64,
+    /// One consumer reading everything produced, Kafka's default fetch sizes.
+    pub consume: ConsumeRun,
+    /// RSS after that consume run, bytes.
+    pub rss_after_consume_bytes: u64,
+    /// One consumer reading everything again, large fetches.
+    pub consume_large_fetches: ConsumeRun,
+    /// RSS after that consume run, bytes.
+    pub rss_after_large_fetches_bytes: u64,
+    /// Peak RSS over the whole run (`VmHWM`), bytes.
+    pub rss_peak_bytes: u64,
+}
+
+/// Every produce run, in the order they ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProduceRuns {
+    /// One producer, closed loop.
+    pub single: ProduceRun,
+    /// `PARALLEL_PRODUCERS` producers, closed loop.
+    pub parallel: ProduceRun,
+    /// One producer at half the single producer's rate.
+    pub paced: ProduceRun,
+    /// The same with `linger.ms=0`: how much of the latency is the client's linger.
+    pub paced_no_linger: ProduceRun,
+}
+
+impl ProduceRuns {
+    /// Records acknowledged over all runs.
+    pub fn records(&self) -> u64 {
+        [&self.single, &self.parallel, &self.paced, &self.paced_no_linger]
+            .iter()
+            .map(|run| run.records)
+            .sum()
+    }
+
+    /// Payload bytes acknowledged over all runs.
+    pub fn bytes(&self) -> u64 {
+        [&self.single, &self.parallel, &self.paced, &self.paced_no_linger]
+            .iter()
+            .map(|run| run.bytes)
+            .sum()
+    }
+}
+
+/// Runs every broker measurement with the broker's data folder in `dir`.
+pub fn run(
+    dir: &Path,
+    bytes: u64,
+    record_bytes: usize,
+    progress: &Progress,
+) -> Result<BrokerResult> {
+    let broker = BrokerProcess::start(dir)?;
+    std::thread::sleep(Duration::from_millis(BROKER_IDLE_SETTLE_MS));
+    let rss_idle_bytes = broker.rss_bytes()?;
+    create_topic(&broker.bootstrap)?;
+    let plan = Plan {
+        bootstrap: &broker.bootstrap,
+        topic: TOPIC,
+        record_bytes,
+        linger_ms: PRODUCER_LINGER_MS,
+        broker_pid: broker.pid(),
+    };
+    let produce = produce_all(&plan, bytes / record_bytes as u64, progress)?;
+    let rss_after_produce_bytes = broker.rss_bytes()?;
+    let consume = consume_all(&broker, CONSUMER_FETCH_DEFAULT, progress, produce.records())?;
+    let rss_after_consume_bytes = broker.rss_bytes()?;
+    let consume_large_fetches =
+        consume_all(&broker, CONSUMER_FETCH_LARGE, progress, produce.records())?;
+    Ok(BrokerResult {
+        partitions: TOPIC_PARTITIONS,
+        rss_idle_bytes,
+        produce,
+        rss_after_produce_bytes,
+        consume,
+        rss_after_consume_bytes,
+        consume_large_fetches,
+        rss_after_large_fetches_bytes: broker.rss_bytes()?,
+        rss_peak_bytes: broker.peak_rss_bytes()?,
+    })
+}
+
+/// The four produce runs, each `records` records except the paced ones, which last
+/// `LATENCY_RUN_SECS` (at most `records` records).
+fn produce_all(plan: &Plan<'_>, records: u64, progress: &Progress) -> Result<ProduceRuns> {
+    let single = produce_run(plan, progress, "produce: 1 producer", 1, records, None)?;
+    let label = "produce: 8 producers";
+    let parallel = produce_run(plan, progress, label, PARALLEL_PRODUCERS, records, None)?;
+    let rate = single.records_per_s * LATENCY_LOAD_FRACTION;
+    let paced_records = ((rate * LATENCY_RUN_SECS as f64) as u64).clamp(1, records);
+    let label = "produce: 1 producer, half load";
+    let paced = produce_run(plan, progress, label, 1, paced_records, Some(rate))?;
+    let no_linger = Plan { linger_ms: 0, ..*plan };
+    let label = "produce: 1 producer, half load, linger.ms=0";
+    let paced_no_linger = produce_run(&no_linger, progress, label, 1, paced_records, Some(rate))?;
+    Ok(ProduceRuns { single, parallel, paced, paced_no_linger })
+}
+
+/// One produce run with its own progress bar.
+fn produce_run(
+    plan: &Plan<'_>,
+    progress: &Progress,
+    label: &'static str,
+    producers: usize,
+    records: u64,
+    rate: Option<f64>,
+) -> Result<ProduceRun> {
+    let bar = progress.count(label, records);
+    let run = produce::run(plan, producers, records, rate, &bar)
+        .with_context(|| format!("the run {label:?} failed"))?;
+    bar.finish_and_clear();
+    Ok(run)
+}
+
+/// Consumes the whole topic and checks that every acknowledged record came back.
+fn consume_all(
+    broker: &BrokerProcess,
+    fetch_bytes: FetchBytes,
+    progress: &Progress,
+    acknowledged: u64,
+) -> Result<ConsumeRun> {
+    let bar = progress.count("consume: 1 consumer", 0);
+    let endpoint = (broker.bootstrap.as_str(), broker.pid());
+    let run = consume::run(endpoint, (TOPIC, TOPIC_PARTITIONS), fetch_bytes, &bar)
+        .with_context(|| format!("the consume run with {fetch_bytes:?} failed"))?;
+    bar.finish_and_clear();
+    if run.records != acknowledged {
+        bail!("consumed {} records but {acknowledged} were acknowledged", run.records);
+    }
+    Ok(run)
+}
+
+/// Creates the benchmark topic with `TOPIC_PARTITIONS` partitions.
+fn create_topic(bootstrap: &str) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", "sluice-bench")
+        .create()
+        .map_err(|e| anyhow!("cannot create an admin client: {e}"))?;
+    let topic = NewTopic::new(TOPIC, TOPIC_PARTITIONS, TopicReplication::Fixed(1));
+    let timeout = Duration::from_secs(ADMIN_TIMEOUT_SECS);
+    let options =
+        AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+    // The admin client's own thread drives the future, so blocking on it here is safe.
+    let results = futures::executor::block_on(admin.create_topics([&topic], &options))
+        .map_err(|e| anyhow!("cannot create topic {TOPIC}: {e}"))?;
+    for result in results {
+        if let Err((name, code)) = result {
+            bail!("cannot create topic {name}: {code}");
+        }
+    }
+    Ok(())
+}

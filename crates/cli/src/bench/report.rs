@@ -1,0 +1,309 @@
+//! What `sluice bench` prints: the results of every run that ran, as markdown tables or one
+//! JSON object, and, when all three ran, each result as a ratio to the machine's limit next
+//! to the acceptance target.
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::consume::ConsumeRun;
+use super::disk::DiskResult;
+use super::limits::{
+    MIB, TARGET_CONSUME_RATIO_MIN, TARGET_LATENCY_RATIO_MAX, TARGET_PRODUCE_RATIO_MIN,
+    TARGET_RSS_IDLE_BYTES_MAX, TARGET_RSS_LOADED_BYTES_MAX,
+};
+use super::load::BrokerResult;
+use super::loopback::LoopbackResult;
+use super::machine::Machine;
+use super::process::CpuUse;
+use super::produce::ProduceRun;
+use super::stats::LatencyMs;
+
+/// Everything one `sluice bench` invocation measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Where it ran.
+    pub machine: Machine,
+    /// Payload bytes per produce run.
+    pub produce_bytes: u64,
+    /// Payload bytes per record.
+    pub record_bytes: usize,
+    /// `sluice bench disk`.
+    pub disk: Option<DiskResult>,
+    /// `sluice bench loopback`.
+    pub loopback: Option<LoopbackResult>,
+    /// `sluice bench broker`.
+    pub broker: Option<BrokerResult>,
+    /// Results against limits; empty unless every run ran.
+    pub targets: Vec<Target>,
+}
+
+/// One result against the machine's limit and its acceptance target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// What was measured.
+    pub measure: String,
+    /// The result, with units.
+    pub result: String,
+    /// The limit it is compared with, with units.
+    pub limit: String,
+    /// Result divided by limit.
+    pub ratio: f64,
+    /// The acceptance target for the ratio.
+    pub target: String,
+    /// Whether the target is met.
+    pub met: bool,
+}
+
+/// Compares the broker's results with the disk and loopback limits.
+pub fn targets(disk: &DiskResult, loopback: &LoopbackResult, broker: &BrokerResult) -> Vec<Target> {
+    let runs = &broker.produce;
+    let mut targets = vec![
+        produce_target(disk, "1 producer", &runs.single),
+        produce_target(disk, "8 producers", &runs.parallel),
+        latency_target(disk, &runs.paced),
+        consume_target(loopback, &broker.consume),
+    ];
+    let produced = gib(runs.bytes());
+    let rss = [
+        ("broker RSS, idle".to_string(), broker.rss_idle_bytes, TARGET_RSS_IDLE_BYTES_MAX),
+        (
+            format!("broker RSS after {produced} produced"),
+            broker.rss_after_produce_bytes,
+            TARGET_RSS_LOADED_BYTES_MAX,
+        ),
+        (
+            format!("broker RSS after {produced} produced and consumed twice"),
+            broker.rss_after_large_fetches_bytes,
+            TARGET_RSS_LOADED_BYTES_MAX,
+        ),
+    ];
+    for (measure, bytes, limit) in rss {
+        targets.push(Target {
+            measure,
+            result: megabytes(bytes),
+            limit: megabytes(limit),
+            ratio: bytes as f64 / limit as f64,
+            target: "< 1.0x".into(),
+            met: bytes < limit,
+        });
+    }
+    targets
+}
+
+fn produce_target(disk: &DiskResult, name: &str, run: &ProduceRun) -> Target {
+    let ratio = run.mib_per_s / disk.naive_mib_per_s;
+    Target {
+        measure: format!("durable produce, {name}, acks=all"),
+        result: format!("{:.1} MiB/s ({:.0} records/s)", run.mib_per_s, run.records_per_s),
+        limit: format!("{:.1} MiB/s naive fsync-per-MiB", disk.naive_mib_per_s),
+        ratio,
+        target: format!(">= {TARGET_PRODUCE_RATIO_MIN:.1}x"),
+        met: ratio >= TARGET_PRODUCE_RATIO_MIN,
+    }
+}
+
+fn latency_target(disk: &DiskResult, paced: &ProduceRun) -> Target {
+    let ratio = paced.latency_ms.p99 / disk.sync_ms.p99;
+    Target {
+        measure: format!("p99 produce latency at half load ({:.1} MiB/s)", paced.mib_per_s),
+        result: format!("{:.2} ms (p50 {:.2} ms)", paced.latency_ms.p99, paced.latency_ms.p50),
+        limit: format!("{:.2} ms one-fsync p99", disk.sync_ms.p99),
+        ratio,
+        target: format!("<= {TARGET_LATENCY_RATIO_MAX:.1}x"),
+        met: ratio <= TARGET_LATENCY_RATIO_MAX,
+    }
+}
+
+fn consume_target(loopback: &LoopbackResult, consume: &ConsumeRun) -> Target {
+    let ratio = consume.mib_per_s / loopback.mib_per_s;
+    Target {
+        measure: format!("consume, 1 consumer, {}", fetch_label(consume)),
+        result: format!("{:.1} MiB/s", consume.mib_per_s),
+        limit: format!("{:.1} MiB/s loopback", loopback.mib_per_s),
+        ratio,
+        target: format!(">= {TARGET_CONSUME_RATIO_MIN:.2}x"),
+        met: ratio >= TARGET_CONSUME_RATIO_MIN,
+    }
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn fetch_label(run: &ConsumeRun) -> String {
+    format!(
+        "fetches of {} ({} per partition)",
+        gib(run.fetch_bytes.total_max),
+        gib(run.fetch_bytes.partition_max)
+    )
+}
+
+/// The report as markdown.
+pub fn markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let machine = &report.machine;
+    let _ = writeln!(
+        out,
+        "Machine: {} CPUs ({}), {:.1} GiB RAM, kernel {}, data dir {} on {}.\n",
+        machine.cpus,
+        machine.cpu_model,
+        machine.memory_bytes as f64 / (1024.0 * MIB as f64),
+        machine.kernel,
+        machine.data_dir,
+        machine.filesystem,
+    );
+    if let Some(disk) = &report.disk {
+        disk_section(&mut out, disk);
+    }
+    if let Some(loopback) = &report.loopback {
+        let _ = writeln!(out, "## Loopback\n\n| Run | Result |\n|---|---|");
+        let _ = writeln!(
+            out,
+            "| TCP 127.0.0.1, 1 connection, {} writes | {:.1} MiB/s ({} in {:.2} s) |\n",
+            gib(loopback.write_bytes),
+            loopback.mib_per_s,
+            gib(loopback.bytes),
+            loopback.secs,
+        );
+    }
+    if let Some(broker) = &report.broker {
+        broker_section(&mut out, broker, report.record_bytes);
+    }
+    if !report.targets.is_empty() {
+        targets_section(&mut out, &report.targets);
+    }
+    out
+}
+
+fn disk_section(out: &mut String, disk: &DiskResult) {
+    let runs: Vec<String> =
+        disk.naive_runs_mib_per_s.iter().map(|run| format!("{run:.1} MiB/s")).collect();
+    let _ = writeln!(out, "## Disk\n\n| Run | Result |\n|---|---|");
+    let _ = writeln!(
+        out,
+        "| naive: append {} + fdatasync, {} per run, best of {} | {:.1} MiB/s (runs: {}) |",
+        gib(disk.naive_write_bytes),
+        gib(disk.naive_bytes),
+        disk.naive_runs_mib_per_s.len(),
+        disk.naive_mib_per_s,
+        runs.join(", "),
+    );
+    let _ = writeln!(
+        out,
+        "| one fsync: append {} + fdatasync, x{} | {} |\n",
+        gib(disk.sync_write_bytes),
+        disk.sync_ms.count,
+        latency(&disk.sync_ms),
+    );
+}
+
+fn broker_section(out: &mut String, broker: &BrokerResult, record_bytes: usize) {
+    let runs = &broker.produce;
+    let _ = writeln!(
+        out,
+        "## Broker\n\n{record_bytes}-byte records, acks=all, linger.ms={} unless noted, topic \
+         of {} partitions, log.flush=always.\n",
+        runs.single.linger_ms, broker.partitions
+    );
+    let _ = writeln!(
+        out,
+        "| Run | Records | MiB/s | Records/s | Latency (send to ack) | CPU cores: broker, clients |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let produce_runs = [
+        ("produce, 1 producer", &runs.single),
+        ("produce, 8 producers", &runs.parallel),
+        ("produce, 1 producer at half load", &runs.paced),
+        ("produce, 1 producer at half load, linger.ms=0", &runs.paced_no_linger),
+    ];
+    for (name, run) in produce_runs {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {:.1} | {:.0} | {} | {} |",
+            run.records,
+            run.mib_per_s,
+            run.records_per_s,
+            latency(&run.latency_ms),
+            cores(&run.cpu),
+        );
+    }
+    for run in [&broker.consume, &broker.consume_large_fetches] {
+        let _ = writeln!(
+            out,
+            "| consume, 1 consumer, {} | {} | {:.1} | {:.0} | | {} |",
+            fetch_label(run),
+            run.records,
+            run.mib_per_s,
+            run.records_per_s,
+            cores(&run.cpu),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nBroker RSS: {} idle, {} after producing, {} after consuming, {} after consuming \
+         with large fetches, {} peak.\n",
+        megabytes(broker.rss_idle_bytes),
+        megabytes(broker.rss_after_produce_bytes),
+        megabytes(broker.rss_after_consume_bytes),
+        megabytes(broker.rss_after_large_fetches_bytes),
+        megabytes(broker.rss_peak_bytes),
+    );
+}
+
+fn targets_section(out: &mut String, targets: &[Target]) {
+    let _ = writeln!(out, "## Against the machine's limits\n");
+    let _ = writeln!(out, "| Measure | Result | Limit | Ratio | Target | Met |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for target in targets {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.2}x | {} | {} |",
+            target.measure,
+            target.result,
+            target.limit,
+            target.ratio,
+            target.target,
+            if target.met { "yes" } else { "**no**" },
+        );
+    }
+}
+
+fn cores(cpu: &CpuUse) -> String {
+    format!("{:.2}, {:.2}", cpu.broker_cores, cpu.clients_cores)
+}
+
+fn latency(ms: &LatencyMs) -> String {
+    format!(
+        "mean {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms.mean, ms.p50, ms.p99, ms.max
+    )
+}
+
+/// Bytes in the largest binary unit that keeps them at or above 1: `4 KiB`, `1.5 GiB`.
+fn gib(bytes: u64) -> String {
+    let units = [("GiB", 1024 * MIB), ("MiB", MIB), ("KiB", 1024)];
+    for (unit, size) in units {
+        if bytes >= size {
+            let value = bytes as f64 / size as f64;
+            return if value.fract() == 0.0 {
+                format!("{value:.0} {unit}")
+            } else {
+                format!("{value:.2} {unit}")
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sizes_in_binary_units() {
+        assert_eq!(gib(4096), "4 KiB");
+        assert_eq!(gib(MIB), "1 MiB");
+        assert_eq!(gib(3 * 512 * MIB), "1.50 GiB");
+        assert_eq!(gib(100), "100 B");
+    }
+}
