@@ -56,6 +56,8 @@ pub struct Settings {
     pub connections_max: usize,
     /// `queued.max.request.bytes`: request bytes in memory at once, all connections.
     pub queued_request_bytes_max: u64,
+    /// `fetch.max.bytes`: the most a Fetch response carries, whatever the client asks.
+    pub fetch_bytes_max: usize,
     /// `connections.max.idle.ms`: a connection silent this long between requests is closed.
     pub connection_idle_ms_max: u64,
     /// `group.initial.rebalance.delay.ms`.
@@ -95,6 +97,7 @@ pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
     ("max.connections", "1000"),
     ("queued.max.request.bytes", "-1"),
     ("connections.max.idle.ms", "600000"),
+    ("fetch.max.bytes", "57671680"),
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
@@ -206,6 +209,7 @@ impl BrokerConfig {
             frame_bytes_max,
             connections_max,
             queued_request_bytes_max,
+            fetch_bytes_max: self.parse("fetch.max.bytes", 57_671_680usize)?.max(1024),
             connection_idle_ms_max: self.parse("connections.max.idle.ms", 600_000u64)?.max(1),
             group_initial_rebalance_delay_ms: self
                 .parse("group.initial.rebalance.delay.ms", 3000u64)?,

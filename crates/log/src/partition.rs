@@ -396,10 +396,11 @@ impl PartitionLog {
 }
 
 impl Located {
-    /// Reads whole batches from the located one onward, at most `max_bytes` (but always the
-    /// first batch whole, KIP-74), stopping before any batch that reaches `upper_offset`
-    /// (the high watermark).
-    pub fn read(&self, max_bytes: usize, upper_offset: i64) -> Result<Vec<u8>> {
+    /// Reads whole batches from the located one onward, at most `max_bytes`, stopping before
+    /// any batch that reaches `upper_offset` (the high watermark). With `oversized_ok` (the
+    /// first partition with data in a fetch, KIP-74) a first batch larger than `max_bytes` is
+    /// returned whole so a consumer can always make progress; without it, nothing is.
+    pub fn read(&self, max_bytes: usize, upper_offset: i64, oversized_ok: bool) -> Result<Vec<u8>> {
         let Some(start) = Segment::position_of(
             &self.file,
             &self.path,
@@ -417,7 +418,7 @@ impl Located {
         let mut keep = 0usize;
         while let Ok(header) = batch::parse_header(buf.get(keep..).unwrap_or_default()) {
             if header.next_offset() > upper_offset || keep + header.total_bytes > buf.len() {
-                if keep == 0 && header.next_offset() <= upper_offset {
+                if keep == 0 && oversized_ok && header.next_offset() <= upper_offset {
                     return read_batch_at(&self.file, &self.path, start);
                 }
                 break;

@@ -83,13 +83,15 @@ impl Partition {
         })
     }
 
-    /// Reads whole batches from `offset`, at most `max_bytes` (the first batch always
-    /// whole), below the high watermark. The file I/O runs outside the log lock.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<u8>> {
+    /// Reads whole batches from `offset`, at most `max_bytes` (an oversized first batch only
+    /// with `oversized_ok`, see [`Located::read`]), below the high watermark. The file I/O runs outside the log lock.
+    pub fn read(&self, offset: i64, max_bytes: usize, oversized_ok: bool) -> Result<Vec<u8>> {
         let high_watermark = self.high_watermark();
         let located: Option<Located> = self.with_log(|log| log.locate(offset))?;
         match located {
-            Some(located) if offset < high_watermark => located.read(max_bytes, high_watermark),
+            Some(located) if offset < high_watermark => {
+                located.read(max_bytes, high_watermark, oversized_ok)
+            }
             _ => Ok(Vec::new()),
         }
     }

@@ -15,7 +15,18 @@ pub fn encode(
     body: &ResponseKind,
 ) -> Result<BytesMut, Error> {
     let fail = |reason: String| Error::Encode { api_key: api_key as i16, version, reason };
-    let mut buf = BytesMut::with_capacity(256);
+    // A Fetch response is mostly its record bytes: size the buffer once for them instead of
+    // doubling it up from a few hundred bytes.
+    let records: usize = match body {
+        ResponseKind::Fetch(fetch) => fetch
+            .responses
+            .iter()
+            .flat_map(|topic| &topic.partitions)
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .sum(),
+        _ => 0,
+    };
+    let mut buf = BytesMut::with_capacity(256 + records + records / 64);
     buf.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     // ApiVersions answers always use header v0, so a client that cannot parse our

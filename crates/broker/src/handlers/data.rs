@@ -172,7 +172,8 @@ pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) ->
 
 /// Reads every requested partition once: `(response, bytes returned, any error)`.
 fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
-    let mut remaining = usize::try_from(request.max_bytes).unwrap_or(0);
+    let asked = usize::try_from(request.max_bytes).unwrap_or(0);
+    let mut remaining = asked.min(state.settings.fetch_bytes_max);
     let mut total = 0usize;
     let mut errors = false;
     let mut responses = Vec::with_capacity(request.topics.len());
@@ -198,11 +199,13 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
             let high_watermark = partition.high_watermark();
             let log_start = partition.with_log(|log| log.log_start_offset());
             let limit = usize::try_from(p.partition_max_bytes).unwrap_or(0).min(remaining);
-            // The first partition with data always returns at least one whole batch (KIP-74).
-            let read = if limit == 0 && total > 0 {
+            // Only the first partition with data may return a batch larger than the limits
+            // (KIP-74), so a consumer always makes progress; the others stay within them.
+            let oversized_ok = total == 0;
+            let read = if limit == 0 && !oversized_ok {
                 Ok(Vec::new())
             } else {
-                partition.read(p.fetch_offset, limit.max(1))
+                partition.read(p.fetch_offset, limit.max(1), oversized_ok)
             };
             let data = match read {
                 // A Fetch older than v10 cannot carry zstd batches (KIP-110).

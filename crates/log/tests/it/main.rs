@@ -29,7 +29,7 @@ fn read_offsets(log: &PartitionLog, from: i64) -> Vec<i64> {
     let mut next = from;
     loop {
         let Some(located) = log.locate(next).unwrap() else { break };
-        let bytes = located.read(1 << 20, log.log_end_offset()).unwrap();
+        let bytes = located.read(1 << 20, log.log_end_offset(), true).unwrap();
         if bytes.is_empty() {
             break;
         }
@@ -144,7 +144,7 @@ fn group_commit_syncs_and_raises_the_high_watermark() {
         t.join().unwrap();
     }
     assert_eq!(partition.high_watermark(), 160);
-    assert!(!partition.read(0, 1 << 20).unwrap().is_empty());
+    assert!(!partition.read(0, 1 << 20, true).unwrap().is_empty());
 }
 
 proptest! {
@@ -259,7 +259,7 @@ proptest! {
         let offsets = read_offsets(&log, 0);
         prop_assert_eq!(offsets, (0..log.log_end_offset()).collect::<Vec<_>>());
         for offset in 0..log.log_end_offset() {
-            let bytes = log.locate(offset).unwrap().unwrap().read(1 << 16, offset + 1).unwrap();
+            let bytes = log.locate(offset).unwrap().unwrap().read(1 << 16, offset + 1, true).unwrap();
             let expected = value(offset as usize);
             prop_assert!(bytes.windows(expected.len()).any(|w| w == expected.as_slice()), "offset {} holds its value", offset);
         }
@@ -279,4 +279,16 @@ fn synced_size(path: &Path, acked: i64) -> u64 {
         at += header.total_bytes;
     }
     at as u64
+}
+
+#[test]
+fn an_oversized_first_batch_is_returned_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let big = vec![7u8; 5000];
+    let mut b = batch::build(0, 1, &[&big]);
+    log.append(&mut b, 0).unwrap();
+    let located = log.locate(0).unwrap().unwrap();
+    assert_eq!(located.read(1000, 1, true).unwrap().len(), b.len(), "KIP-74: whole first batch");
+    assert!(located.read(1000, 1, false).unwrap().is_empty(), "never past max_bytes otherwise");
 }
