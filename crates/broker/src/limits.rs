@@ -28,3 +28,8 @@ pub const GROUPS_MAX: usize = 10_000;
 
 /// Bytes of an OffsetCommit metadata string (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
+/// Replies waiting to be written on one connection (requests read ahead while a produce's
+/// sync runs). Java and librdkafka idempotent producers keep at most 5 requests in flight;
+/// more only queue memory.
+pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 16;

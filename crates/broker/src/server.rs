@@ -1,9 +1,12 @@
 //! The TCP server: accepts connections up to `max.connections` and serves each one.
 //!
-//! A connection is served one request at a time, in order, as Kafka does (it mutes a
-//! channel until its response is sent): responses therefore leave in request order even
-//! when clients pipeline. Writes are buffered and flushed when no further whole request is
-//! already waiting, so a pipelined burst costs one flush.
+//! A connection's requests are read and handled one at a time, in order, as Kafka does, so
+//! their effects happen in request order. Only a produce's wait for its sync is set aside:
+//! its reply joins an ordered queue that a writer task drains, and the next requests are
+//! read and appended meanwhile, so one producer's pipelined requests share a group commit.
+//! Replies always leave in request order; the queue holds at most
+//! `REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`. Writes are buffered and flushed whenever no
+//! further reply is ready.
 //!
 //! Bad input never panics and never affects another connection: a bad size prefix, a
 //! truncated header, an unknown API key, an unsupported version or an undecodable body is
@@ -16,10 +19,13 @@ use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
 use sluice_wire::{frame, request, response, Error as WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::handlers::{self, Reply};
+use crate::limits::REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX;
 use crate::state::State;
 
 /// Bytes of the per-connection read and write buffers.
@@ -64,23 +70,36 @@ pub(crate) async fn accept_loop(state: Arc<State>, listener: TcpListener) {
     }
 }
 
-/// True when `buffered` starts with at least one whole frame.
-fn has_whole_frame(buffered: &[u8]) -> bool {
-    let Some(prefix) = buffered.get(..4).and_then(|p| <[u8; 4]>::try_from(p).ok()) else {
-        return false;
-    };
-    let size = i32::from_be_bytes(prefix);
-    size >= 0 && buffered.len() >= 4 + size as usize
-}
+/// A reply on its way to the writer, with the request's share of the memory budget.
+type Queued = (Reply, OwnedSemaphorePermit);
 
+/// Serves one connection: this task reads and handles requests in order; a writer task
+/// sends the replies in the same order. A produce's reply can wait for its sync while the
+/// next requests are read and appended, so one producer's pipelined requests share a group
+/// commit; at most `REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX` replies wait at once.
 async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr, budget: Arc<Semaphore>) {
     let (reader, writer) = stream.into_split();
     let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
-    let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
+    let (replies, queued) = mpsc::channel(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX);
+    let writing = tokio::spawn(write_replies(writer, queued));
+    read_requests(&state, &mut reader, peer, &budget, &replies).await;
+    drop(replies);
+    let _ = writing.await;
+}
+
+/// Reads, decodes and handles requests until the client leaves, the writer stops, the
+/// broker shuts down, or a request cannot be served.
+async fn read_requests(
+    state: &Arc<State>,
+    reader: &mut BufReader<OwnedReadHalf>,
+    peer: SocketAddr,
+    budget: &Arc<Semaphore>,
+    replies: &mpsc::Sender<Queued>,
+) {
     let mut shutdown = state.shutdown.subscribe();
+    let idle = std::time::Duration::from_millis(state.settings.connection_idle_ms_max);
     loop {
         let mut prefix = [0u8; 4];
-        let idle = std::time::Duration::from_millis(state.settings.connection_idle_ms_max);
         tokio::select! {
             read = tokio::time::timeout(idle, reader.read_exact(&mut prefix)) => match read {
                 Ok(Ok(_)) => {}
@@ -91,6 +110,7 @@ async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr, budget: A
                 }
             },
             _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = replies.closed() => return,
         }
         let size = match frame::body_bytes(prefix, state.settings.frame_bytes_max) {
             Ok(size) => size,
@@ -102,7 +122,7 @@ async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr, budget: A
         // Hold the frame's share of `queued.max.request.bytes` until it is answered; when the
         // budget is spent, this connection waits (back-pressure) rather than the heap growing.
         let units = (size as u64).div_ceil(BUDGET_UNIT_BYTES) as u32;
-        let Ok(_held) = Arc::clone(&budget).acquire_many_owned(units).await else { return };
+        let Ok(held) = Arc::clone(budget).acquire_many_owned(units).await else { return };
         let mut body = BytesMut::zeroed(size);
         // A client that announces a frame and stops sending must not hold its share of the
         // budget for ever: the body gets the idle timeout too.
@@ -115,12 +135,30 @@ async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr, budget: A
             }
         }
         let reply = match request::decode(body.freeze()) {
-            Ok(request) => handlers::handle(&state, request, peer).await,
+            Ok(request) => handlers::handle(state, request, peer).await,
             Err(error) => match refuse(peer, error) {
                 Some(frame) => Reply::Frame(frame),
                 None => Reply::Close,
             },
         };
+        let close = matches!(reply, Reply::Close);
+        if replies.send((reply, held)).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Writes replies in request order, flushing whenever no further reply is ready.
+async fn write_replies(writer: OwnedWriteHalf, mut queued: mpsc::Receiver<Queued>) {
+    let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
+    while let Some((mut reply, held)) = queued.recv().await {
+        if let Reply::Later(later) = reply {
+            // What is already written must not wait for this reply's sync.
+            if writer.flush().await.is_err() {
+                return;
+            }
+            reply = later.await;
+        }
         match reply {
             Reply::Frame(frame) => {
                 if writer.write_all(&frame).await.is_err() {
@@ -128,15 +166,17 @@ async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr, budget: A
                 }
             }
             Reply::Nothing => {}
-            Reply::Close => {
+            Reply::Later(_) | Reply::Close => {
                 let _ = writer.flush().await;
                 return;
             }
         }
-        if !has_whole_frame(reader.buffer()) && writer.flush().await.is_err() {
+        drop(held);
+        if queued.is_empty() && writer.flush().await.is_err() {
             return;
         }
     }
+    let _ = writer.flush().await;
 }
 
 /// What to send for a request that did not decode; `None` closes the connection.
@@ -200,12 +240,5 @@ mod tests {
         config.set("queued.max.request.bytes", "1000");
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("queued.max.request.bytes"), "{error}");
-    }
-
-    #[test]
-    fn whole_frame_detection() {
-        assert!(!has_whole_frame(&[0, 0]));
-        assert!(!has_whole_frame(&[0, 0, 0, 2, 1]));
-        assert!(has_whole_frame(&[0, 0, 0, 2, 1, 2]));
     }
 }

@@ -35,12 +35,13 @@ struct ProduceJob {
 /// The result of appending one job: `(base offset, log append time, log start)` or error.
 type Appended = std::result::Result<(i64, i64, i64), (ResponseError, String)>;
 
-pub(crate) async fn produce(
+/// Validates and appends a produce's batches (no sync); see [`StagedProduce`].
+pub(crate) async fn produce_append(
     state: &State,
     request: ProduceRequest,
     version: i16,
     client: &super::Client,
-) -> ProduceResponse {
+) -> StagedProduce {
     let peer = client.peer;
     let acks = request.acks;
     let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
@@ -65,18 +66,60 @@ pub(crate) async fn produce(
             jobs.push(ProduceJob { topic_index, index: data.index, target });
         }
     }
-    let wait_for_sync = acks != 0;
     let targets: Vec<(usize, i32)> = jobs.iter().map(|j| (j.topic_index, j.index)).collect();
-    let outcomes = tokio::task::spawn_blocking(move || append_all(jobs, wait_for_sync, peer)).await;
-    let outcomes = outcomes.unwrap_or_else(|error| {
+    let appended = tokio::task::spawn_blocking(move || append_all(jobs, peer)).await;
+    let (results, to_sync) = appended.unwrap_or_else(|error| {
         // The append panicked (a bug): nothing is acknowledged, every partition says why.
         tracing::error!(%peer, %error, "produce task failed");
         let failed =
             || Err((ResponseError::UnknownServerError, "internal error; see broker log".into()));
-        targets.into_iter().map(|(topic, index)| (topic, index, failed())).collect()
+        (targets.into_iter().map(|(topic, index)| (topic, index, failed())).collect(), Vec::new())
     });
+    StagedProduce { topics, results, to_sync, wait_for_sync: acks != 0 }
+}
+
+/// A partition to sync and the end offset a request needs synced.
+type ToSync = (Arc<Partition>, i64);
+
+/// A produce whose batches are appended, in request order, and whose sync and response
+/// are still to come. Splitting the two lets a connection read and append its next produce
+/// while this one's sync is running, so one producer's requests share a group commit.
+pub(crate) struct StagedProduce {
+    topics: Vec<TopicProduceResponse>,
+    results: Vec<(usize, i32, Appended)>,
+    /// Partitions to sync, each with the end offset this request needs synced.
+    to_sync: Vec<ToSync>,
+    wait_for_sync: bool,
+}
+
+/// Appends and syncs, then answers: [`produce_append`] then [`produce_finish`].
+#[cfg(test)]
+pub(crate) async fn produce(
+    state: &State,
+    request: ProduceRequest,
+    version: i16,
+    client: &super::Client,
+) -> ProduceResponse {
+    let staged = produce_append(state, request, version, client).await;
+    produce_finish(state, staged).await
+}
+
+/// Waits until the staged produce's records are synced (under `log.flush = always`), wakes
+/// long-polling fetches, and builds the response.
+pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> ProduceResponse {
+    let StagedProduce { mut topics, mut results, to_sync, wait_for_sync } = staged;
+    let synced = tokio::task::spawn_blocking(move || sync_all(to_sync)).await;
+    let failure = match synced {
+        Ok(result) => result.err(),
+        Err(error) => Some(format!("sync task failed: {error}")),
+    };
     state.appended.notify_waiters();
-    for (topic_index, index, outcome) in outcomes {
+    if let (Some(message), true) = (failure, wait_for_sync) {
+        for result in results.iter_mut().filter(|r| r.2.is_ok()) {
+            result.2 = Err((ResponseError::KafkaStorageError, message.clone()));
+        }
+    }
+    for (topic_index, index, outcome) in results {
         let response = match outcome {
             Ok((base_offset, log_append_time_ms, log_start_offset)) => {
                 PartitionProduceResponse::default()
@@ -100,16 +143,14 @@ pub(crate) async fn produce(
     ProduceResponse::default().with_responses(topics)
 }
 
-/// Appends every job, then syncs each touched partition once (group commit joins these
-/// syncs with other connections'). Blocking.
+/// Appends every job (no sync). Blocking.
 fn append_all(
     jobs: Vec<ProduceJob>,
-    wait_for_sync: bool,
     peer: std::net::SocketAddr,
-) -> Vec<(usize, i32, Appended)> {
+) -> (Vec<(usize, i32, Appended)>, Vec<ToSync>) {
     let now = now_ms();
     let mut results = Vec::with_capacity(jobs.len());
-    let mut to_sync: Vec<(Arc<Partition>, i64)> = Vec::new();
+    let mut to_sync: Vec<ToSync> = Vec::new();
     for job in jobs {
         let outcome = match job.target {
             Err(error) => Err((error, error.to_string())),
@@ -127,23 +168,22 @@ fn append_all(
         };
         results.push((job.topic_index, job.index, outcome));
     }
+    (results, to_sync)
+}
+
+/// Syncs each partition up to the offset the request needs, under `log.flush = always`
+/// (group commit joins these syncs with other requests'). Blocking.
+fn sync_all(to_sync: Vec<ToSync>) -> std::result::Result<(), String> {
     for (partition, end) in to_sync {
         let always = partition.with_log(|log| log.config().flush == FlushPolicy::Always);
-        if !always {
-            continue;
-        }
-        if let Err(error) = partition.sync_to(end) {
-            tracing::error!(%error, "sync failed; failing the produce");
-            if wait_for_sync {
-                for result in results.iter_mut() {
-                    if result.2.is_ok() {
-                        result.2 = Err((ResponseError::KafkaStorageError, error.to_string()));
-                    }
-                }
-            }
+        if always {
+            partition.sync_to(end).map_err(|error| {
+                tracing::error!(%error, "sync failed; failing the produce");
+                error.to_string()
+            })?;
         }
     }
-    results
+    Ok(())
 }
 
 pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) -> FetchResponse {

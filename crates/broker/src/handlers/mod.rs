@@ -26,6 +26,9 @@ pub(crate) struct Client {
 pub(crate) enum Reply {
     /// Send this frame.
     Frame(BytesMut),
+    /// Wait for this (a produce's sync), then do what it says; later requests on the
+    /// connection are read and served meanwhile, and replies still leave in order.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
     /// Send nothing (Produce with acks=0).
     Nothing,
     /// Close the connection: the response cannot be produced (a bug, logged once).
@@ -33,7 +36,11 @@ pub(crate) enum Reply {
 }
 
 /// Serves one request.
-pub(crate) async fn handle(state: &State, request: Request, peer: std::net::SocketAddr) -> Reply {
+pub(crate) async fn handle(
+    state: &std::sync::Arc<State>,
+    request: Request,
+    peer: std::net::SocketAddr,
+) -> Reply {
     let client = Client {
         client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
         host: format!("/{}", peer.ip()),
@@ -50,11 +57,15 @@ pub(crate) async fn handle(state: &State, request: Request, peer: std::net::Sock
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let response = data::produce(state, r, version, &client).await;
-            if acks == 0 {
-                return Reply::Nothing;
-            }
-            ResponseKind::Produce(response)
+            let staged = data::produce_append(state, r, version, &client).await;
+            let state = std::sync::Arc::clone(state);
+            return Reply::Later(Box::pin(async move {
+                let response = data::produce_finish(&state, staged).await;
+                if acks == 0 {
+                    return Reply::Nothing;
+                }
+                encode(api_key, version, correlation_id, &ResponseKind::Produce(response), peer)
+            }));
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(state, r, version).await),
         RequestKind::ListOffsets(r) => {
@@ -107,7 +118,17 @@ pub(crate) async fn handle(state: &State, request: Request, peer: std::net::Sock
             return Reply::Close;
         }
     };
-    match sluice_wire::response::encode(api_key, version, correlation_id, &body) {
+    encode(api_key, version, correlation_id, &body, peer)
+}
+
+fn encode(
+    api_key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+    peer: std::net::SocketAddr,
+) -> Reply {
+    match sluice_wire::response::encode(api_key, version, correlation_id, body) {
         Ok(frame) => Reply::Frame(frame),
         Err(error) => {
             tracing::error!(%peer, %error, "closing connection: cannot encode response");
@@ -362,7 +383,14 @@ mod tests {
         for api in sluice_wire::versions::SUPPORTED {
             for version in api.min..=api.max {
                 let request = sluice_wire::request::decode(frame_of(api.key, version)).unwrap();
-                match handle(&state, request, peer).await {
+                let mut reply = handle(&state, request, peer).await;
+                if let Reply::Later(later) = reply {
+                    reply = later.await;
+                }
+                match reply {
+                    Reply::Later(_) => {
+                        panic!("{:?} v{version}: a later reply waits again", api.key)
+                    }
                     Reply::Frame(_) => {}
                     Reply::Nothing => panic!("{:?} v{version}: no reply", api.key),
                     Reply::Close => panic!("{:?} v{version}: cannot encode", api.key),
