@@ -149,6 +149,27 @@ mod tests {
     use kafka_protocol::protocol::Encodable;
     use kafka_protocol::ResponseError;
 
+    /// A broker on port 0 in a temp folder with topic `t` of `partitions` partitions.
+    async fn broker_with_topic(
+        partitions: i32,
+    ) -> (crate::Broker, std::sync::Arc<State>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        let broker = crate::Broker::start(config).await.unwrap();
+        broker.create_topic("t", partitions, &Default::default()).await.unwrap();
+        let state = broker.state_for_tests();
+        (broker, state, dir)
+    }
+
+    fn test_client() -> Client {
+        Client {
+            client_id: "c".into(),
+            host: "/127.0.0.1".into(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
+
     /// Encodes a default request of `key` at `version` as a frame body.
     fn frame_of(key: ApiKey, version: i16) -> bytes::Bytes {
         let mut buf = BytesMut::new();
@@ -373,12 +394,7 @@ mod tests {
     /// no response field is set that the version lacks.
     #[tokio::test]
     async fn every_supported_version_encodes_a_response() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::BrokerConfig::new(dir.path());
-        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
-        let broker = crate::Broker::start(config).await.unwrap();
-        broker.create_topic("t", 2, &Default::default()).await.unwrap();
-        let state = broker.state_for_tests();
+        let (broker, state, _dir) = broker_with_topic(2).await;
         let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         for api in sluice_wire::versions::SUPPORTED {
             for version in api.min..=api.max {
@@ -404,12 +420,7 @@ mod tests {
     /// (KIP-110); at v7 it is stored.
     #[tokio::test]
     async fn zstd_needs_produce_v7() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::BrokerConfig::new(dir.path());
-        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
-        let broker = crate::Broker::start(config).await.unwrap();
-        broker.create_topic("t", 1, &Default::default()).await.unwrap();
-        let state = broker.state_for_tests();
+        let (broker, state, _dir) = broker_with_topic(1).await;
         let mut batch = sluice_wire::batch::build(0, 1, &[b"v"]);
         batch[21..23].copy_from_slice(&sluice_wire::batch::COMPRESSION_ZSTD.to_be_bytes());
         let crc = crc32c::crc32c(&batch[21..]);
@@ -421,11 +432,7 @@ mod tests {
             .with_name(TopicName(StrBytes::from_static_str("t")))
             .with_partition_data(vec![data]);
         let request = ProduceRequest::default().with_acks(1).with_topic_data(vec![topic]);
-        let client = Client {
-            client_id: "c".into(),
-            host: "/127.0.0.1".into(),
-            peer: "127.0.0.1:1".parse().unwrap(),
-        };
+        let client = test_client();
         for (version, expected) in [(6, ResponseError::UnsupportedCompressionType.code()), (7, 0)] {
             let response = data::produce(&state, request.clone(), version, &client).await;
             let code = response.responses[0].partition_responses[0].error_code;
@@ -438,17 +445,8 @@ mod tests {
     /// members describes as Empty, one with neither as Dead.
     #[tokio::test]
     async fn group_ids_are_checked_and_offset_only_groups_are_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::BrokerConfig::new(dir.path());
-        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
-        let broker = crate::Broker::start(config).await.unwrap();
-        broker.create_topic("t", 1, &Default::default()).await.unwrap();
-        let state = broker.state_for_tests();
-        let client = Client {
-            client_id: "c".into(),
-            host: "/127.0.0.1".into(),
-            peer: "127.0.0.1:1".parse().unwrap(),
-        };
+        let (broker, state, _dir) = broker_with_topic(1).await;
+        let client = test_client();
         let protocol = join_group_request::JoinGroupRequestProtocol::default()
             .with_name(StrBytes::from_static_str("range"));
         let join = JoinGroupRequest::default()
