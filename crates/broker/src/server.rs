@@ -123,11 +123,11 @@ async fn read_requests(
         // budget is spent, this connection waits (back-pressure) rather than the heap growing.
         let units = (size as u64).div_ceil(BUDGET_UNIT_BYTES) as u32;
         let Ok(held) = Arc::clone(budget).acquire_many_owned(units).await else { return };
-        let mut body = BytesMut::zeroed(size);
+        let mut body = BytesMut::with_capacity(size);
         // A client that announces a frame and stops sending must not hold its share of the
         // budget for ever: the body gets the idle timeout too.
-        match tokio::time::timeout(idle, reader.read_exact(&mut body)).await {
-            Ok(Ok(_)) => {}
+        match tokio::time::timeout(idle, read_body(reader, &mut body, size)).await {
+            Ok(Ok(())) => {}
             Ok(Err(_)) => return,
             Err(_) => {
                 tracing::warn!(%peer, size, "closing connection: request body not received within connections.max.idle.ms");
@@ -146,6 +146,23 @@ async fn read_requests(
             return;
         }
     }
+}
+
+/// Reads exactly `size` bytes into `body`'s spare capacity: no zeroing first (a memset of
+/// every frame was 5% of the broker's CPU under produce load).
+async fn read_body(
+    reader: &mut BufReader<OwnedReadHalf>,
+    body: &mut BytesMut,
+    size: usize,
+) -> std::io::Result<()> {
+    while body.len() < size {
+        let wanted = (size - body.len()) as u64;
+        if (&mut *reader).take(wanted).read_buf(body).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    debug_assert!(body.len() == size, "read {} of {size}", body.len());
+    Ok(())
 }
 
 /// Writes replies in request order, flushing whenever no further reply is ready.
