@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sluice_wire::batch::{self, BatchHeader};
+use sluice_wire::limits::BATCH_HEADER_BYTES;
 
 use crate::error::io;
 use crate::limits::{RECORDS_PER_BATCH_MAX, SEGMENTS_PER_PARTITION_MAX, SEGMENT_OFFSETS_MAX};
@@ -184,7 +185,12 @@ impl PartitionLog {
     }
 
     /// Validates the batches in `bytes`, assigns their offsets and writes them (no sync).
-    pub fn append(&mut self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+    ///
+    /// `bytes` is not modified: each batch's first `BATCH_HEADER_BYTES` are patched in a copy
+    /// (base offset, leader epoch, and for LogAppendTime the timestamp and CRC) and written
+    /// with the untouched rest in one vectored write, so the payload is never copied in user
+    /// space.
+    pub fn append(&mut self, bytes: &[u8], now_ms: i64) -> Result<AppendInfo> {
         self.check_healthy()?;
         let mut headers = batch::validate_all(bytes, self.config.max_message_bytes)?;
         let incoming_offsets = count_offsets(&headers)?;
@@ -193,19 +199,31 @@ impl PartitionLog {
         let base_offset = self.log_end_offset();
         let mut next = base_offset;
         let mut at = 0usize;
+        let mut heads = Vec::with_capacity(headers.len());
+        let mut rests = Vec::with_capacity(headers.len());
         for header in &mut headers {
             let end = at + header.total_bytes;
-            let one = bytes.get_mut(at..end).expect("validate_all covered these bytes");
-            batch::assign_base_offset(one, next);
+            let one = bytes.get(at..end).expect("validate_all covered these bytes");
+            let (head, rest) = one.split_at(BATCH_HEADER_BYTES);
+            let mut head: [u8; BATCH_HEADER_BYTES] = head.try_into().expect("split at the size");
+            batch::assign_base_offset(&mut head, next);
             header.base_offset = next;
             if log_append {
-                batch::set_log_append_time(one, now_ms);
+                batch::set_log_append_time_split(&mut head, rest, now_ms);
                 header.max_timestamp = now_ms;
             }
             next = header.next_offset();
             at = end;
+            heads.push(head);
+            rests.push(rest);
         }
-        self.active_mut().append(bytes, &headers)?;
+        let parts: Vec<&[u8]> =
+            heads.iter().zip(&rests).flat_map(|(head, rest)| [&head[..], *rest]).collect();
+        debug_assert!(
+            parts.chunks(2).all(|p| batch::validate(&p.concat()).is_ok()),
+            "a patched batch fails its CRC"
+        );
+        self.active_mut().append(&parts, bytes.len(), &headers)?;
         debug_assert!(self.log_end_offset() == next, "end {} != {}", self.log_end_offset(), next);
         Ok(AppendInfo {
             base_offset,

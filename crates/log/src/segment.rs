@@ -267,7 +267,14 @@ impl Segment {
     }
 
     /// Appends validated batches whose base offsets are already assigned.
-    pub fn append(&mut self, bytes: &[u8], headers: &[batch::BatchHeader]) -> Result<()> {
+    /// Appends validated batches, given as `parts` (patched headers and untouched bodies,
+    /// in order, `total_bytes` together) whose base offsets are already assigned.
+    pub fn append(
+        &mut self,
+        parts: &[&[u8]],
+        total_bytes: usize,
+        headers: &[batch::BatchHeader],
+    ) -> Result<()> {
         let Some(first) = headers.first() else { return Ok(()) };
         debug_assert!(
             first.base_offset == self.next_offset,
@@ -275,11 +282,16 @@ impl Segment {
             first.base_offset,
             self.next_offset
         );
-        self.file.write_all_at(bytes, self.size_bytes).map_err(io("write segment", &self.path))?;
+        debug_assert!(
+            parts.iter().map(|p| p.len()).sum::<usize>() == total_bytes,
+            "parts do not add up to {total_bytes} bytes"
+        );
+        write_all_vectored_at(&self.file, parts, self.size_bytes)
+            .map_err(io("write segment", &self.path))?;
         let start = self.size_bytes;
         // The batches are in the file: count them before indexing, so a failed index write
         // (a hint, rebuilt on open) leaves the segment's offsets and size consistent.
-        self.size_bytes += bytes.len() as u64;
+        self.size_bytes += total_bytes as u64;
         self.next_offset = headers.last().map_or(self.next_offset, |h| h.next_offset());
         let mut position = start;
         for header in headers {
@@ -331,4 +343,42 @@ impl Segment {
         }
         Ok(None)
     }
+}
+
+/// `iovec`s per `pwritev` call (Linux's `IOV_MAX`).
+const IOV_MAX_COUNT: usize = 1024;
+
+/// Writes every part, in order, at `offset` with `pwritev`, looping over short writes.
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut pending: &mut [IoSlice<'_>] = &mut slices;
+    while !pending.is_empty() {
+        let count = pending.len().min(IOV_MAX_COUNT);
+        let at = libc::off_t::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        // SAFETY: IoSlice is ABI-compatible with iovec on Unix (std documents it), `count`
+        // slices are valid for reads for the call, and the fd is open for the file's life.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                pending.as_ptr().cast::<libc::iovec>(),
+                count as i32,
+                at,
+            )
+        };
+        if written < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        offset += written as u64;
+        IoSlice::advance_slices(&mut pending, written as usize);
+    }
+    Ok(())
 }

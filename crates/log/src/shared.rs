@@ -43,7 +43,7 @@ impl Partition {
     }
 
     /// Appends (no sync). Blocking: call from a blocking context.
-    pub fn append(&self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+    pub fn append(&self, bytes: &[u8], now_ms: i64) -> Result<AppendInfo> {
         self.with_log(|log| log.append(bytes, now_ms))
     }
 

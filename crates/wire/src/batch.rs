@@ -228,6 +228,22 @@ pub fn set_log_append_time(batch: &mut [u8], append_time_ms: i64) {
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// [`set_log_append_time`] for a batch held as its patched header (`head`, the first
+/// `BATCH_HEADER_BYTES`) and the untouched rest: the CRC covers both.
+#[allow(clippy::indexing_slicing)] // the header is a fixed-size array
+pub fn set_log_append_time_split(
+    head: &mut [u8; BATCH_HEADER_BYTES],
+    rest: &[u8],
+    append_time_ms: i64,
+) {
+    let attributes = i16::from_be_bytes([head[ATTRIBUTES_AT], head[ATTRIBUTES_AT + 1]]);
+    let attributes = attributes | ATTR_LOG_APPEND_TIME;
+    head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    head[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&append_time_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES_AT..]), rest);
+    head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Builds an uncompressed batch holding `values` as records without keys or headers,
 /// timestamps `timestamp_ms` onward. For tests, benchmarks and fuzz seeds.
 #[allow(clippy::indexing_slicing)] // the batch is built here, longer than its header
@@ -351,6 +367,15 @@ mod tests {
         let batch = build(10, 1000, &[b"a", b"b"]);
         assert_eq!(first_record_at_or_after(&batch, 900).unwrap(), Some((10, 1000)));
         assert_eq!(first_record_at_or_after(&batch, 1001).unwrap(), None);
+    }
+
+    #[test]
+    fn split_log_append_time_matches_the_whole_batch_version() {
+        let mut whole = build(0, 1000, &[b"x", b"yz"]);
+        let mut head: [u8; BATCH_HEADER_BYTES] = whole[..BATCH_HEADER_BYTES].try_into().unwrap();
+        set_log_append_time_split(&mut head, &whole[BATCH_HEADER_BYTES..], 5000);
+        set_log_append_time(&mut whole, 5000);
+        assert_eq!(&head[..], &whole[..BATCH_HEADER_BYTES]);
     }
 
     proptest! {

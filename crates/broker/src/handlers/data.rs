@@ -2,7 +2,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -29,7 +29,7 @@ use crate::{Error, Result};
 struct ProduceJob {
     topic_index: usize,
     index: i32,
-    target: std::result::Result<(Arc<Partition>, BytesMut), ResponseError>,
+    target: std::result::Result<(Arc<Partition>, Bytes), ResponseError>,
 }
 
 /// The result of appending one job: `(base offset, log append time, log start)` or error.
@@ -59,7 +59,7 @@ pub(crate) async fn produce_append(
                     Err(ResponseError::UnsupportedCompressionType)
                 }
                 (Some(topic), Some(records)) => match topic.partition(data.index) {
-                    Some(partition) => Ok((Arc::clone(partition), BytesMut::from(records))),
+                    Some(partition) => Ok((Arc::clone(partition), records)),
                     None => Err(ResponseError::UnknownTopicOrPartition),
                 },
             };
@@ -154,7 +154,7 @@ fn append_all(
     for job in jobs {
         let outcome = match job.target {
             Err(error) => Err((error, error.to_string())),
-            Ok((partition, mut bytes)) => match partition.append(&mut bytes, now) {
+            Ok((partition, bytes)) => match partition.append(&bytes, now) {
                 Ok(info) => {
                     to_sync.push((Arc::clone(&partition), info.last_offset + 1));
                     Ok((info.base_offset, info.log_append_time_ms, info.log_start_offset))

@@ -17,8 +17,8 @@ fn value(i: usize) -> Vec<u8> {
 fn append_values(log: &mut PartitionLog, first: usize, count: usize, ts0: i64) {
     for i in first..first + count {
         let v = value(i);
-        let mut b = batch::build(0, ts0 + i as i64, &[&v]);
-        let info = log.append(&mut b, 0).unwrap();
+        let b = batch::build(0, ts0 + i as i64, &[&v]);
+        let info = log.append(&b, 0).unwrap();
         assert_eq!(info.base_offset, i as i64);
     }
 }
@@ -132,8 +132,8 @@ fn group_commit_syncs_and_raises_the_high_watermark() {
             std::thread::spawn(move || {
                 for i in 0..20 {
                     let v = value(t * 100 + i);
-                    let mut b = batch::build(0, 1, &[&v]);
-                    let info = partition.append(&mut b, 0).unwrap();
+                    let b = batch::build(0, 1, &[&v]);
+                    let info = partition.append(&b, 0).unwrap();
                     partition.sync_to(info.last_offset + 1).unwrap();
                     assert!(partition.synced_offset() > info.last_offset);
                 }
@@ -174,8 +174,8 @@ proptest! {
         let offsets = read_offsets(&log, 0);
         prop_assert_eq!(offsets, (0..end).collect::<Vec<_>>());
         let v = value(end as usize);
-        let mut b = batch::build(0, 5, &[&v]);
-        let info = log.append(&mut b, 0).unwrap();
+        let b = batch::build(0, 5, &[&v]);
+        let info = log.append(&b, 0).unwrap();
         prop_assert_eq!(info.base_offset, end);
     }
 }
@@ -195,12 +195,12 @@ fn batch_claiming(count: i32) -> Vec<u8> {
 fn rejects_batches_claiming_more_offsets_than_a_segment_spans() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
-    let mut too_many = batch_claiming(sluice_log::limits::RECORDS_PER_BATCH_MAX + 1);
-    assert!(matches!(log.append(&mut too_many, 0), Err(sluice_log::Error::LimitExceeded { .. })));
+    let too_many = batch_claiming(sluice_log::limits::RECORDS_PER_BATCH_MAX + 1);
+    assert!(matches!(log.append(&too_many, 0), Err(sluice_log::Error::LimitExceeded { .. })));
     // Many batches at the per-batch limit roll segments instead of wrapping u32 offsets.
     for _ in 0..200 {
-        let mut b = batch_claiming(sluice_log::limits::RECORDS_PER_BATCH_MAX);
-        log.append(&mut b, 0).unwrap();
+        let b = batch_claiming(sluice_log::limits::RECORDS_PER_BATCH_MAX);
+        log.append(&b, 0).unwrap();
     }
     let end = log.log_end_offset();
     assert_eq!(end, 200 * i64::from(sluice_log::limits::RECORDS_PER_BATCH_MAX));
@@ -230,8 +230,8 @@ proptest! {
         for (count, sync) in ops {
             for _ in 0..count {
                 let v = value(next);
-                let mut b = batch::build(0, 1_000 + next as i64, &[&v]);
-                partition.append(&mut b, 0).unwrap();
+                let b = batch::build(0, 1_000 + next as i64, &[&v]);
+                partition.append(&b, 0).unwrap();
                 next += 1;
             }
             if sync {
@@ -286,9 +286,26 @@ fn an_oversized_first_batch_is_returned_only_when_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
     let big = vec![7u8; 5000];
-    let mut b = batch::build(0, 1, &[&big]);
-    log.append(&mut b, 0).unwrap();
+    let b = batch::build(0, 1, &[&big]);
+    log.append(&b, 0).unwrap();
     let located = log.locate(0).unwrap().unwrap();
     assert_eq!(located.read(1000, 1, true).unwrap().len(), b.len(), "KIP-74: whole first batch");
     assert!(located.read(1000, 1, false).unwrap().is_empty(), "never past max_bytes otherwise");
+}
+
+#[test]
+fn log_append_time_topics_store_the_append_time_with_a_valid_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        timestamp_type: sluice_log::TimestampType::LogAppendTime,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    let b = batch::build(0, 1_000, &[b"a", b"b"]);
+    let info = log.append(&b, 77_000).unwrap();
+    assert_eq!(info.log_append_time_ms, 77_000);
+    let bytes = log.locate(0).unwrap().unwrap().read(1 << 20, 2, true).unwrap();
+    let header = batch::validate(&bytes).unwrap();
+    assert_eq!(header.max_timestamp, 77_000);
+    assert_ne!(header.attributes & batch::ATTR_LOG_APPEND_TIME, 0);
 }
