@@ -125,7 +125,7 @@ impl Broker {
         let mut first_error = None;
         for topic in self.state.topics.all() {
             for partition in &topic.partitions {
-                if let Err(error) = partition.with_log(|log| log.sync_all()) {
+                if let Err(error) = partition.with_log(|log| log.close()) {
                     tracing::error!(topic = %topic.name, %error, "sync at shutdown failed");
                     first_error.get_or_insert(Error::Log(error));
                 }

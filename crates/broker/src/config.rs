@@ -102,6 +102,7 @@ pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
     ("offsets.retention.minutes", "10080"),
+    ("producer.id.expiration.ms", "86400000"),
 ];
 
 impl BrokerConfig {
@@ -266,6 +267,7 @@ impl BrokerConfig {
                 self.get("log.message.timestamp.type").unwrap_or("CreateTime"),
             )?,
             flush,
+            producer_id_expiration_ms: self.parse("producer.id.expiration.ms", 86_400_000i64)?,
         };
         config.validate().map_err(|e| Error::Config(e.to_string()))
     }

@@ -89,6 +89,13 @@ impl Error {
                 sluice_log::Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
                 sluice_log::Error::LimitExceeded { .. } => ResponseError::PolicyViolation,
                 sluice_log::Error::Config { .. } => ResponseError::InvalidConfig,
+                sluice_log::Error::OutOfOrderSequence { .. } => {
+                    ResponseError::OutOfOrderSequenceNumber
+                }
+                sluice_log::Error::InvalidProducerEpoch { .. } => {
+                    ResponseError::InvalidProducerEpoch
+                }
+                sluice_log::Error::InvalidRecord { .. } => ResponseError::InvalidRecord,
                 _ => ResponseError::UnknownServerError,
             },
         }

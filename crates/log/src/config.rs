@@ -45,6 +45,9 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     /// `log.flush`.
     pub flush: FlushPolicy,
+    /// `producer.id.expiration.ms` (a broker setting): idempotent producer state is dropped
+    /// this long after the producer's last batch.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -58,6 +61,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
             flush: FlushPolicy::Always,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -90,6 +94,13 @@ impl LogConfig {
             return Err(Error::Config {
                 key: "index.interval.bytes",
                 value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.producer_id_expiration_ms < 1 {
+            return Err(Error::Config {
+                key: "producer.id.expiration.ms",
+                value: self.producer_id_expiration_ms.to_string(),
                 reason: "must be at least 1".into(),
             });
         }

@@ -31,6 +31,40 @@ pub enum Error {
         /// Offset after the last record.
         log_end: i64,
     },
+    /// An idempotent batch skips or repeats sequence numbers: OUT_OF_ORDER_SEQUENCE_NUMBER.
+    #[error(
+        "producer {producer_id} (epoch {epoch}) sent sequence {got}, expected {expected}: \
+         a batch was lost or reordered; the producer must reset its sequence"
+    )]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// Its epoch in the batch.
+        epoch: i16,
+        /// The sequence that would follow.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// A batch from an epoch older than the producer's current one: INVALID_PRODUCER_EPOCH.
+    #[error(
+        "producer {producer_id} sent epoch {epoch} but its current epoch is {current_epoch}: \
+         a newer instance of this producer has fenced it"
+    )]
+    InvalidProducerEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The epoch in the partition's state.
+        current_epoch: i16,
+    },
+    /// A batch is well-formed but not acceptable here: INVALID_RECORD.
+    #[error("invalid record: {reason}")]
+    InvalidRecord {
+        /// What is wrong and what to change.
+        reason: String,
+    },
     /// A limit would be exceeded.
     #[error("{what} limit {limit} exceeded by {value}; {hint}")]
     LimitExceeded {

@@ -15,10 +15,12 @@ mod error;
 mod index;
 pub mod limits;
 mod partition;
+mod producer_state;
 mod segment;
 mod shared;
 
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{Error, Result};
 pub use partition::{AppendInfo, PartitionLog};
+pub use producer_state::{BatchMetadata, Check, ProducerStates};
 pub use shared::Partition;

@@ -28,3 +28,12 @@ pub const RECORDS_PER_BATCH_MAX: i32 = 1 << 24;
 pub const SEGMENT_OFFSETS_MAX: i64 = (u32::MAX / 2) as i64;
 
 const _: () = assert!((RECORDS_PER_BATCH_MAX as i64) < SEGMENT_OFFSETS_MAX);
+
+/// Batches remembered per producer for deduplication: Kafka's limit on
+/// `max.in.flight.requests.per.connection` for an idempotent producer is 5, so a retry is
+/// always one of the last 5 batches.
+pub const PRODUCER_BATCHES_CACHED: usize = 5;
+
+/// Producer ids with state in one partition, so a flood of short-lived producers cannot
+/// grow memory without bound; idle ones leave after `producer.id.expiration.ms`.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 1_000_000;

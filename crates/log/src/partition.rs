@@ -12,9 +12,13 @@ use sluice_wire::batch::{self, BatchHeader};
 use sluice_wire::limits::BATCH_HEADER_BYTES;
 
 use crate::error::io;
-use crate::limits::{RECORDS_PER_BATCH_MAX, SEGMENTS_PER_PARTITION_MAX, SEGMENT_OFFSETS_MAX};
-use crate::segment::Segment;
-use crate::{Error, LogConfig, Result, TimestampType};
+use crate::limits::{
+    PRODUCERS_PER_PARTITION_MAX, PRODUCER_BATCHES_CACHED, RECORDS_PER_BATCH_MAX,
+    SEGMENTS_PER_PARTITION_MAX, SEGMENT_OFFSETS_MAX,
+};
+use crate::producer_state::{list_snapshots, SNAPSHOT_EXTENSION};
+use crate::segment::{stem, Segment};
+use crate::{Check, Error, LogConfig, ProducerStates, Result, TimestampType};
 
 /// The name of the file holding a log start offset moved by DeleteRecords.
 const LOG_START_FILE: &str = "log-start-offset";
@@ -30,6 +34,9 @@ pub struct AppendInfo {
     pub log_append_time_ms: i64,
     /// The log start offset after the append.
     pub log_start_offset: i64,
+    /// The batch was a producer's retry of one already in the log: nothing was appended and
+    /// the offsets are the original's.
+    pub duplicate: bool,
 }
 
 /// One partition's segments.
@@ -44,6 +51,8 @@ pub struct PartitionLog {
     /// the last good sync can be trusted: the partition refuses appends, rolls, retention
     /// and syncs until the broker restarts and recovery re-reads the files. Reads go on.
     failed: bool,
+    /// Idempotent producers' sequence state, rebuilt on open from a snapshot and the log.
+    producers: ProducerStates,
 }
 
 /// A read prepared under the lock and performed outside it.
@@ -102,13 +111,20 @@ impl PartitionLog {
         let first_base = segments.first().map_or(0, |s| s.base_offset);
         let end = segments.last().map_or(0, |s| s.next_offset);
         let log_start_offset = stored_start.unwrap_or(first_base).max(first_base).min(end);
+        let producers = load_producer_states(dir, &segments, end, now_ms)?;
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
             config,
             segments,
             log_start_offset,
             failed: false,
+            producers,
         })
+    }
+
+    /// The idempotent producer state.
+    pub fn producers(&self) -> &ProducerStates {
+        &self.producers
     }
 
     fn active(&self) -> &Segment {
@@ -194,6 +210,15 @@ impl PartitionLog {
         self.check_healthy()?;
         let mut headers = batch::validate_all(bytes, self.config.max_message_bytes)?;
         let incoming_offsets = count_offsets(&headers)?;
+        if let Check::Duplicate(original) = self.producers.check_all(&headers)? {
+            return Ok(AppendInfo {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                log_append_time_ms: -1,
+                log_start_offset: self.log_start_offset,
+                duplicate: true,
+            });
+        }
         self.maybe_roll(bytes.len() as u64, incoming_offsets, now_ms)?;
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         let base_offset = self.log_end_offset();
@@ -225,11 +250,15 @@ impl PartitionLog {
         );
         self.active_mut().append(&parts, bytes.len(), &headers)?;
         debug_assert!(self.log_end_offset() == next, "end {} != {}", self.log_end_offset(), next);
+        for header in &headers {
+            self.producers.record(header, now_ms);
+        }
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
             log_append_time_ms: if log_append { now_ms } else { -1 },
             log_start_offset: self.log_start_offset,
+            duplicate: false,
         })
     }
 
@@ -267,9 +296,35 @@ impl PartitionLog {
         let base = self.log_end_offset();
         let interval = u64::from(self.config.index_interval_bytes);
         let segment = Segment::create(&self.dir, base, now_ms, interval)?;
+        self.write_producer_snapshot();
         self.synced(|log| sync_dir(&log.dir))?;
         self.segments.push(segment);
         Ok(())
+    }
+
+    /// Writes the producer state as of the log end to `<offset>.snapshot` and removes all
+    /// but the newest two snapshots. Only ever called when the log up to its end is synced.
+    /// Best effort: without a snapshot, open replays more of the log.
+    fn write_producer_snapshot(&self) {
+        let offset = self.log_end_offset();
+        let path = self.dir.join(format!("{}.{SNAPSHOT_EXTENSION}", stem(offset)));
+        let tmp = path.with_extension("snapshot.tmp");
+        let written = File::create(&tmp)
+            .and_then(|file| {
+                file.write_all_at(&self.producers.encode(), 0)?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "producer state snapshot not written");
+            return;
+        }
+        if let Ok(snapshots) = list_snapshots(&self.dir) {
+            let old = snapshots.len().saturating_sub(2);
+            for (_, path) in snapshots.into_iter().take(old) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 
     /// Prepares a read of whole batches starting with the one holding `offset`.
@@ -397,12 +452,24 @@ impl PartitionLog {
         if first_base > self.log_start_offset {
             self.log_start_offset = first_base;
         }
+        let expired = self.producers.expire(now_ms, self.config.producer_id_expiration_ms);
+        if expired > 0 {
+            tracing::debug!(dir = %self.dir.display(), expired, "producer ids expired");
+        }
         Ok(deleted)
     }
 
-    /// Syncs the active segment (shutdown; closed ones were synced when rolled).
+    /// Syncs the active segment (closed ones were synced when rolled).
     pub fn sync_all(&mut self) -> Result<()> {
         self.synced(|log| log.active().sync_all())
+    }
+
+    /// Syncs the active segment and snapshots the producer state, so the next open need
+    /// not replay the log (clean shutdown).
+    pub fn close(&mut self) -> Result<()> {
+        self.sync_all()?;
+        self.write_producer_snapshot();
+        sync_dir(&self.dir)
     }
 
     /// Removes the partition's folder.
@@ -471,6 +538,54 @@ fn count_offsets(headers: &[BatchHeader]) -> Result<i64> {
         });
     }
     Ok(total)
+}
+
+/// The producer state as of `log_end`: the newest readable snapshot at or below it, then the
+/// batches after it. Snapshots above `log_end` (the log was cut after them) are deleted.
+fn load_producer_states(
+    dir: &Path,
+    segments: &[Segment],
+    log_end: i64,
+    now_ms: i64,
+) -> Result<ProducerStates> {
+    const SNAPSHOT_BYTES_MAX: u64 =
+        (PRODUCERS_PER_PARTITION_MAX * (19 + PRODUCER_BATCHES_CACHED * 24) + 14) as u64;
+    let mut states = ProducerStates::default();
+    let mut from = segments.first().map_or(0, |s| s.base_offset);
+    for (offset, path) in list_snapshots(dir)?.into_iter().rev() {
+        if offset > log_end {
+            tracing::warn!(path = %path.display(), log_end, "removing snapshot beyond the log end");
+            std::fs::remove_file(&path).map_err(io("remove stale snapshot", &path))?;
+            continue;
+        }
+        let size = std::fs::metadata(&path).map_err(io("stat snapshot", &path))?.len();
+        let decoded = if size > SNAPSHOT_BYTES_MAX {
+            Err(format!("{size} bytes, over the {SNAPSHOT_BYTES_MAX} a snapshot can hold"))
+        } else {
+            std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| ProducerStates::decode(&bytes))
+        };
+        match decoded {
+            Ok(loaded) => {
+                states = loaded;
+                from = from.max(offset);
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "skipping unreadable snapshot");
+            }
+        }
+    }
+    for segment in segments.iter().filter(|s| s.next_offset > from) {
+        segment.for_each_batch(|_, header| {
+            if header.base_offset >= from {
+                states.record(header, now_ms);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(states)
 }
 
 fn read_batch_at(file: &File, path: &Path, position: u64) -> Result<Vec<u8>> {

@@ -310,6 +310,14 @@ impl Segment {
         Ok(())
     }
 
+    /// Visits the header of every batch in the segment, in order (the file is read in chunks).
+    pub fn for_each_batch(
+        &self,
+        visit: impl FnMut(u64, &batch::BatchHeader) -> Result<()>,
+    ) -> Result<()> {
+        self.scan(0, self.size_bytes, false, visit).map(|_| ())
+    }
+
     /// Syncs the log file and indexes (on roll and shutdown).
     pub fn sync_all(&self) -> Result<()> {
         self.file.sync_data().map_err(io("sync segment", &self.path))?;

@@ -84,7 +84,7 @@ impl BrokerProcess {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             run_count: 0,
         };
-        broker.spawn()?;
+        broker.spawn(LISTENER)?;
         Ok(broker)
     }
 
@@ -168,7 +168,21 @@ impl BrokerProcess {
                 "restart() needs a stopped broker: call stop() or kill9() first",
             ));
         }
-        self.spawn()
+        self.spawn(LISTENER)
+    }
+
+    /// Like [`BrokerProcess::restart`], but on the port it listened on before, so running
+    /// clients reconnect to it as they would to a restarted Kafka broker. Fails if another
+    /// process took the port meanwhile.
+    pub fn restart_on_same_port(&mut self) -> io::Result<()> {
+        if self.child.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "restart_on_same_port() needs a stopped broker: call stop() or kill9() first",
+            ));
+        }
+        let listener = format!("PLAINTEXT://{}", self.addr);
+        self.spawn(&listener)
     }
 
     /// The end of `broker.log` (at most [`LOG_TAIL_BYTES_MAX`], starting at a line boundary),
@@ -179,17 +193,17 @@ impl BrokerProcess {
     }
 
     /// Spawns the child and waits for its listening line. On failure no child is left running.
-    fn spawn(&mut self) -> io::Result<()> {
+    fn spawn(&mut self, listener: &str) -> io::Result<()> {
         assert!(self.child.is_none(), "spawn() with a child still running");
         self.run_count += 1;
         let mut log = OpenOptions::new().create(true).append(true).open(self.log_path())?;
-        writeln!(log, "testkit: starting broker run {} on {}", self.run_count, LISTENER)?;
+        writeln!(log, "testkit: starting broker run {} on {}", self.run_count, listener)?;
         let mut child = Command::new(&self.bin)
             .arg("broker")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listeners")
-            .arg(LISTENER)
+            .arg(listener)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -39,6 +39,8 @@ const LAST_OFFSET_DELTA_AT: usize = 23;
 const BASE_TIMESTAMP_AT: usize = 27;
 const MAX_TIMESTAMP_AT: usize = 35;
 const PRODUCER_ID_AT: usize = 43;
+const PRODUCER_EPOCH_AT: usize = 51;
+const BASE_SEQUENCE_AT: usize = 53;
 const RECORDS_COUNT_AT: usize = 57;
 
 /// Attribute bits 0..=2: the compression codec.
@@ -83,6 +85,10 @@ pub struct BatchHeader {
     pub max_timestamp: i64,
     /// Producer id, -1 when none.
     pub producer_id: i64,
+    /// Producer epoch, -1 when none.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record, -1 when the producer is not idempotent.
+    pub base_sequence: i32,
     /// Number of records.
     pub records_count: i32,
 }
@@ -95,6 +101,23 @@ impl BatchHeader {
     /// The offset after this batch.
     pub fn next_offset(&self) -> i64 {
         self.last_offset() + 1
+    }
+    /// The sequence number of the last record: sequences wrap from `i32::MAX` to 0.
+    pub fn last_sequence(&self) -> i32 {
+        let delta = self.last_offset_delta.max(0);
+        if self.base_sequence > i32::MAX - delta {
+            delta - (i32::MAX - self.base_sequence) - 1
+        } else {
+            self.base_sequence + delta
+        }
+    }
+    /// Whether the batch is part of a transaction (attribute bit 4).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+    /// Whether the batch is a control batch (a transaction marker, attribute bit 5).
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
     }
 }
 
@@ -155,6 +178,8 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         base_timestamp: be_i64(buf, BASE_TIMESTAMP_AT)?,
         max_timestamp: be_i64(buf, MAX_TIMESTAMP_AT)?,
         producer_id: be_i64(buf, PRODUCER_ID_AT)?,
+        producer_epoch: be_i16(buf, PRODUCER_EPOCH_AT)?,
+        base_sequence: be_i32(buf, BASE_SEQUENCE_AT)?,
         records_count: be_i32(buf, RECORDS_COUNT_AT)?,
     })
 }
@@ -246,40 +271,90 @@ pub fn set_log_append_time_split(
 
 /// Builds an uncompressed batch holding `values` as records without keys or headers,
 /// timestamps `timestamp_ms` onward. For tests, benchmarks and fuzz seeds.
-#[allow(clippy::indexing_slicing)] // the batch is built here, longer than its header
 pub fn build(base_offset: i64, timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
-    let mut records = Vec::new();
-    for (index, value) in values.iter().enumerate() {
+    let records: Vec<KeyValue<'_>> = values.iter().map(|value| (None, Some(*value))).collect();
+    build_batch(&BatchSpec { base_offset, timestamp_ms, ..BatchSpec::default() }, &records)
+}
+
+/// A record's key and value, either absent (null).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// The header fields of a batch to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSpec {
+    /// `baseOffset`.
+    pub base_offset: i64,
+    /// Every record's timestamp.
+    pub timestamp_ms: i64,
+    /// Attribute bits (only uncompressed batches are built here).
+    pub attributes: i16,
+    /// -1 for none.
+    pub producer_id: i64,
+    /// -1 for none.
+    pub producer_epoch: i16,
+    /// -1 for none.
+    pub base_sequence: i32,
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        BatchSpec {
+            base_offset: 0,
+            timestamp_ms: 0,
+            attributes: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+}
+
+/// Builds an uncompressed batch of `(key, value)` records without headers, every record at
+/// `spec.timestamp_ms`. Used for transaction markers and by tests, benchmarks and fuzz seeds.
+#[allow(clippy::indexing_slicing)] // the batch is built here, longer than its header
+pub fn build_batch(spec: &BatchSpec, records: &[KeyValue<'_>]) -> Vec<u8> {
+    debug_assert!(!records.is_empty(), "a batch holds at least one record");
+    let mut body_all = Vec::new();
+    for (index, (key, value)) in records.iter().enumerate() {
         let mut body = Vec::new();
         body.push(0u8); // record attributes
         put_varint(&mut body, 0); // timestamp delta
         put_varint(&mut body, index as i64); // offset delta
-        put_varint(&mut body, -1); // null key
-        put_varint(&mut body, value.len() as i64);
-        body.extend_from_slice(value);
+        put_bytes(&mut body, *key);
+        put_bytes(&mut body, *value);
         put_varint(&mut body, 0); // no headers
-        put_varint(&mut records, body.len() as i64);
-        records.extend_from_slice(&body);
+        put_varint(&mut body_all, body.len() as i64);
+        body_all.extend_from_slice(&body);
     }
-    let count = values.len() as i32;
-    let mut batch = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
-    batch.extend_from_slice(&base_offset.to_be_bytes());
-    batch.extend_from_slice(&((BATCH_HEADER_BYTES - 12 + records.len()) as i32).to_be_bytes());
+    let count = records.len() as i32;
+    let mut batch = Vec::with_capacity(BATCH_HEADER_BYTES + body_all.len());
+    batch.extend_from_slice(&spec.base_offset.to_be_bytes());
+    batch.extend_from_slice(&((BATCH_HEADER_BYTES - 12 + body_all.len()) as i32).to_be_bytes());
     batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
     batch.push(2); // magic
     batch.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-    batch.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    batch.extend_from_slice(&spec.attributes.to_be_bytes());
     batch.extend_from_slice(&(count - 1).to_be_bytes());
-    batch.extend_from_slice(&timestamp_ms.to_be_bytes());
-    batch.extend_from_slice(&timestamp_ms.to_be_bytes());
-    batch.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    batch.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    batch.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    batch.extend_from_slice(&spec.timestamp_ms.to_be_bytes());
+    batch.extend_from_slice(&spec.timestamp_ms.to_be_bytes());
+    batch.extend_from_slice(&spec.producer_id.to_be_bytes());
+    batch.extend_from_slice(&spec.producer_epoch.to_be_bytes());
+    batch.extend_from_slice(&spec.base_sequence.to_be_bytes());
     batch.extend_from_slice(&count.to_be_bytes());
-    batch.extend_from_slice(&records);
+    batch.extend_from_slice(&body_all);
     let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     batch
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(out, -1),
+        Some(bytes) => {
+            put_varint(out, bytes.len() as i64);
+            out.extend_from_slice(bytes);
+        }
+    }
 }
 
 /// Returns `(offset, timestamp)` of the first record in `batch` whose timestamp is at least

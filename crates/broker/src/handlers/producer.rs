@@ -1,8 +1,8 @@
 //! InitProducerId: producer ids for idempotent producers.
 //!
-//! Ids come from the store in blocks, so they are unique across restarts. Sequence numbers
-//! are stored with the batches as sent but not yet checked for duplicates; deduplication and
-//! transactions arrive with the transaction coordinator.
+//! Ids come from the store in blocks, so they are unique across restarts. Each partition's
+//! log checks the sequence numbers of every batch and drops retries (see
+//! `sluice_log::ProducerStates`); transactions arrive with the transaction coordinator.
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
@@ -12,6 +12,13 @@ pub(crate) fn init_producer_id(
     state: &State,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
+    // Kafka refuses an empty transactional id; null means an idempotent producer.
+    if request.transactional_id.as_ref().is_some_and(|id| id.is_empty()) {
+        return InitProducerIdResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     if request.transactional_id.is_some() {
         tracing::warn!("a transactional producer was refused: transactions are not supported yet");
         return InitProducerIdResponse::default()

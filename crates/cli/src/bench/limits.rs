@@ -114,6 +114,9 @@ pub const ADMIN_TIMEOUT_SECS: u64 = 30;
 /// Acceptance target: durable produce at least this multiple of naive fsync-per-MiB bandwidth.
 pub const TARGET_PRODUCE_RATIO_MIN: f64 = 1.0;
 
+/// Idempotent produce must be within 10% of plain produce (the Kafka-parity issue).
+pub const TARGET_IDEMPOTENT_RATIO_MIN: f64 = 0.9;
+
 /// Acceptance target: p99 produce latency at half load at most this multiple of one fsync.
 pub const TARGET_LATENCY_RATIO_MAX: f64 = 2.0;
 

@@ -1,8 +1,8 @@
 //! `sluice bench broker`: a real broker process under load from rdkafka clients.
 //!
 //! In order: start the broker and read its idle RSS; create one topic of
-//! `TOPIC_PARTITIONS` partitions; produce `--bytes` from one producer, then `--bytes` from
-//! `PARALLEL_PRODUCERS` producers in parallel; produce at `LATENCY_LOAD_FRACTION` of the
+//! `TOPIC_PARTITIONS` partitions; produce `--bytes` from one producer, then from one
+//! idempotent producer, then from `PARALLEL_PRODUCERS` producers in parallel; produce at `LATENCY_LOAD_FRACTION` of the
 //! single producer's rate for `LATENCY_RUN_SECS`, then the same with `linger.ms=0` (not a
 //! target: it shows how much of that latency is the client's linger); read the broker's
 //! RSS; consume every record from the beginning with Kafka's default fetch sizes; read the
@@ -61,6 +61,8 @@ pub struct BrokerResult {
 pub struct ProduceRuns {
     /// One producer, closed loop.
     pub single: ProduceRun,
+    /// One idempotent producer (`enable.idempotence=true`), closed loop.
+    pub single_idempotent: ProduceRun,
     /// `PARALLEL_PRODUCERS` producers, closed loop.
     pub parallel: ProduceRun,
     /// One producer at half the single producer's rate.
@@ -72,18 +74,16 @@ pub struct ProduceRuns {
 impl ProduceRuns {
     /// Records acknowledged over all runs.
     pub fn records(&self) -> u64 {
-        [&self.single, &self.parallel, &self.paced, &self.paced_no_linger]
-            .iter()
-            .map(|run| run.records)
-            .sum()
+        self.all().iter().map(|run| run.records).sum()
     }
 
     /// Payload bytes acknowledged over all runs.
     pub fn bytes(&self) -> u64 {
-        [&self.single, &self.parallel, &self.paced, &self.paced_no_linger]
-            .iter()
-            .map(|run| run.bytes)
-            .sum()
+        self.all().iter().map(|run| run.bytes).sum()
+    }
+
+    fn all(&self) -> [&ProduceRun; 5] {
+        [&self.single, &self.single_idempotent, &self.parallel, &self.paced, &self.paced_no_linger]
     }
 }
 
@@ -104,6 +104,7 @@ pub fn run(
         record_bytes,
         linger_ms: PRODUCER_LINGER_MS,
         broker_pid: broker.pid(),
+        idempotent: false,
     };
     let produce = produce_all(&plan, bytes / record_bytes as u64, progress)?;
     let rss_after_produce_bytes = broker.rss_bytes()?;
@@ -128,6 +129,9 @@ pub fn run(
 /// `LATENCY_RUN_SECS` (at most `records` records).
 fn produce_all(plan: &Plan<'_>, records: u64, progress: &Progress) -> Result<ProduceRuns> {
     let single = produce_run(plan, progress, "produce: 1 producer", 1, records, None)?;
+    let idempotent = Plan { idempotent: true, ..*plan };
+    let label = "produce: 1 idempotent producer";
+    let single_idempotent = produce_run(&idempotent, progress, label, 1, records, None)?;
     let label = "produce: 8 producers";
     let parallel = produce_run(plan, progress, label, PARALLEL_PRODUCERS, records, None)?;
     let rate = single.records_per_s * LATENCY_LOAD_FRACTION;
@@ -137,7 +141,7 @@ fn produce_all(plan: &Plan<'_>, records: u64, progress: &Progress) -> Result<Pro
     let no_linger = Plan { linger_ms: 0, ..*plan };
     let label = "produce: 1 producer, half load, linger.ms=0";
     let paced_no_linger = produce_run(&no_linger, progress, label, 1, paced_records, Some(rate))?;
-    Ok(ProduceRuns { single, parallel, paced, paced_no_linger })
+    Ok(ProduceRuns { single, single_idempotent, parallel, paced, paced_no_linger })
 }
 
 /// One produce run with its own progress bar.

@@ -42,6 +42,9 @@ pub struct Plan<'a> {
     pub linger_ms: u64,
     /// The broker's process id, to measure its CPU use.
     pub broker_pid: u32,
+    /// librdkafka's `enable.idempotence`: producer ids and sequence numbers, checked by the
+    /// broker for every batch.
+    pub idempotent: bool,
 }
 
 /// Result of one produce run.
@@ -136,15 +139,15 @@ pub fn run(
     })
 }
 
-/// A producer configured as the benchmark brief fixes it: acks=all, no idempotence, no
-/// compression, the plan's linger.ms.
+/// A producer configured as the benchmark brief fixes it: acks=all, no compression, the
+/// plan's linger.ms and idempotence.
 fn create(plan: &Plan<'_>, bar: &ProgressBar) -> Result<ThreadedProducer<Tracker>> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", plan.bootstrap)
         .set("client.id", "sluice-bench")
         .set("acks", "all")
-        .set("enable.idempotence", "false")
+        .set("enable.idempotence", plan.idempotent.to_string())
         .set("compression.type", "none")
         .set("linger.ms", plan.linger_ms.to_string())
         .set("batch.size", PRODUCER_BATCH_BYTES.to_string())

@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::consume::ConsumeRun;
 use super::disk::DiskResult;
 use super::limits::{
-    MIB, TARGET_CONSUME_RATIO_MIN, TARGET_LATENCY_RATIO_MAX, TARGET_PRODUCE_RATIO_MIN,
-    TARGET_RSS_IDLE_BYTES_MAX, TARGET_RSS_LOADED_BYTES_MAX,
+    MIB, TARGET_CONSUME_RATIO_MIN, TARGET_IDEMPOTENT_RATIO_MIN, TARGET_LATENCY_RATIO_MAX,
+    TARGET_PRODUCE_RATIO_MIN, TARGET_RSS_IDLE_BYTES_MAX, TARGET_RSS_LOADED_BYTES_MAX,
 };
 use super::load::BrokerResult;
 use super::loopback::LoopbackResult;
@@ -59,6 +59,7 @@ pub fn targets(disk: &DiskResult, loopback: &LoopbackResult, broker: &BrokerResu
     let runs = &broker.produce;
     let mut targets = vec![
         produce_target(disk, "1 producer", &runs.single),
+        idempotent_target(&runs.single, &runs.single_idempotent),
         produce_target(disk, "8 producers", &runs.parallel),
         latency_target(disk, &runs.paced),
         consume_target(loopback, &broker.consume),
@@ -99,6 +100,18 @@ fn produce_target(disk: &DiskResult, name: &str, run: &ProduceRun) -> Target {
         ratio,
         target: format!(">= {TARGET_PRODUCE_RATIO_MIN:.1}x"),
         met: ratio >= TARGET_PRODUCE_RATIO_MIN,
+    }
+}
+
+fn idempotent_target(plain: &ProduceRun, idempotent: &ProduceRun) -> Target {
+    let ratio = idempotent.mib_per_s / plain.mib_per_s;
+    Target {
+        measure: "idempotent produce, 1 producer, acks=all".into(),
+        result: format!("{:.1} MiB/s", idempotent.mib_per_s),
+        limit: format!("{:.1} MiB/s plain produce, 1 producer", plain.mib_per_s),
+        ratio,
+        target: format!(">= {TARGET_IDEMPOTENT_RATIO_MIN:.1}x"),
+        met: ratio >= TARGET_IDEMPOTENT_RATIO_MIN,
     }
 }
 
@@ -212,6 +225,7 @@ fn broker_section(out: &mut String, broker: &BrokerResult, record_bytes: usize) 
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     let produce_runs = [
         ("produce, 1 producer", &runs.single),
+        ("produce, 1 idempotent producer", &runs.single_idempotent),
         ("produce, 8 producers", &runs.parallel),
         ("produce, 1 producer at half load", &runs.paced),
         ("produce, 1 producer at half load, linger.ms=0", &runs.paced_no_linger),

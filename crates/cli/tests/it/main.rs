@@ -10,6 +10,7 @@
 mod bad_input;
 mod crash;
 mod groups;
+mod idempotence;
 mod pipelining;
 mod produce_consume;
 mod raw_requests;

@@ -5,6 +5,8 @@ use proptest::prelude::*;
 use sluice_log::{LogConfig, Partition, PartitionLog};
 use sluice_wire::batch;
 
+mod producer_state;
+
 fn small_segments() -> LogConfig {
     LogConfig { segment_bytes: 4096, index_interval_bytes: 256, ..LogConfig::default() }
 }
