@@ -11,6 +11,7 @@ use crate::groups::{GroupSettings, Groups, TICK_MS};
 use crate::state::State;
 use crate::store::Store;
 use crate::topics::Topics;
+use crate::transactions::{Transactions, TxnSettings};
 use crate::{server, BrokerConfig, Error, Result};
 
 /// A running broker.
@@ -50,6 +51,13 @@ impl Broker {
             session_timeout_min_ms: settings.group_min_session_timeout_ms,
             session_timeout_max_ms: settings.group_max_session_timeout_ms,
         });
+        let transactions = Transactions::load(
+            &store,
+            TxnSettings {
+                max_timeout_ms: settings.transaction_max_timeout_ms,
+                id_expiration_ms: settings.transactional_id_expiration_ms,
+            },
+        )?;
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let state = Arc::new(State {
             settings,
@@ -58,6 +66,7 @@ impl Broker {
             groups,
             cluster_id,
             producer_ids: Default::default(),
+            transactions,
             advertised_host,
             advertised_port,
             appended: tokio::sync::Notify::new(),
@@ -68,6 +77,7 @@ impl Broker {
             tokio::spawn(ticker(Arc::clone(&state))),
             tokio::spawn(retention(Arc::clone(&state))),
             tokio::spawn(flusher(Arc::clone(&state))),
+            tokio::spawn(transaction_upkeep(Arc::clone(&state))),
         ];
         tracing::info!(listen = %local_addr, data_dir = %state.settings.data_dir.display(), cluster_id = %state.cluster_id, "broker started");
         Ok(Broker { state, local_addr, tasks })
@@ -168,6 +178,28 @@ async fn ticker(state: Arc<State>) {
     let groups_state = Arc::clone(&state);
     until_shutdown(&state, Duration::from_millis(TICK_MS), move || groups_state.groups.tick())
         .await;
+}
+
+/// Completes transactions left half-done (at once, so a restart finishes what a crash cut
+/// short) and aborts timed-out ones, every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+async fn transaction_upkeep(state: Arc<State>) {
+    let period = Duration::from_millis(state.settings.transaction_cleanup_interval_ms);
+    let mut shutdown = state.shutdown.subscribe();
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = interval.tick() => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if stopping {
+            return;
+        }
+        let state = Arc::clone(&state);
+        // Marker writes sync the log: keep them off the async workers.
+        let _ = tokio::task::spawn_blocking(move || state.transactions.tick(&state)).await;
+    }
 }
 
 /// Applies retention every `log.retention.check.interval.ms`.

@@ -66,6 +66,12 @@ pub struct Settings {
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`.
     pub group_max_session_timeout_ms: i32,
+    /// `transaction.max.timeout.ms`.
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub transaction_cleanup_interval_ms: u64,
     /// Every property as written, for DescribeConfigs on the broker.
     pub properties: BTreeMap<String, String>,
 }
@@ -103,6 +109,9 @@ pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
     ("group.max.session.timeout.ms", "1800000"),
     ("offsets.retention.minutes", "10080"),
     ("producer.id.expiration.ms", "86400000"),
+    ("transaction.max.timeout.ms", "900000"),
+    ("transactional.id.expiration.ms", "604800000"),
+    ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "10000"),
 ];
 
 impl BrokerConfig {
@@ -217,6 +226,15 @@ impl BrokerConfig {
             group_min_session_timeout_ms: self.parse("group.min.session.timeout.ms", 6000i32)?,
             group_max_session_timeout_ms: self
                 .parse("group.max.session.timeout.ms", 1_800_000i32)?,
+            transaction_max_timeout_ms: self
+                .parse("transaction.max.timeout.ms", 900_000i32)?
+                .max(1),
+            transactional_id_expiration_ms: self
+                .parse("transactional.id.expiration.ms", 604_800_000i64)?
+                .max(1),
+            transaction_cleanup_interval_ms: self
+                .parse("transaction.abort.timed.out.transaction.cleanup.interval.ms", 10_000u64)?
+                .max(10),
             properties: self.properties.clone(),
         })
     }

@@ -431,6 +431,40 @@ impl Groups {
         0
     }
 
+    /// Checks a TxnOffsetCommit's member fields (KIP-447) as Kafka does: a static member whose
+    /// instance id now belongs to another member id is fenced; a member id, when given,
+    /// must be in the group; a generation, when given (>= 0), must be current. A rebalance in
+    /// progress does not refuse it.
+    pub fn check_txn_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> i16 {
+        let groups = self.lock();
+        let Some(group) = groups.get(group_id) else {
+            return if generation < 0 { 0 } else { code(ResponseError::IllegalGeneration) };
+        };
+        if let Some(instance) = instance_id {
+            let owner = group
+                .members
+                .iter()
+                .find(|(_, m)| m.instance_id.as_deref() == Some(instance))
+                .map(|(id, _)| id.as_str());
+            if owner.is_some_and(|owner| owner != member_id) {
+                return code(ResponseError::FencedInstanceId);
+            }
+        }
+        if !member_id.is_empty() && !group.members.contains_key(member_id) {
+            return code(ResponseError::UnknownMemberId);
+        }
+        if generation >= 0 && generation != group.generation {
+            return code(ResponseError::IllegalGeneration);
+        }
+        0
+    }
+
     /// A view of one group, if it has ever had members here.
     pub fn describe(&self, group_id: &str) -> Option<GroupView> {
         let groups = self.lock();

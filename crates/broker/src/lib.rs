@@ -18,6 +18,7 @@ mod state;
 mod store;
 mod topic_config;
 mod topics;
+mod transactions;
 
 pub use api::Broker;
 pub use config::{BrokerConfig, Settings, BROKER_PROPERTIES};

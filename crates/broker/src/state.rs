@@ -13,6 +13,7 @@ pub(crate) struct State {
     pub groups: Groups,
     pub cluster_id: String,
     pub producer_ids: crate::handlers::ProducerIds,
+    pub transactions: crate::transactions::Transactions,
     /// The host and port clients are told to use.
     pub advertised_host: String,
     pub advertised_port: i32,

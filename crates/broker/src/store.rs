@@ -16,6 +16,7 @@ use crate::{Error, Result};
 const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("offsets");
 const CLUSTER: TableDefinition<&str, &str> = TableDefinition::new("cluster");
+const TRANSACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("transactions");
 
 /// A topic as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,73 @@ pub struct OffsetRecord {
     pub metadata: Option<String>,
     /// When it was committed, epoch milliseconds.
     pub commit_timestamp_ms: i64,
+}
+
+/// The states of a transaction, as Kafka's DescribeTransactions names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnState {
+    /// No transaction open.
+    Empty,
+    /// Partitions or offsets were added; records may be in the log.
+    Ongoing,
+    /// EndTxn(commit) is writing markers.
+    PrepareCommit,
+    /// EndTxn(abort) or a timeout is writing markers.
+    PrepareAbort,
+    /// The last transaction committed.
+    CompleteCommit,
+    /// The last transaction aborted.
+    CompleteAbort,
+}
+
+impl TxnState {
+    /// Kafka's name for the state.
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+}
+
+/// An offset committed inside a transaction, visible once the transaction commits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOffset {
+    /// The consumer group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// What to commit.
+    pub record: OffsetRecord,
+}
+
+/// A transactional id's coordinator state as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRecord {
+    /// The producer id bound to the transactional id.
+    pub producer_id: i64,
+    /// Its current epoch.
+    pub producer_epoch: i16,
+    /// `transaction.timeout.ms` the producer asked for.
+    pub timeout_ms: i32,
+    /// Where the transaction is.
+    pub state: TxnState,
+    /// Partitions added to the open transaction.
+    pub partitions: std::collections::BTreeSet<(String, i32)>,
+    /// Groups added with AddOffsetsToTxn.
+    pub groups: std::collections::BTreeSet<String>,
+    /// Offsets committed with TxnOffsetCommit, applied when the transaction commits.
+    pub pending_offsets: Vec<PendingOffset>,
+    /// When the open transaction started (its first AddPartitions/AddOffsets), epoch ms.
+    pub started_ms: i64,
+    /// The last state change, epoch ms.
+    pub updated_ms: i64,
 }
 
 /// The store.
@@ -65,6 +133,7 @@ impl Store {
             tx.open_table(TOPICS).map_err(|e| e.to_string())?;
             tx.open_table(OFFSETS).map_err(|e| e.to_string())?;
             tx.open_table(CLUSTER).map_err(|e| e.to_string())?;
+            tx.open_table(TRANSACTIONS).map_err(|e| e.to_string())?;
             Ok(())
         })?;
         Ok(store)
@@ -168,6 +237,58 @@ impl Store {
             })
             .collect::<Result<_>>()?;
         self.write(|tx| {
+            let mut table = tx.open_table(OFFSETS).map_err(|e| e.to_string())?;
+            for (key, bytes) in &encoded {
+                table.insert(key.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every transactional id's coordinator state.
+    pub fn transactions(&self) -> Result<BTreeMap<String, TxnRecord>> {
+        let tx = self.db.begin_read().map_err(|e| Error::Store(e.to_string()))?;
+        let table = tx.open_table(TRANSACTIONS).map_err(|e| Error::Store(e.to_string()))?;
+        let mut found = BTreeMap::new();
+        for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
+            let (id, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
+            let record: TxnRecord = serde_json::from_slice(value.value())
+                .map_err(|e| Error::Store(format!("transaction {}: {e}", id.value())))?;
+            found.insert(id.value().to_string(), record);
+        }
+        Ok(found)
+    }
+
+    /// Writes a transactional id's state and, in the same store transaction, commits
+    /// `offsets` (a committed transaction's offsets become visible with its completion).
+    /// `None` removes the transactional id.
+    pub fn put_transaction(
+        &self,
+        transactional_id: &str,
+        record: Option<&TxnRecord>,
+        offsets: &[PendingOffset],
+    ) -> Result<()> {
+        let bytes = record
+            .map(|r| serde_json::to_vec(r).map_err(|e| Error::Store(e.to_string())))
+            .transpose()?;
+        let encoded: Vec<(String, Vec<u8>)> = offsets
+            .iter()
+            .map(|p| {
+                let bytes =
+                    serde_json::to_vec(&p.record).map_err(|e| Error::Store(e.to_string()))?;
+                Ok((offset_key(&p.group, &p.topic, p.partition), bytes))
+            })
+            .collect::<Result<_>>()?;
+        self.write(|tx| {
+            let mut table = tx.open_table(TRANSACTIONS).map_err(|e| e.to_string())?;
+            match &bytes {
+                Some(bytes) => {
+                    table.insert(transactional_id, bytes.as_slice()).map_err(|e| e.to_string())?;
+                }
+                None => {
+                    table.remove(transactional_id).map_err(|e| e.to_string())?;
+                }
+            }
             let mut table = tx.open_table(OFFSETS).map_err(|e| e.to_string())?;
             for (key, bytes) in &encoded {
                 table.insert(key.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;

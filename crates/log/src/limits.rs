@@ -37,3 +37,7 @@ pub const PRODUCER_BATCHES_CACHED: usize = 5;
 /// Producer ids with state in one partition, so a flood of short-lived producers cannot
 /// grow memory without bound; idle ones leave after `producer.id.expiration.ms`.
 pub const PRODUCERS_PER_PARTITION_MAX: usize = 1_000_000;
+
+/// The largest producer state snapshot read on open: a bigger file is skipped and the log
+/// replayed instead, so a corrupt size cannot make the broker allocate without bound.
+pub const SNAPSHOT_BYTES_MAX: u64 = 256 << 20;

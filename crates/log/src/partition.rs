@@ -8,14 +8,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sluice_wire::batch::{self, BatchHeader};
+use sluice_wire::batch::{self, BatchHeader, ControlType};
 use sluice_wire::limits::BATCH_HEADER_BYTES;
 
 use crate::error::io;
 use crate::limits::{
-    PRODUCERS_PER_PARTITION_MAX, PRODUCER_BATCHES_CACHED, RECORDS_PER_BATCH_MAX,
-    SEGMENTS_PER_PARTITION_MAX, SEGMENT_OFFSETS_MAX,
+    RECORDS_PER_BATCH_MAX, SEGMENTS_PER_PARTITION_MAX, SEGMENT_OFFSETS_MAX, SNAPSHOT_BYTES_MAX,
 };
+use crate::producer_state::AbortedTxn;
 use crate::producer_state::{list_snapshots, SNAPSHOT_EXTENSION};
 use crate::segment::{stem, Segment};
 use crate::{Check, Error, LogConfig, ProducerStates, Result, TimestampType};
@@ -208,8 +208,12 @@ impl PartitionLog {
     /// space.
     pub fn append(&mut self, bytes: &[u8], now_ms: i64) -> Result<AppendInfo> {
         self.check_healthy()?;
-        let mut headers = batch::validate_all(bytes, self.config.max_message_bytes)?;
-        let incoming_offsets = count_offsets(&headers)?;
+        let headers = batch::validate_all(bytes, self.config.max_message_bytes)?;
+        if headers.iter().any(BatchHeader::is_control) {
+            return Err(Error::InvalidRecord {
+                reason: "clients may not write control batches (transaction markers)".into(),
+            });
+        }
         if let Check::Duplicate(original) = self.producers.check_all(&headers)? {
             return Ok(AppendInfo {
                 base_offset: original.first_offset,
@@ -219,6 +223,55 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
+        let (info, headers) = self.write_batches(bytes, headers, now_ms)?;
+        for header in &headers {
+            self.producers.record(header, now_ms);
+        }
+        Ok(info)
+    }
+
+    /// Writes a transaction marker for `producer_id` (from the transaction coordinator) and
+    /// closes the producer's open transaction in this partition (no sync).
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        control: ControlType,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        self.check_healthy()?;
+        self.producers.check_marker(producer_id, producer_epoch)?;
+        let marker =
+            batch::build_marker(producer_id, producer_epoch, control, coordinator_epoch, now_ms);
+        let headers = batch::validate_all(&marker, u32::MAX)?;
+        let (info, headers) = self.write_batches(&marker, headers, now_ms)?;
+        for header in &headers {
+            self.producers.record_marker(header, control, now_ms);
+        }
+        Ok(info)
+    }
+
+    /// The last stable offset: `read_committed` consumers read below it. It is the first
+    /// offset of the oldest open transaction, or `high_watermark` when none is open.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.producers.first_unstable_offset().map_or(high_watermark, |f| f.min(high_watermark))
+    }
+
+    /// The aborted transactions a `read_committed` fetch of `[from, upper)` must skip.
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        self.producers.aborted_between(from, upper)
+    }
+
+    /// Assigns offsets to validated batches and writes them (no sync); returns what was
+    /// written and the headers with their offsets.
+    fn write_batches(
+        &mut self,
+        bytes: &[u8],
+        mut headers: Vec<BatchHeader>,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Vec<BatchHeader>)> {
+        let incoming_offsets = count_offsets(&headers)?;
         self.maybe_roll(bytes.len() as u64, incoming_offsets, now_ms)?;
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         let base_offset = self.log_end_offset();
@@ -250,16 +303,14 @@ impl PartitionLog {
         );
         self.active_mut().append(&parts, bytes.len(), &headers)?;
         debug_assert!(self.log_end_offset() == next, "end {} != {}", self.log_end_offset(), next);
-        for header in &headers {
-            self.producers.record(header, now_ms);
-        }
-        Ok(AppendInfo {
+        let info = AppendInfo {
             base_offset,
             last_offset: next - 1,
             log_append_time_ms: if log_append { now_ms } else { -1 },
             log_start_offset: self.log_start_offset,
             duplicate: false,
-        })
+        };
+        Ok((info, headers))
     }
 
     fn maybe_roll(
@@ -452,6 +503,7 @@ impl PartitionLog {
         if first_base > self.log_start_offset {
             self.log_start_offset = first_base;
         }
+        self.producers.prune_aborted(self.log_start_offset);
         let expired = self.producers.expire(now_ms, self.config.producer_id_expiration_ms);
         if expired > 0 {
             tracing::debug!(dir = %self.dir.display(), expired, "producer ids expired");
@@ -548,8 +600,6 @@ fn load_producer_states(
     log_end: i64,
     now_ms: i64,
 ) -> Result<ProducerStates> {
-    const SNAPSHOT_BYTES_MAX: u64 =
-        (PRODUCERS_PER_PARTITION_MAX * (19 + PRODUCER_BATCHES_CACHED * 24) + 14) as u64;
     let mut states = ProducerStates::default();
     let mut from = segments.first().map_or(0, |s| s.base_offset);
     for (offset, path) in list_snapshots(dir)?.into_iter().rev() {
@@ -578,8 +628,15 @@ fn load_producer_states(
         }
     }
     for segment in segments.iter().filter(|s| s.next_offset > from) {
-        segment.for_each_batch(|_, header| {
-            if header.base_offset >= from {
+        segment.for_each_batch(|_, header, bytes| {
+            if header.base_offset < from {
+                return Ok(());
+            }
+            if header.is_control() {
+                // A marker the log kept is one the broker wrote; an unreadable one is corrupt.
+                let control = batch::control_type(bytes)?;
+                states.record_marker(header, control, now_ms);
+            } else {
                 states.record(header, now_ms);
             }
             Ok(())

@@ -10,14 +10,20 @@
 //! - A producer id without state takes any sequence (KIP-360: its state may have expired or
 //!   been removed with the log).
 //!
+//! Transactions: a transactional batch opens its producer's transaction in this partition
+//! (the first such offset is kept) until a marker closes it. The smallest open first offset
+//! is the first unstable offset, which caps the last stable offset (LSO) that
+//! `read_committed` consumers read up to. An abort marker adds `(producer, first offset,
+//! marker offset)` to the aborted list that Fetch returns to `read_committed` consumers.
+//!
 //! Durability: the state is a function of the log. [`crate::PartitionLog`] writes it to a
 //! snapshot file when it rolls a segment and when it shuts down, and on open loads the newest
 //! snapshot at or below the log end and replays the batches after it. The snapshot format is
 //! in `docs/design/log.md`.
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 
-use sluice_wire::batch::BatchHeader;
+use sluice_wire::batch::{BatchHeader, ControlType};
 
 use crate::limits::{PRODUCERS_PER_PARTITION_MAX, PRODUCER_BATCHES_CACHED};
 use crate::{Error, Result};
@@ -47,6 +53,19 @@ struct ProducerEntry {
     /// OUT_OF_ORDER_SEQUENCE_NUMBER; the broker's clock keeps idle producers for the whole
     /// expiration.
     last_append_ms: i64,
+    /// The first offset of the producer's open transaction in this partition.
+    txn_first_offset: Option<i64>,
+}
+
+/// A transaction that aborted, as Fetch reports it to `read_committed` consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The producer.
+    pub producer_id: i64,
+    /// Its first offset in this partition.
+    pub first_offset: i64,
+    /// The offset of the abort marker.
+    pub last_offset: i64,
 }
 
 /// The outcome of checking a batch against the producer state.
@@ -62,6 +81,10 @@ pub enum Check {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     entries: HashMap<i64, ProducerEntry>,
+    /// `(first offset, producer id)` of every open transaction.
+    ongoing: BTreeSet<(i64, i64)>,
+    /// Aborted transactions by marker offset, ascending.
+    aborted: Vec<AbortedTxn>,
 }
 
 /// Whether `next` follows `last` (sequences wrap from `i32::MAX` to 0).
@@ -150,13 +173,82 @@ impl ProducerStates {
         let entry =
             self.entries.entry(header.producer_id).or_insert_with(|| new_entry(header, append_ms));
         record_entry(entry, header, append_ms);
+        if header.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(header.base_offset);
+            self.ongoing.insert((header.base_offset, header.producer_id));
+        }
+    }
+
+    /// Checks a transaction marker from the coordinator: its epoch may not be older than
+    /// the producer's.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<()> {
+        match self.entries.get(&producer_id) {
+            Some(entry) if epoch < entry.epoch => {
+                Err(Error::InvalidProducerEpoch { producer_id, epoch, current_epoch: entry.epoch })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a transaction marker now in the log at `offset`: it closes the producer's
+    /// open transaction here, if any, and an abort lists it as aborted.
+    pub fn record_marker(&mut self, header: &BatchHeader, control: ControlType, append_ms: i64) {
+        let offset = header.base_offset;
+        let entry =
+            self.entries.entry(header.producer_id).or_insert_with(|| new_entry(header, append_ms));
+        if header.producer_epoch > entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_append_ms = entry.last_append_ms.max(append_ms);
+        if let Some(first_offset) = entry.txn_first_offset.take() {
+            self.ongoing.remove(&(first_offset, header.producer_id));
+            if control == ControlType::Abort {
+                debug_assert!(
+                    self.aborted.last().is_none_or(|a| a.last_offset < offset),
+                    "markers arrive in offset order"
+                );
+                self.aborted.push(AbortedTxn {
+                    producer_id: header.producer_id,
+                    first_offset,
+                    last_offset: offset,
+                });
+            }
+        }
+    }
+
+    /// The first offset of the oldest open transaction: the LSO may not pass it.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.first().map(|(offset, _)| *offset)
+    }
+
+    /// The aborted transactions a `read_committed` fetch of `[from, upper)` must skip: those
+    /// whose marker is at or after `from` and that began before `upper`.
+    pub fn aborted_between(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a.first_offset < upper)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly below `log_start` (their records are deleted).
+    pub fn prune_aborted(&mut self, log_start: i64) {
+        let below = self.aborted.partition_point(|a| a.last_offset < log_start);
+        self.aborted.drain(..below);
     }
 
     /// Drops producers whose last batch is `expiration_ms` or more older than `now_ms`
     /// (`producer.id.expiration.ms`). Returns how many.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|_, entry| now_ms.saturating_sub(entry.last_append_ms) < expiration_ms);
+        self.entries.retain(|_, entry| {
+            entry.txn_first_offset.is_some()
+                || now_ms.saturating_sub(entry.last_append_ms) < expiration_ms
+        });
         before - self.entries.len()
     }
 
@@ -174,6 +266,7 @@ fn new_entry(header: &BatchHeader, append_ms: i64) -> ProducerEntry {
         epoch: header.producer_epoch,
         batches: VecDeque::with_capacity(PRODUCER_BATCHES_CACHED),
         last_append_ms: append_ms,
+        txn_first_offset: None,
     }
 }
 
@@ -248,8 +341,10 @@ const SNAPSHOT_MAGIC: [u8; 4] = *b"SLPS";
 const SNAPSHOT_VERSION: i16 = 1;
 /// Bytes before the entries: magic, version, CRC32C, entry count.
 const SNAPSHOT_HEADER_BYTES: usize = 4 + 2 + 4 + 4;
-/// Bytes of one entry before its batches: id, epoch, timestamp, batch count.
-const ENTRY_BYTES: usize = 8 + 2 + 8 + 1;
+/// Bytes of one entry before its batches: id, epoch, timestamp, open transaction, count.
+const ENTRY_BYTES: usize = 8 + 2 + 8 + 8 + 1;
+/// Bytes of one aborted transaction.
+const ABORTED_BYTES: usize = 8 + 8 + 8;
 /// Bytes of one cached batch.
 const BATCH_BYTES: usize = 4 + 4 + 8 + 8;
 
@@ -265,6 +360,7 @@ impl ProducerStates {
             body.extend_from_slice(&id.to_be_bytes());
             body.extend_from_slice(&entry.epoch.to_be_bytes());
             body.extend_from_slice(&entry.last_append_ms.to_be_bytes());
+            body.extend_from_slice(&entry.txn_first_offset.unwrap_or(-1).to_be_bytes());
             body.push(entry.batches.len() as u8);
             for batch in &entry.batches {
                 body.extend_from_slice(&batch.first_sequence.to_be_bytes());
@@ -272,6 +368,12 @@ impl ProducerStates {
                 body.extend_from_slice(&batch.first_offset.to_be_bytes());
                 body.extend_from_slice(&batch.last_offset.to_be_bytes());
             }
+        }
+        body.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for aborted in &self.aborted {
+            body.extend_from_slice(&aborted.producer_id.to_be_bytes());
+            body.extend_from_slice(&aborted.first_offset.to_be_bytes());
+            body.extend_from_slice(&aborted.last_offset.to_be_bytes());
         }
         let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + body.len());
         out.extend_from_slice(&SNAPSHOT_MAGIC);
@@ -301,10 +403,15 @@ impl ProducerStates {
             return Err(format!("{count} producers, over {PRODUCERS_PER_PARTITION_MAX}"));
         }
         let mut entries = HashMap::with_capacity(count);
+        let mut ongoing = BTreeSet::new();
         for _ in 0..count {
             let id = reader.i64()?;
             let epoch = reader.i16()?;
             let last_append_ms = reader.i64()?;
+            let txn_first_offset = Some(reader.i64()?).filter(|offset| *offset >= 0);
+            if let Some(first) = txn_first_offset {
+                ongoing.insert((first, id));
+            }
             let batch_count = usize::from(reader.take(1)?.first().copied().unwrap_or(0));
             if batch_count > PRODUCER_BATCHES_CACHED {
                 return Err(format!("producer {id} has {batch_count} batches"));
@@ -318,12 +425,27 @@ impl ProducerStates {
                     last_offset: reader.i64()?,
                 });
             }
-            entries.insert(id, ProducerEntry { epoch, batches, last_append_ms });
+            entries.insert(id, ProducerEntry { epoch, batches, last_append_ms, txn_first_offset });
+        }
+        let aborted_count = reader.i32()? as u32 as usize;
+        if aborted_count > (bytes.len() - reader.at) / ABORTED_BYTES {
+            return Err(format!("{aborted_count} aborted transactions do not fit the file"));
+        }
+        let mut aborted = Vec::with_capacity(aborted_count);
+        for _ in 0..aborted_count {
+            aborted.push(AbortedTxn {
+                producer_id: reader.i64()?,
+                first_offset: reader.i64()?,
+                last_offset: reader.i64()?,
+            });
+        }
+        if !aborted.windows(2).all(|w| matches!(w, [a, b] if a.last_offset < b.last_offset)) {
+            return Err("aborted transactions out of order".into());
         }
         if reader.at != bytes.len() {
             return Err(format!("{} trailing bytes", bytes.len() - reader.at));
         }
-        Ok(ProducerStates { entries })
+        Ok(ProducerStates { entries, ongoing, aborted })
     }
 }
 
@@ -478,6 +600,50 @@ mod tests {
             states.check_all(&[header(7, 0, 1, 1), header(7, 0, 2, 1)]).unwrap(),
             Check::Append
         );
+    }
+
+    fn transactional(producer_id: i64, sequence: i32, count: i32, offset: i64) -> BatchHeader {
+        let mut h = header(producer_id, 0, sequence, count);
+        h.attributes = sluice_wire::batch::ATTR_TRANSACTIONAL;
+        h.base_offset = offset;
+        h
+    }
+
+    fn marker(producer_id: i64, offset: i64) -> BatchHeader {
+        let mut h = header(producer_id, 0, -1, 1);
+        h.attributes = sluice_wire::batch::ATTR_TRANSACTIONAL | sluice_wire::batch::ATTR_CONTROL;
+        h.base_offset = offset;
+        h
+    }
+
+    #[test]
+    fn open_transactions_hold_the_lso_and_aborts_are_listed() {
+        let mut states = ProducerStates::default();
+        states.record(&transactional(1, 0, 5, 10), 0);
+        states.record(&transactional(2, 0, 5, 15), 0);
+        states.record(&transactional(1, 5, 5, 20), 0);
+        assert_eq!(states.first_unstable_offset(), Some(10));
+        states.record_marker(&marker(1, 25), ControlType::Abort, 0);
+        assert_eq!(states.first_unstable_offset(), Some(15));
+        states.record_marker(&marker(2, 26), ControlType::Commit, 0);
+        assert_eq!(states.first_unstable_offset(), None);
+        let aborted = AbortedTxn { producer_id: 1, first_offset: 10, last_offset: 25 };
+        assert_eq!(states.aborted_between(0, 30), vec![aborted]);
+        assert_eq!(states.aborted_between(26, 30), vec![]);
+        assert_eq!(states.aborted_between(0, 10), vec![]);
+        let round_trip = ProducerStates::decode(&states.encode()).unwrap();
+        assert_eq!(round_trip, states);
+        states.prune_aborted(26);
+        assert!(states.aborted_between(0, 30).is_empty());
+    }
+
+    #[test]
+    fn a_producer_in_a_transaction_never_expires() {
+        let mut states = ProducerStates::default();
+        states.record(&transactional(1, 0, 1, 0), 0);
+        assert_eq!(states.expire(i64::MAX / 2, 1), 0);
+        states.record_marker(&marker(1, 1), ControlType::Commit, 0);
+        assert_eq!(states.expire(i64::MAX / 2, 1), 1);
     }
 
     proptest! {

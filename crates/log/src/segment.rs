@@ -126,7 +126,7 @@ impl Segment {
         if u64::from(last.position) >= file_bytes {
             return Ok(false);
         }
-        let end = self.scan(u64::from(last.position), file_bytes, false, |_, _| Ok(()))?;
+        let end = self.scan(u64::from(last.position), file_bytes, false, |_, _, _| Ok(()))?;
         let expected_first = self.base_offset + i64::from(last.relative_offset);
         if end.size_bytes != file_bytes || end.next_offset <= expected_first {
             return Ok(false);
@@ -141,7 +141,7 @@ impl Segment {
     /// batch. With `check_crc`, every batch is fully validated (the active segment).
     fn rebuild(&mut self, file_bytes: u64, check_crc: bool) -> Result<()> {
         let mut found = Vec::new();
-        let end = self.scan(0, file_bytes, check_crc, |position, header| {
+        let end = self.scan(0, file_bytes, check_crc, |position, header, _| {
             found.push((position, *header));
             Ok(())
         })?;
@@ -170,7 +170,7 @@ impl Segment {
         from: u64,
         file_bytes: u64,
         check_crc: bool,
-        mut visit: impl FnMut(u64, &batch::BatchHeader) -> Result<()>,
+        mut visit: impl FnMut(u64, &batch::BatchHeader, &[u8]) -> Result<()>,
     ) -> Result<ScanEnd> {
         let mut position = from;
         let mut expected_offset: Option<i64> =
@@ -198,7 +198,11 @@ impl Segment {
                         next_offset: expected_offset.unwrap_or(self.base_offset),
                     });
                 }
-                visit(position + at as u64, &header)?;
+                visit(
+                    position + at as u64,
+                    &header,
+                    rest.get(..header.total_bytes).unwrap_or(rest),
+                )?;
                 expected_offset = Some(header.next_offset());
                 at += header.total_bytes;
             }
@@ -220,7 +224,7 @@ impl Segment {
                 if expected_offset.is_some_and(|e| e != header.base_offset) {
                     break;
                 }
-                visit(position, &header)?;
+                visit(position, &header, &whole)?;
                 expected_offset = Some(header.next_offset());
                 position += total as u64;
                 continue;
@@ -310,10 +314,10 @@ impl Segment {
         Ok(())
     }
 
-    /// Visits the header of every batch in the segment, in order (the file is read in chunks).
+    /// Visits every batch in the segment with its header, in order (read in chunks).
     pub fn for_each_batch(
         &self,
-        visit: impl FnMut(u64, &batch::BatchHeader) -> Result<()>,
+        visit: impl FnMut(u64, &batch::BatchHeader, &[u8]) -> Result<()>,
     ) -> Result<()> {
         self.scan(0, self.size_bytes, false, visit).map(|_| ())
     }

@@ -83,16 +83,48 @@ impl Partition {
         })
     }
 
-    /// Reads whole batches from `offset`, at most `max_bytes` (an oversized first batch only
-    /// with `oversized_ok`, see [`Located::read`]), below the high watermark. The file I/O runs outside the log lock.
-    pub fn read(&self, offset: i64, max_bytes: usize, oversized_ok: bool) -> Result<Vec<u8>> {
+    /// The last stable offset (`read_committed` consumers read below it) and the high
+    /// watermark, read together.
+    pub fn stable_offsets(&self) -> (i64, i64) {
         let high_watermark = self.high_watermark();
+        let last_stable = self.with_log(|log| log.last_stable_offset(high_watermark));
+        (last_stable, high_watermark)
+    }
+
+    /// Reads whole batches from `offset`, at most `max_bytes` (an oversized first batch only
+    /// with `oversized_ok`, see [`Located::read`]), below the high watermark. The file I/O
+    /// runs outside the log lock.
+    pub fn read(&self, offset: i64, max_bytes: usize, oversized_ok: bool) -> Result<Vec<u8>> {
+        self.read_below(offset, max_bytes, oversized_ok, self.high_watermark())
+    }
+
+    /// Like [`Partition::read`], but below `upper` (the high watermark, or the last stable
+    /// offset for `read_committed`), which must not exceed the high watermark.
+    pub fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        oversized_ok: bool,
+        upper: i64,
+    ) -> Result<Vec<u8>> {
         let located: Option<Located> = self.with_log(|log| log.locate(offset))?;
         match located {
-            Some(located) if offset < high_watermark => {
-                located.read(max_bytes, high_watermark, oversized_ok)
-            }
+            Some(located) if offset < upper => located.read(max_bytes, upper, oversized_ok),
             _ => Ok(Vec::new()),
         }
+    }
+
+    /// Appends a transaction marker (no sync). Blocking.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        control: sluice_wire::batch::ControlType,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        self.with_log(|log| {
+            log.append_marker(producer_id, producer_epoch, control, coordinator_epoch, now_ms)
+        })
     }
 }

@@ -52,26 +52,39 @@ pub struct BrokerProcess {
     addr: SocketAddr,
     /// How many times the broker was started, counting the first start.
     run_count: u32,
+    /// Broker properties passed as `--override KEY=VALUE` on every start.
+    overrides: Vec<String>,
 }
 
 impl BrokerProcess {
     /// Starts `bin broker` with a fresh temporary data folder and waits for its listening line.
     pub fn start(bin: &Path) -> io::Result<BrokerProcess> {
+        Self::start_with_overrides(bin, &[])
+    }
+
+    /// Like [`BrokerProcess::start`], with broker properties (`key`, `value`) passed as
+    /// `--override key=value` on this start and every restart.
+    pub fn start_with_overrides(
+        bin: &Path,
+        overrides: &[(&str, &str)],
+    ) -> io::Result<BrokerProcess> {
         let scratch = scratch_dir()?;
         let data_dir = scratch.path().join("data");
-        Self::start_with_scratch(bin, data_dir, scratch)
+        let overrides = overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Self::start_with_scratch(bin, data_dir, scratch, overrides)
     }
 
     /// Starts `bin broker` on `data_dir` (created if missing) and waits for its listening line.
     /// The folder is not removed on drop; `broker.log` still goes to a temporary folder.
     pub fn start_in(bin: &Path, data_dir: PathBuf) -> io::Result<BrokerProcess> {
-        Self::start_with_scratch(bin, data_dir, scratch_dir()?)
+        Self::start_with_scratch(bin, data_dir, scratch_dir()?, Vec::new())
     }
 
     fn start_with_scratch(
         bin: &Path,
         data_dir: PathBuf,
         scratch: TempDir,
+        overrides: Vec<String>,
     ) -> io::Result<BrokerProcess> {
         fs::create_dir_all(&data_dir).map_err(|error| {
             io::Error::new(error.kind(), format!("creating {}: {error}", data_dir.display()))
@@ -83,6 +96,7 @@ impl BrokerProcess {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             run_count: 0,
+            overrides,
         };
         broker.spawn(LISTENER)?;
         Ok(broker)
@@ -198,12 +212,17 @@ impl BrokerProcess {
         self.run_count += 1;
         let mut log = OpenOptions::new().create(true).append(true).open(self.log_path())?;
         writeln!(log, "testkit: starting broker run {} on {}", self.run_count, listener)?;
-        let mut child = Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        command
             .arg("broker")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listeners")
-            .arg(listener)
+            .arg(listener);
+        for property in &self.overrides {
+            command.arg("--override").arg(property);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

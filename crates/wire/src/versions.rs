@@ -40,9 +40,17 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
-    // Idempotent producers (the default in kafka-python 3 and the Java client) need ids;
-    // transactions are refused until the transaction coordinator lands.
+    // Idempotent producers (the default in kafka-python 3 and the Java client) need ids.
     api(ApiKey::InitProducerId, 0, 4),
+    // Transactions (KIP-98) at the versions clients send. AddPartitionsToTxn 4+ is the
+    // broker-to-broker batch form, EndTxn 5 and TxnOffsetCommit 5 belong to transaction
+    // version 2 (KIP-890 part 2), which sluice does not advertise.
+    api(ApiKey::AddPartitionsToTxn, 0, 3),
+    api(ApiKey::AddOffsetsToTxn, 0, 4),
+    api(ApiKey::EndTxn, 0, 4),
+    api(ApiKey::TxnOffsetCommit, 0, 4),
+    api(ApiKey::DescribeTransactions, 0, 0),
+    api(ApiKey::ListTransactions, 0, 1),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),

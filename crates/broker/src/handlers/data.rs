@@ -6,14 +6,16 @@ use bytes::Bytes;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ProduceRequest, ProduceResponse,
+    ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId,
 };
 use kafka_protocol::ResponseError;
 use sluice_log::{FlushPolicy, Partition};
@@ -48,7 +50,7 @@ pub(crate) async fn produce_append(
     let mut jobs = Vec::new();
     for (topic_index, topic_data) in request.topic_data.into_iter().enumerate() {
         let topic = state.topics.get(&topic_data.name);
-        topics.push(TopicProduceResponse::default().with_name(topic_data.name));
+        topics.push(TopicProduceResponse::default().with_name(topic_data.name.clone()));
         for data in topic_data.partition_data {
             let target = match (&topic, data.records) {
                 _ if !matches!(acks, -1..=1) => Err(ResponseError::InvalidRequiredAcks),
@@ -59,7 +61,10 @@ pub(crate) async fn produce_append(
                     Err(ResponseError::UnsupportedCompressionType)
                 }
                 (Some(topic), Some(records)) => match topic.partition(data.index) {
-                    Some(partition) => Ok((Arc::clone(partition), records)),
+                    Some(partition) => {
+                        verify_transactional(state, &topic_data.name, data.index, &records)
+                            .map(|()| (Arc::clone(partition), records))
+                    }
                     None => Err(ResponseError::UnknownTopicOrPartition),
                 },
             };
@@ -76,6 +81,23 @@ pub(crate) async fn produce_append(
         (targets.into_iter().map(|(topic, index)| (topic, index, failed())).collect(), Vec::new())
     });
     StagedProduce { topics, results, to_sync, wait_for_sync: acks != 0 }
+}
+
+/// A transactional batch must belong to its producer's open transaction, which must hold
+/// the partition (as Kafka 3.6+ verifies, KIP-890): otherwise its records would hold the
+/// partition's last stable offset until no marker ever comes.
+fn verify_transactional(
+    state: &State,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+) -> std::result::Result<(), ResponseError> {
+    match batch::parse_header(records) {
+        Ok(header) if header.is_transactional() && header.producer_id >= 0 => state
+            .transactions
+            .verify_produce(header.producer_id, header.producer_epoch, topic, partition),
+        _ => Ok(()),
+    }
 }
 
 /// A partition to sync and the end offset a request needs synced.
@@ -236,7 +258,10 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
                 partitions.push(partition_error(p.partition, unknown));
                 continue;
             };
-            let high_watermark = partition.high_watermark();
+            let (last_stable, high_watermark) = partition.stable_offsets();
+            let read_committed = request.isolation_level == READ_COMMITTED;
+            // read_committed consumers see only what is decided (KIP-98).
+            let upper = if read_committed { last_stable } else { high_watermark };
             let log_start = partition.with_log(|log| log.log_start_offset());
             let limit = usize::try_from(p.partition_max_bytes).unwrap_or(0).min(remaining);
             // Only the first partition with data may return a batch larger than the limits
@@ -245,7 +270,7 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
             let read = if limit == 0 && !oversized_ok {
                 Ok(Vec::new())
             } else {
-                partition.read(p.fetch_offset, limit.max(1), oversized_ok)
+                partition.read_below(p.fetch_offset, limit.max(1), oversized_ok, upper)
             };
             let data = match read {
                 // A Fetch older than v10 cannot carry zstd batches (KIP-110).
@@ -258,11 +283,16 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
                 Ok(bytes) => {
                     remaining = remaining.saturating_sub(bytes.len());
                     total += bytes.len();
+                    let aborted = read_committed.then(|| {
+                        let end = batch::end_offset(&bytes).unwrap_or(p.fetch_offset);
+                        aborted_transactions(partition, p.fetch_offset, end)
+                    });
                     PartitionData::default()
                         .with_partition_index(p.partition)
                         .with_high_watermark(high_watermark)
-                        .with_last_stable_offset(high_watermark)
+                        .with_last_stable_offset(last_stable)
                         .with_log_start_offset(log_start)
+                        .with_aborted_transactions(aborted)
                         .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
                         .with_records(Some(Bytes::from(bytes)))
                 }
@@ -283,6 +313,23 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
         );
     }
     (FetchResponse::default().with_responses(responses), total, errors)
+}
+
+/// `isolation_level` of a `read_committed` consumer.
+const READ_COMMITTED: i8 = 1;
+
+/// The aborted transactions among the fetched offsets `[from, end)`, for the consumer to
+/// drop their records.
+fn aborted_transactions(partition: &Partition, from: i64, end: i64) -> Vec<AbortedTransaction> {
+    partition
+        .with_log(|log| log.aborted_transactions(from, end))
+        .into_iter()
+        .map(|txn| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(txn.producer_id))
+                .with_first_offset(txn.first_offset)
+        })
+        .collect()
 }
 
 fn partition_error(index: i32, error: ResponseError) -> PartitionData {
@@ -321,7 +368,9 @@ pub(crate) fn list_offsets(
                     let found = topic.as_ref().and_then(|t| t.partition(p.partition_index));
                     let answer = match found {
                         None => Err(ResponseError::UnknownTopicOrPartition),
-                        Some(partition) => offset_at(partition, p.timestamp),
+                        Some(partition) => {
+                            offset_at(partition, p.timestamp, request.isolation_level)
+                        }
                     };
                     match answer {
                         Ok((offset, timestamp)) => ListOffsetsPartitionResponse::default()
@@ -346,10 +395,12 @@ pub(crate) fn list_offsets(
 fn offset_at(
     partition: &Partition,
     timestamp: i64,
+    isolation_level: i8,
 ) -> std::result::Result<(i64, i64), ResponseError> {
-    let high_watermark = partition.high_watermark();
+    let (last_stable, high_watermark) = partition.stable_offsets();
+    let latest = if isolation_level == READ_COMMITTED { last_stable } else { high_watermark };
     let found: Result<(i64, i64)> = partition.with_log(|log| match timestamp {
-        LATEST => Ok((high_watermark, -1)),
+        LATEST => Ok((latest, -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
         MAX_TIMESTAMP => {
             Ok(log.max_timestamp().map(|(ts, offset)| (offset, ts)).unwrap_or((-1, -1)))

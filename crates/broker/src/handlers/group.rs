@@ -247,14 +247,18 @@ pub(crate) fn offset_commit(state: &State, request: OffsetCommitRequest) -> Offs
 /// `(topic, partitions)` wanted, or `None` for every committed offset of the group.
 type Wanted = Option<Vec<(TopicName, Vec<i32>)>>;
 
-/// One committed offset: `(partition, offset, leader epoch, metadata)`.
-type Committed = (i32, i64, i32, Option<String>);
+/// One committed offset: `(partition, offset, leader epoch, metadata, error code)`.
+type Committed = (i32, i64, i32, Option<String>, i16);
 
 /// Committed offsets of one group, by topic.
+///
+/// With `require_stable` (KIP-447), a partition with an offset pending in an open
+/// transaction answers UNSTABLE_OFFSET_COMMIT, and the consumer retries.
 fn committed(
     state: &State,
     group: &str,
     wanted: Wanted,
+    require_stable: bool,
 ) -> Result<Vec<(TopicName, Vec<Committed>)>, i16> {
     let stored = state.store.group_offsets(group).map_err(|e| e.code())?;
     let wanted = wanted.unwrap_or_else(|| {
@@ -269,9 +273,15 @@ fn committed(
         .map(|(topic, partitions)| {
             let entries = partitions
                 .into_iter()
-                .map(|p| match stored.get(&(topic.to_string(), p)) {
-                    Some(r) => (p, r.offset, r.leader_epoch, r.metadata.clone()),
-                    None => (p, -1, -1, Some(String::new())),
+                .map(|p| {
+                    if require_stable && state.transactions.has_pending_offset(group, &topic, p) {
+                        let unstable = ResponseError::UnstableOffsetCommit.code();
+                        return (p, -1, -1, Some(String::new()), unstable);
+                    }
+                    match stored.get(&(topic.to_string(), p)) {
+                        Some(r) => (p, r.offset, r.leader_epoch, r.metadata.clone(), 0),
+                        None => (p, -1, -1, Some(String::new()), 0),
+                    }
                 })
                 .collect();
             (topic, entries)
@@ -292,7 +302,7 @@ pub(crate) fn offset_fetch(
                 let wanted = g
                     .topics
                     .map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
-                match committed(state, &g.group_id, wanted) {
+                match committed(state, &g.group_id, wanted, request.require_stable) {
                     Err(code) => OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id)
                         .with_error_code(code),
@@ -302,9 +312,10 @@ pub(crate) fn offset_fetch(
                             .map(|(name, entries)| {
                                 let partitions = entries
                                     .into_iter()
-                                    .map(|(p, offset, epoch, metadata)| {
+                                    .map(|(p, offset, epoch, metadata, code)| {
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
+                                            .with_error_code(code)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
                                             .with_metadata(metadata.map(text))
@@ -326,7 +337,7 @@ pub(crate) fn offset_fetch(
     }
     let wanted =
         request.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
-    match committed(state, &request.group_id, wanted) {
+    match committed(state, &request.group_id, wanted, request.require_stable) {
         Err(code) => OffsetFetchResponse::default().with_error_code(code),
         Ok(topics) => {
             let topics = topics
@@ -334,9 +345,10 @@ pub(crate) fn offset_fetch(
                 .map(|(name, entries)| {
                     let partitions = entries
                         .into_iter()
-                        .map(|(p, offset, epoch, metadata)| {
+                        .map(|(p, offset, epoch, metadata, code)| {
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
+                                .with_error_code(code)
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(metadata.map(text))

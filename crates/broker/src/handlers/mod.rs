@@ -12,6 +12,7 @@ mod cluster;
 mod data;
 mod group;
 mod producer;
+mod txn;
 
 pub(crate) use producer::ProducerIds;
 
@@ -89,7 +90,23 @@ pub(crate) async fn handle(
             ResponseKind::IncrementalAlterConfigs(admin::incremental_alter_configs(state, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer::init_producer_id(state, r))
+            ResponseKind::InitProducerId(producer::init_producer_id(state, r, version).await)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn(state, r, version).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(state, r, version).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(state, r, version).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(state, r, version).await),
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe_transactions(state, r))
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(txn::list_transactions(state, r))
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(group::find_coordinator(state, r, version))
@@ -386,6 +403,48 @@ mod tests {
                     .with_producer_epoch(-1),
                 version,
             ),
+            ApiKey::AddPartitionsToTxn => {
+                let topic = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(t())
+                    .with_partitions(vec![0]);
+                enc(
+                    AddPartitionsToTxnRequest::default()
+                        .with_v3_and_below_transactional_id(TransactionalId(s("x")))
+                        .with_v3_and_below_producer_id(ProducerId(1))
+                        .with_v3_and_below_topics(vec![topic]),
+                    version,
+                )
+            }
+            ApiKey::AddOffsetsToTxn => enc(
+                AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(TransactionalId(s("x")))
+                    .with_group_id(GroupId(s("g"))),
+                version,
+            ),
+            ApiKey::TxnOffsetCommit => {
+                let p = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                    .with_committed_offset(1);
+                let topic = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(t())
+                    .with_partitions(vec![p]);
+                enc(
+                    TxnOffsetCommitRequest::default()
+                        .with_transactional_id(TransactionalId(s("x")))
+                        .with_group_id(GroupId(s("g")))
+                        .with_topics(vec![topic]),
+                    version,
+                )
+            }
+            ApiKey::EndTxn => enc(
+                EndTxnRequest::default().with_transactional_id(TransactionalId(s("x"))),
+                version,
+            ),
+            ApiKey::DescribeTransactions => enc(
+                DescribeTransactionsRequest::default()
+                    .with_transactional_ids(vec![TransactionalId(s("x"))]),
+                version,
+            ),
+            ApiKey::ListTransactions => enc(ListTransactionsRequest::default(), version),
             other => panic!("add {other:?} to realistic_body"),
         }
     }

@@ -2,15 +2,17 @@
 //!
 //! Ids come from the store in blocks, so they are unique across restarts. Each partition's
 //! log checks the sequence numbers of every batch and drops retries (see
-//! `sluice_log::ProducerStates`); transactions arrive with the transaction coordinator.
+//! `sluice_log::ProducerStates`). A transactional id goes to the transaction coordinator
+//! (`crate::transactions`), which binds it to a producer id and bumps the epoch.
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
 use crate::state::State;
 
-pub(crate) fn init_producer_id(
-    state: &State,
+pub(crate) async fn init_producer_id(
+    state: &std::sync::Arc<State>,
     request: InitProducerIdRequest,
+    version: i16,
 ) -> InitProducerIdResponse {
     // Kafka refuses an empty transactional id; null means an idempotent producer.
     if request.transactional_id.as_ref().is_some_and(|id| id.is_empty()) {
@@ -19,12 +21,32 @@ pub(crate) fn init_producer_id(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }
-    if request.transactional_id.is_some() {
-        tracing::warn!("a transactional producer was refused: transactions are not supported yet");
-        return InitProducerIdResponse::default()
-            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
+    if let Some(transactional_id) = request.transactional_id.as_ref() {
+        let current =
+            (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
+        let id = transactional_id.to_string();
+        let timeout_ms = request.transaction_timeout_ms;
+        let state = std::sync::Arc::clone(state);
+        let outcome = tokio::task::spawn_blocking(move || {
+            state.transactions.init_producer_id(&state, &id, timeout_ms, current)
+        })
+        .await
+        .unwrap_or(Err(ResponseError::UnknownServerError));
+        return match outcome {
+            Ok((producer_id, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch),
+            Err(mut error) => {
+                // PRODUCER_FENCED arrived with InitProducerId v4 (KIP-588).
+                if error == ResponseError::ProducerFenced && version < 4 {
+                    error = ResponseError::InvalidProducerEpoch;
+                }
+                InitProducerIdResponse::default()
+                    .with_error_code(error.code())
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+            }
+        };
     }
     // A producer re-initialising its id (KIP-360) keeps it with the next epoch.
     if request.producer_id.0 >= 0

@@ -16,3 +16,4 @@ mod produce_consume;
 mod raw_requests;
 mod seed;
 mod support;
+mod transactions;

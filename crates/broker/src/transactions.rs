@@ -1,0 +1,462 @@
+//! The transaction coordinator (KIP-98): transactional ids, their producer ids and epochs,
+//! the partitions and offsets of each open transaction, and the markers that end it.
+//!
+//! State lives in the metadata store (`transactions` table) and is written before every
+//! answer that depends on it, so a restart resumes where the last answer left off:
+//! - `InitProducerId` binds a transactional id to a producer id and bumps its epoch, which
+//!   fences older instances of the producer. An open transaction is aborted first.
+//! - `AddPartitionsToTxn` / `AddOffsetsToTxn` open the transaction (`Ongoing`).
+//! - `TxnOffsetCommit` keeps offsets pending in the transaction's record.
+//! - `EndTxn` stores `PrepareCommit`/`PrepareAbort`, writes a marker (control batch) to every
+//!   partition of the transaction and syncs it, then stores `CompleteCommit`/`CompleteAbort`
+//!   together with the pending offsets in one store transaction.
+//! - A transaction open longer than its timeout is aborted with a bumped epoch, fencing the
+//!   producer that left it open; a record left in a prepare state (a crash, or a failed
+//!   marker write) is completed at start-up and on every tick.
+//!
+//! One mutex serialises every coordinator operation; markers are written under it. That is
+//! simple and correct for one node; a busy broker with many transactional producers would
+//! want one lock per transactional id.
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use kafka_protocol::ResponseError;
+use sluice_log::FlushPolicy;
+use sluice_wire::batch::ControlType;
+
+use crate::clock::now_ms;
+use crate::state::State;
+use crate::store::{PendingOffset, Store, TxnRecord, TxnState};
+use crate::Result;
+
+/// A coordinator answer: the Kafka error a client sees.
+pub(crate) type TxnResult<T> = std::result::Result<T, ResponseError>;
+
+/// The coordinator's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxnSettings {
+    /// `transaction.max.timeout.ms`: the largest `transaction.timeout.ms` a producer may ask.
+    pub max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: an idle transactional id is forgotten after this.
+    pub id_expiration_ms: i64,
+}
+
+#[derive(Default)]
+struct Inner {
+    records: HashMap<String, TxnRecord>,
+    /// Producer id to transactional id.
+    by_producer: HashMap<i64, String>,
+}
+
+impl Inner {
+    fn insert(&mut self, id: &str, record: TxnRecord) {
+        if let Some(old) = self.records.get(id) {
+            if old.producer_id != record.producer_id {
+                self.by_producer.remove(&old.producer_id);
+            }
+        }
+        self.by_producer.insert(record.producer_id, id.to_string());
+        self.records.insert(id.to_string(), record);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.records.remove(id) {
+            self.by_producer.remove(&old.producer_id);
+        }
+    }
+}
+
+/// The transaction coordinator.
+pub(crate) struct Transactions {
+    inner: Mutex<Inner>,
+    settings: TxnSettings,
+}
+
+/// The first error of a request about a transactional id and its producer.
+fn check_producer(
+    record: Option<&TxnRecord>,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> TxnResult<TxnRecord> {
+    let Some(record) = record else {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    };
+    if record.producer_id != producer_id {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    if record.producer_epoch != producer_epoch {
+        return Err(ResponseError::ProducerFenced);
+    }
+    Ok(record.clone())
+}
+
+fn storage_error(error: crate::Error) -> ResponseError {
+    tracing::error!(%error, "transaction state write failed");
+    ResponseError::CoordinatorNotAvailable
+}
+
+impl Transactions {
+    /// Loads every transactional id from the store.
+    pub fn load(store: &Store, settings: TxnSettings) -> Result<Transactions> {
+        let mut inner = Inner::default();
+        for (id, record) in store.transactions()? {
+            inner.insert(&id, record);
+        }
+        Ok(Transactions { inner: Mutex::new(inner), settings })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// InitProducerId with a transactional id: returns the producer id and its new epoch.
+    /// `current` is the producer id and epoch a producer re-initialising sends (KIP-360).
+    pub fn init_producer_id(
+        &self,
+        state: &State,
+        transactional_id: &str,
+        timeout_ms: i32,
+        current: Option<(i64, i16)>,
+    ) -> TxnResult<(i64, i16)> {
+        if timeout_ms <= 0 || timeout_ms > self.settings.max_timeout_ms {
+            return Err(ResponseError::InvalidTransactionTimeout);
+        }
+        let mut inner = self.lock();
+        let now = now_ms();
+        let Some(mut record) = inner.records.get(transactional_id).cloned() else {
+            let producer_id = state.producer_ids.next(&state.store).map_err(storage_error)?;
+            let record = TxnRecord {
+                producer_id,
+                producer_epoch: 0,
+                timeout_ms,
+                state: TxnState::Empty,
+                partitions: BTreeSet::new(),
+                groups: BTreeSet::new(),
+                pending_offsets: Vec::new(),
+                started_ms: -1,
+                updated_ms: now,
+            };
+            state
+                .store
+                .put_transaction(transactional_id, Some(&record), &[])
+                .map_err(storage_error)?;
+            inner.insert(transactional_id, record);
+            return Ok((producer_id, 0));
+        };
+        if let Some((producer_id, epoch)) = current {
+            if producer_id != record.producer_id || epoch != record.producer_epoch {
+                return Err(ResponseError::ProducerFenced);
+            }
+        }
+        match record.state {
+            TxnState::Ongoing => {
+                // A new instance takes over: abort what the old one left open, fenced.
+                record.producer_epoch = record.producer_epoch.saturating_add(1);
+                record = prepare_and_complete(state, &mut inner, transactional_id, record, false)?;
+            }
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                let commit = record.state == TxnState::PrepareCommit;
+                record = complete(state, &mut inner, transactional_id, record, commit)?;
+            }
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {}
+        }
+        if record.producer_epoch >= i16::MAX - 1 {
+            // Epochs are exhausted: a new producer id starts again at epoch 0.
+            record.producer_id = state.producer_ids.next(&state.store).map_err(storage_error)?;
+            record.producer_epoch = 0;
+        } else {
+            record.producer_epoch += 1;
+        }
+        record.timeout_ms = timeout_ms;
+        record.state = TxnState::Empty;
+        record.started_ms = -1;
+        record.updated_ms = now;
+        state.store.put_transaction(transactional_id, Some(&record), &[]).map_err(storage_error)?;
+        let answer = (record.producer_id, record.producer_epoch);
+        inner.insert(transactional_id, record);
+        Ok(answer)
+    }
+
+    /// Checks a request that adds to the transaction and returns its record, opened.
+    fn open_for_add(
+        inner: &Inner,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> TxnResult<TxnRecord> {
+        let mut record =
+            check_producer(inner.records.get(transactional_id), producer_id, producer_epoch)?;
+        match record.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                return Err(ResponseError::ConcurrentTransactions)
+            }
+            TxnState::Ongoing => {}
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                record.state = TxnState::Ongoing;
+                record.started_ms = now_ms();
+                record.partitions.clear();
+                record.groups.clear();
+                record.pending_offsets.clear();
+            }
+        }
+        record.updated_ms = now_ms();
+        Ok(record)
+    }
+
+    /// AddPartitionsToTxn: the partitions must exist (the handler checks) before this.
+    pub fn add_partitions(
+        &self,
+        state: &State,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> TxnResult<()> {
+        let mut inner = self.lock();
+        let mut record = Self::open_for_add(&inner, transactional_id, producer_id, producer_epoch)?;
+        let before = record.partitions.len();
+        record.partitions.extend(partitions.iter().cloned());
+        if record.partitions.len() == before
+            && inner.records.get(transactional_id).is_some_and(|r| r.state == TxnState::Ongoing)
+        {
+            return Ok(()); // a retry: nothing new to store
+        }
+        state.store.put_transaction(transactional_id, Some(&record), &[]).map_err(storage_error)?;
+        inner.insert(transactional_id, record);
+        Ok(())
+    }
+
+    /// AddOffsetsToTxn.
+    pub fn add_offsets(
+        &self,
+        state: &State,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+    ) -> TxnResult<()> {
+        let mut inner = self.lock();
+        let mut record = Self::open_for_add(&inner, transactional_id, producer_id, producer_epoch)?;
+        record.groups.insert(group.to_string());
+        state.store.put_transaction(transactional_id, Some(&record), &[]).map_err(storage_error)?;
+        inner.insert(transactional_id, record);
+        Ok(())
+    }
+
+    /// TxnOffsetCommit: keeps the offsets pending until the transaction ends.
+    pub fn commit_offsets(
+        &self,
+        state: &State,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        offsets: Vec<PendingOffset>,
+    ) -> TxnResult<()> {
+        let mut inner = self.lock();
+        let mut record =
+            check_producer(inner.records.get(transactional_id), producer_id, producer_epoch)?;
+        if record.state != TxnState::Ongoing
+            || offsets.iter().any(|o| !record.groups.contains(&o.group))
+        {
+            // AddOffsetsToTxn must come first (it is what opens the group to the txn).
+            return Err(ResponseError::InvalidTxnState);
+        }
+        for offset in offsets {
+            record.pending_offsets.retain(|p| {
+                (&p.group, &p.topic, p.partition)
+                    != (&offset.group, &offset.topic, offset.partition)
+            });
+            record.pending_offsets.push(offset);
+        }
+        record.updated_ms = now_ms();
+        state.store.put_transaction(transactional_id, Some(&record), &[]).map_err(storage_error)?;
+        inner.insert(transactional_id, record);
+        Ok(())
+    }
+
+    /// EndTxn: commits or aborts the open transaction.
+    pub fn end_txn(
+        &self,
+        state: &State,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> TxnResult<()> {
+        let mut inner = self.lock();
+        let record =
+            check_producer(inner.records.get(transactional_id), producer_id, producer_epoch)?;
+        match (record.state, commit) {
+            (TxnState::Ongoing, _) => {
+                prepare_and_complete(state, &mut inner, transactional_id, record, commit)?;
+                Ok(())
+            }
+            // A retry of an EndTxn that completed.
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                complete(state, &mut inner, transactional_id, record, commit)?;
+                Ok(())
+            }
+            (TxnState::PrepareCommit | TxnState::PrepareAbort, _) => {
+                Err(ResponseError::ConcurrentTransactions)
+            }
+            _ => Err(ResponseError::InvalidTxnState),
+        }
+    }
+
+    /// Checks a transactional batch before it is appended: its producer must have an open
+    /// transaction that holds the partition, at the current epoch. Without this check, a
+    /// batch outside any transaction would hold the partition's last stable offset forever.
+    pub fn verify_produce(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> TxnResult<()> {
+        let inner = self.lock();
+        let record = inner.by_producer.get(&producer_id).and_then(|id| inner.records.get(id));
+        let Some(record) = record else {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        };
+        if producer_epoch < record.producer_epoch {
+            return Err(ResponseError::InvalidProducerEpoch);
+        }
+        let added = record.partitions.contains(&(topic.to_string(), partition));
+        if record.state != TxnState::Ongoing || producer_epoch != record.producer_epoch || !added {
+            return Err(ResponseError::InvalidTxnState);
+        }
+        Ok(())
+    }
+
+    /// Whether an open transaction holds an offset for this group partition (OffsetFetch
+    /// with `require_stable` answers UNSTABLE_OFFSET_COMMIT then, KIP-447).
+    pub fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let inner = self.lock();
+        inner.records.values().any(|r| {
+            matches!(r.state, TxnState::Ongoing | TxnState::PrepareCommit)
+                && r.pending_offsets
+                    .iter()
+                    .any(|p| p.group == group && p.topic == topic && p.partition == partition)
+        })
+    }
+
+    /// Aborts transactions open past their timeout (with a bumped epoch, fencing their
+    /// producer), completes any left in a prepare state, and forgets idle transactional ids.
+    pub fn tick(&self, state: &State) {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let ids: Vec<String> = inner.records.keys().cloned().collect();
+        for id in ids {
+            let Some(record) = inner.records.get(&id).cloned() else { continue };
+            let outcome = match record.state {
+                TxnState::Ongoing if now - record.started_ms > i64::from(record.timeout_ms) => {
+                    tracing::info!(transactional_id = %id, "aborting a transaction past its timeout");
+                    let mut fenced = record;
+                    fenced.producer_epoch = fenced.producer_epoch.saturating_add(1);
+                    prepare_and_complete(state, &mut inner, &id, fenced, false).map(|_| ())
+                }
+                TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                    let commit = record.state == TxnState::PrepareCommit;
+                    complete(state, &mut inner, &id, record, commit).map(|_| ())
+                }
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                    if now - record.updated_ms > self.settings.id_expiration_ms =>
+                {
+                    match state.store.put_transaction(&id, None, &[]) {
+                        Ok(()) => {
+                            inner.remove(&id);
+                            Ok(())
+                        }
+                        Err(error) => Err(storage_error(error)),
+                    }
+                }
+                _ => Ok(()),
+            };
+            if let Err(error) = outcome {
+                tracing::warn!(transactional_id = %id, ?error, "transaction upkeep failed; retrying next tick");
+            }
+        }
+    }
+
+    /// Every transactional id with its record, for DescribeTransactions/ListTransactions.
+    pub fn snapshot(&self) -> Vec<(String, TxnRecord)> {
+        let inner = self.lock();
+        let mut all: Vec<(String, TxnRecord)> =
+            inner.records.iter().map(|(id, r)| (id.clone(), r.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
+/// Stores the prepare state, then completes.
+fn prepare_and_complete(
+    state: &State,
+    inner: &mut Inner,
+    transactional_id: &str,
+    mut record: TxnRecord,
+    commit: bool,
+) -> TxnResult<TxnRecord> {
+    record.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+    record.updated_ms = now_ms();
+    state.store.put_transaction(transactional_id, Some(&record), &[]).map_err(storage_error)?;
+    inner.insert(transactional_id, record.clone());
+    complete(state, inner, transactional_id, record, commit)
+}
+
+/// Writes the markers, then stores the completed state with a commit's offsets. On error
+/// the record stays in its prepare state for the next tick to finish.
+fn complete(
+    state: &State,
+    inner: &mut Inner,
+    transactional_id: &str,
+    mut record: TxnRecord,
+    commit: bool,
+) -> TxnResult<TxnRecord> {
+    let control = if commit { ControlType::Commit } else { ControlType::Abort };
+    write_markers(state, &record, control)?;
+    let offsets = if commit { std::mem::take(&mut record.pending_offsets) } else { Vec::new() };
+    record.pending_offsets.clear();
+    record.partitions.clear();
+    record.groups.clear();
+    record.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
+    record.updated_ms = now_ms();
+    state
+        .store
+        .put_transaction(transactional_id, Some(&record), &offsets)
+        .map_err(storage_error)?;
+    inner.insert(transactional_id, record.clone());
+    Ok(record)
+}
+
+/// Appends a marker to every partition of the transaction, then syncs them (markers must
+/// be durable before the transaction counts as complete). A partition whose topic was
+/// deleted needs no marker.
+fn write_markers(state: &State, record: &TxnRecord, control: ControlType) -> TxnResult<()> {
+    let now = now_ms();
+    let mut to_sync = Vec::with_capacity(record.partitions.len());
+    for (topic_name, index) in &record.partitions {
+        let Some(topic) = state.topics.get(topic_name) else { continue };
+        let Some(partition) = topic.partition(*index) else { continue };
+        let appended =
+            partition.append_marker(record.producer_id, record.producer_epoch, control, 0, now);
+        match appended {
+            Ok(info) => to_sync.push((std::sync::Arc::clone(partition), info.last_offset + 1)),
+            Err(error) => {
+                tracing::error!(topic = %topic_name, partition = index, %error, "transaction marker not written");
+                return Err(crate::Error::Log(error).kafka_error());
+            }
+        }
+    }
+    for (partition, end) in to_sync {
+        let always = partition.with_log(|log| log.config().flush == FlushPolicy::Always);
+        if always {
+            partition.sync_to(end).map_err(|error| {
+                tracing::error!(%error, "transaction marker sync failed");
+                ResponseError::KafkaStorageError
+            })?;
+        }
+    }
+    state.appended.notify_waiters();
+    Ok(())
+}

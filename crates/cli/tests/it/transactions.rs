@@ -1,0 +1,239 @@
+//! Transactions (KIP-98) with librdkafka's transactional producer: commits become visible to
+//! `read_committed` consumers, aborts never do, open transactions hold the last stable offset,
+//! offsets sent to a transaction commit with it, timed-out transactions are aborted and their
+//! producer fenced, and all of it survives a SIGKILL of the broker.
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_testkit::BrokerProcess;
+
+use crate::support::{client_config, create_topic, start_broker, within, SLUICE_BIN};
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn transactional_producer(
+    broker: &BrokerProcess,
+    id: &str,
+    extra: &[(&str, &str)],
+) -> FutureProducer {
+    let mut config = client_config(&broker.bootstrap());
+    config.set("transactional.id", id).set("linger.ms", "1").set("message.timeout.ms", "30000");
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    let producer: FutureProducer = config.create().expect("producer config is valid");
+    tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT))
+        .unwrap_or_else(|e| panic!("init_transactions: {e}; log:\n{}", broker.log_tail()));
+    producer
+}
+
+/// Sends `values` to `topic` partition `i % partitions` and waits for every ack.
+async fn send_all(producer: &FutureProducer, topic: &str, partitions: i32, values: &[String]) {
+    let mut deliveries = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let partition = i32::try_from(i).expect("small") % partitions;
+        let record = FutureRecord::<(), _>::to(topic).partition(partition).payload(value);
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e).expect("queued"));
+    }
+    for delivery in deliveries {
+        delivery.await.expect("not canceled").map_err(|(e, _)| e).expect("acknowledged");
+    }
+}
+
+fn values(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Every value in `topic` as a consumer with `isolation` sees it, read until its position
+/// passes each partition's high watermark (markers occupy offsets but are never delivered).
+async fn read_values(
+    broker: &BrokerProcess,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+) -> Vec<String> {
+    let mut config = client_config(&broker.bootstrap());
+    config
+        .set("group.id", "sluice-it-txn-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .set("fetch.wait.max.ms", "50");
+    let consumer: StreamConsumer = config.create().expect("consumer config is valid");
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for partition in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .expect("watermarks");
+        ends.insert(partition, high);
+        assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("valid");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut found = Vec::new();
+    loop {
+        let position = consumer.position().expect("position");
+        let done = ends.iter().all(|(partition, high)| {
+            *high == 0
+                || matches!(
+                    position.find_partition(topic, *partition).map(|p| p.offset()),
+                    Some(Offset::Offset(at)) if at >= *high
+                )
+        });
+        if done {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "reading {topic} ({isolation}) timed out at {found:?}");
+        match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            Ok(Ok(message)) => found
+                .push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned()),
+            Ok(Err(error)) => panic!("consuming {topic}: {error}; log:\n{}", broker.log_tail()),
+            Err(_) => {}
+        }
+    }
+}
+
+fn sorted(mut values: Vec<String>) -> Vec<String> {
+    values.sort();
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_sees_commits_and_never_aborts() {
+    let broker = start_broker();
+    create_topic(&broker, "txn", 2, &[]).await;
+    let producer = transactional_producer(&broker, "txn-1", &[]);
+    let mut expected = Vec::new();
+    for (prefix, commit) in [("first", true), ("aborted", false), ("second", true)] {
+        producer.begin_transaction().expect("begin");
+        let batch = values(prefix, 10);
+        send_all(&producer, "txn", 2, &batch).await;
+        tokio::task::block_in_place(|| {
+            if commit {
+                producer.commit_transaction(TXN_TIMEOUT)
+            } else {
+                producer.abort_transaction(TXN_TIMEOUT)
+            }
+        })
+        .unwrap_or_else(|e| panic!("ending {prefix}: {e}; log:\n{}", broker.log_tail()));
+        if commit {
+            expected.extend(batch);
+        }
+    }
+    let committed = read_values(&broker, "txn", 2, "read_committed").await;
+    assert_eq!(sorted(committed), sorted(expected), "read_committed sees exactly the commits");
+    let all = read_values(&broker, "txn", 2, "read_uncommitted").await;
+    assert_eq!(all.len(), 30, "read_uncommitted sees every data record: {all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_holds_back_read_committed_until_it_commits() {
+    let broker = start_broker();
+    create_topic(&broker, "held", 1, &[]).await;
+    let producer = transactional_producer(&broker, "held-1", &[]);
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, "held", 1, &values("open", 5)).await;
+    assert!(read_values(&broker, "held", 1, "read_committed").await.is_empty());
+    assert_eq!(read_values(&broker, "held", 1, "read_uncommitted").await.len(), 5);
+    tokio::task::block_in_place(|| producer.commit_transaction(TXN_TIMEOUT)).expect("commit");
+    assert_eq!(read_values(&broker, "held", 1, "read_committed").await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_sent_to_a_transaction_commit_with_it() {
+    let broker = start_broker();
+    create_topic(&broker, "source", 1, &[]).await;
+    create_topic(&broker, "sink", 1, &[]).await;
+    let mut config = client_config(&broker.bootstrap());
+    config.set("group.id", "etl").set("enable.auto.commit", "false");
+    let consumer: StreamConsumer = config.create().expect("consumer");
+    let producer = transactional_producer(&broker, "etl-1", &[]);
+    for (round, commit) in [(0, false), (1, true)] {
+        producer.begin_transaction().expect("begin");
+        send_all(&producer, "sink", 1, &values(&format!("r{round}"), 3)).await;
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset("source", 0, Offset::Offset(10 + round)).expect("valid");
+        let metadata = consumer.group_metadata().expect("a consumer with a group.id has metadata");
+        tokio::task::block_in_place(|| {
+            producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
+            if commit {
+                producer.commit_transaction(TXN_TIMEOUT)
+            } else {
+                producer.abort_transaction(TXN_TIMEOUT)
+            }
+        })
+        .unwrap_or_else(|e| panic!("round {round}: {e}; log:\n{}", broker.log_tail()));
+    }
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("source", 0);
+    let committed = tokio::task::block_in_place(|| consumer.committed_offsets(wanted, TXN_TIMEOUT))
+        .expect("OffsetFetch");
+    let offset = committed.find_partition("source", 0).expect("asked for").offset();
+    assert_eq!(offset, Offset::Offset(11), "the aborted round's offset 10 never committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
+    let overrides = [("transaction.abort.timed.out.transaction.cleanup.interval.ms", "100")];
+    let broker = BrokerProcess::start_with_overrides(std::path::Path::new(SLUICE_BIN), &overrides)
+        .expect("broker starts");
+    create_topic(&broker, "slow", 1, &[]).await;
+    let producer = transactional_producer(
+        &broker,
+        "slow-1",
+        &[
+            ("transaction.timeout.ms", "1500"),
+            ("socket.timeout.ms", "1500"),
+            ("message.timeout.ms", "1500"),
+        ],
+    );
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, "slow", 1, &values("late", 3)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let outcome = tokio::task::block_in_place(|| producer.commit_transaction(TXN_TIMEOUT));
+    let error = outcome.expect_err("the coordinator aborted the transaction and fenced it");
+    println!("commit after the timeout: {error}");
+    assert!(matches!(error, KafkaError::Transaction(_)), "{error:?}");
+    // The partition is stable again: another producer's commit is readable.
+    let other = transactional_producer(&broker, "slow-2", &[]);
+    other.begin_transaction().expect("begin");
+    send_all(&other, "slow", 1, &values("fresh", 2)).await;
+    tokio::task::block_in_place(|| other.commit_transaction(TXN_TIMEOUT)).expect("commit");
+    let seen = read_values(&broker, "slow", 1, "read_committed").await;
+    assert_eq!(sorted(seen), values("fresh", 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_keeps_commits_and_aborts_what_was_open() {
+    let mut broker = start_broker();
+    create_topic(&broker, "crashy", 2, &[]).await;
+    let producer = transactional_producer(&broker, "crashy-1", &[]);
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, "crashy", 2, &values("kept", 6)).await;
+    tokio::task::block_in_place(|| producer.commit_transaction(TXN_TIMEOUT)).expect("commit");
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, "crashy", 2, &values("open", 6)).await;
+    broker.kill9().expect("SIGKILL");
+    drop(producer);
+    broker.restart().expect("restart");
+    // The same transactional id comes back: InitProducerId aborts what was left open.
+    let producer = transactional_producer(&broker, "crashy-1", &[]);
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, "crashy", 2, &values("after", 2)).await;
+    tokio::task::block_in_place(|| producer.commit_transaction(TXN_TIMEOUT)).expect("commit");
+    let seen = within(
+        Duration::from_secs(60),
+        "reading",
+        &broker,
+        read_values(&broker, "crashy", 2, "read_committed"),
+    )
+    .await;
+    let mut expected = values("kept", 6);
+    expected.extend(values("after", 2));
+    assert_eq!(sorted(seen), sorted(expected));
+}
