@@ -29,7 +29,7 @@ impl Broker {
         std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
             Error::Unavailable(format!("create data dir {}: {e}", settings.data_dir.display()))
         })?;
-        let store = Store::open(&settings.data_dir.join("meta.redb"))?;
+        let store = Arc::new(Store::open(&settings.data_dir.join("meta.redb"))?);
         let cluster_id = store.cluster_id()?;
         let topics = Topics::open(&settings, &store)?;
         let bind = format!("{}:{}", settings.listener.host, settings.listener.port);
@@ -44,13 +44,16 @@ impl Broker {
             .unwrap_or_else(|| advertise(&settings.listener.host, local_addr));
         let advertised_port =
             i32::from(settings.listener.advertised_port.unwrap_or(local_addr.port()));
-        let groups = Groups::new(GroupSettings {
-            initial_rebalance_delay: Duration::from_millis(
-                settings.group_initial_rebalance_delay_ms,
-            ),
-            session_timeout_min_ms: settings.group_min_session_timeout_ms,
-            session_timeout_max_ms: settings.group_max_session_timeout_ms,
-        });
+        let groups = Groups::load(
+            GroupSettings {
+                initial_rebalance_delay: Duration::from_millis(
+                    settings.group_initial_rebalance_delay_ms,
+                ),
+                session_timeout_min_ms: settings.group_min_session_timeout_ms,
+                session_timeout_max_ms: settings.group_max_session_timeout_ms,
+            },
+            Arc::clone(&store),
+        )?;
         let transactions = Transactions::load(
             &store,
             TxnSettings {

@@ -8,6 +8,20 @@
 //! so consumers starting together land in one generation. A ticker expires members whose
 //! session timed out. All state is behind one mutex that is never held across an await.
 //! Committed offsets are not kept here but in the store.
+//!
+//! Kafka's rules that keep rebalances few and members known:
+//! - KIP-394: from JoinGroup v4 a new dynamic member first gets MEMBER_ID_REQUIRED with an id
+//!   to rejoin with; the id waits (as pending) for one session timeout.
+//! - A follower that rejoins a Stable group with unchanged metadata, or any member that
+//!   rejoins a CompletingRebalance group unchanged, gets the current generation back
+//!   without a rebalance.
+//! - KIP-345 static members: an instance id that rejoins without a member id replaces its
+//!   old member (which is fenced: FENCED_INSTANCE_ID) and keeps its assignment; a request
+//!   naming an instance id with another member's id is fenced.
+//! - Offset commits are accepted while PreparingRebalance (consumers commit as they
+//!   revoke) and refused with REBALANCE_IN_PROGRESS only while CompletingRebalance.
+//! - Each Stable group's generation, members and assignments are written to the store, so
+//!   after a restart members keep heartbeating in their generation.
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,6 +31,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
 use crate::limits::{GROUPS_MAX, GROUP_MEMBERS_MAX};
+use crate::store::{GroupMemberRecord, GroupRecord, Store};
 
 /// How often the ticker looks at deadlines.
 pub(crate) const TICK_MS: u64 = 100;
@@ -74,6 +89,8 @@ pub(crate) struct JoinRequest {
     pub rebalance_timeout_ms: i32,
     pub protocol_type: String,
     pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new dynamic member must first fetch its id (KIP-394).
+    pub require_known_member_id: bool,
 }
 
 /// A member as DescribeGroups shows it.
@@ -118,6 +135,8 @@ struct Group {
     rebalance_deadline: Instant,
     /// A new group waits until then for more members.
     initial_delay_until: Option<Instant>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, each until its deadline.
+    pending: BTreeMap<String, Instant>,
 }
 
 /// Timing settings.
@@ -131,6 +150,7 @@ pub(crate) struct GroupSettings {
 pub(crate) struct Groups {
     groups: Mutex<BTreeMap<String, Group>>,
     settings: GroupSettings,
+    store: std::sync::Arc<Store>,
 }
 
 fn code(error: ResponseError) -> i16 {
@@ -138,8 +158,79 @@ fn code(error: ResponseError) -> i16 {
 }
 
 impl Groups {
-    pub fn new(settings: GroupSettings) -> Groups {
-        Groups { groups: Mutex::new(BTreeMap::new()), settings }
+    /// The coordinator, with every group the store holds loaded as Stable: its members
+    /// keep their generation and assignment and have one session timeout to heartbeat.
+    pub fn load(settings: GroupSettings, store: std::sync::Arc<Store>) -> crate::Result<Groups> {
+        let now = Instant::now();
+        let mut groups = BTreeMap::new();
+        for (id, record) in store.groups()? {
+            let members = record
+                .members
+                .into_iter()
+                .map(|m| {
+                    let member = Member {
+                        instance_id: m.instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        session_timeout: Duration::from_millis(m.session_timeout_ms),
+                        rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                        protocols: m
+                            .protocols
+                            .into_iter()
+                            .map(|(name, bytes)| (name, Bytes::from(bytes)))
+                            .collect(),
+                        assignment: Bytes::from(m.assignment),
+                        last_seen: now,
+                        join_waiter: None,
+                        sync_waiter: None,
+                    };
+                    (m.member_id, member)
+                })
+                .collect();
+            groups.insert(
+                id,
+                Group {
+                    state: GroupState::Stable,
+                    generation: record.generation,
+                    protocol_type: Some(record.protocol_type),
+                    protocol: Some(record.protocol),
+                    leader: Some(record.leader),
+                    members,
+                    rebalance_deadline: now,
+                    initial_delay_until: None,
+                    pending: BTreeMap::new(),
+                },
+            );
+        }
+        Ok(Groups { groups: Mutex::new(groups), settings, store })
+    }
+
+    /// Writes a Stable group to the store, or removes an Empty one. Best effort: on a
+    /// failure the members rejoin after a restart, which costs a rebalance, not data.
+    fn persist(&self, group_id: &str, group: &Group) {
+        let record = (group.state == GroupState::Stable).then(|| GroupRecord {
+            generation: group.generation,
+            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            protocol: group.protocol.clone().unwrap_or_default(),
+            leader: group.leader.clone().unwrap_or_default(),
+            members: group
+                .members
+                .iter()
+                .map(|(id, m)| GroupMemberRecord {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocols: m.protocols.iter().map(|(n, b)| (n.clone(), b.to_vec())).collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+        });
+        if let Err(error) = self.store.put_group(group_id, record.as_ref()) {
+            tracing::warn!(group = %group_id, %error, "group state not stored");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Group>> {
@@ -177,31 +268,48 @@ impl Groups {
             members: BTreeMap::new(),
             rebalance_deadline: now,
             initial_delay_until: None,
+            pending: BTreeMap::new(),
         });
         if !group.members.is_empty()
             && group.protocol_type.as_deref().is_some_and(|t| t != request.protocol_type)
         {
             return Err(code(ResponseError::InconsistentGroupProtocol));
         }
-        let member_id = if request.member_id.is_empty() {
-            if group.members.len() >= GROUP_MEMBERS_MAX {
-                return Err(code(ResponseError::GroupMaxSizeReached));
-            }
-            // A static member (KIP-345) that rejoins without its id takes its old place.
-            let existing = request.instance_id.as_ref().and_then(|instance| {
-                group
-                    .members
-                    .iter()
-                    .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
-                    .map(|(id, _)| id.clone())
-            });
-            existing.unwrap_or_else(|| format!("{}-{}", request.client_id, uuid::Uuid::new_v4()))
-        } else if group.members.contains_key(&request.member_id) {
-            request.member_id.clone()
-        } else {
-            return Err(code(ResponseError::UnknownMemberId));
-        };
         let (sender, receiver) = oneshot::channel();
+        let member_id = match member_id_for(group, &request, now)? {
+            MemberId::Required(id) => {
+                let _ = sender.send(JoinOutcome {
+                    error: code(ResponseError::MemberIdRequired),
+                    generation: -1,
+                    member_id: id,
+                    ..JoinOutcome::default()
+                });
+                return Ok(receiver);
+            }
+            MemberId::Assigned(id) => id,
+        };
+        if let Some(existing) = group.members.get_mut(&member_id) {
+            let unchanged = existing.protocols == request.protocols;
+            let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+            let answer_now = unchanged
+                && (group.state == GroupState::CompletingRebalance
+                    || (group.state == GroupState::Stable && !is_leader));
+            if answer_now {
+                existing.last_seen = now;
+                existing.session_timeout =
+                    Duration::from_millis(request.session_timeout_ms.max(0) as u64);
+                let _ = sender.send(current_join(group, &member_id));
+                if group.state == GroupState::Stable && request.instance_id.is_some() {
+                    // A static member may have a new member id: store it.
+                    self.persist(&request.group_id, group);
+                }
+                return Ok(receiver);
+            }
+        }
+        if group.members.len() >= GROUP_MEMBERS_MAX && !group.members.contains_key(&member_id) {
+            return Err(code(ResponseError::GroupMaxSizeReached));
+        }
+        let assignment = group.members.get(&member_id).map(|m| m.assignment.clone());
         let member = Member {
             instance_id: request.instance_id,
             client_id: request.client_id,
@@ -209,16 +317,13 @@ impl Groups {
             session_timeout: Duration::from_millis(request.session_timeout_ms.max(0) as u64),
             rebalance_timeout: Duration::from_millis(request.rebalance_timeout_ms.max(0) as u64),
             protocols: request.protocols,
-            assignment: Bytes::new(),
+            assignment: assignment.unwrap_or_default(),
             last_seen: now,
             join_waiter: Some(sender),
             sync_waiter: None,
         };
-        let changed =
-            group.members.get(&member_id).is_none_or(|old| old.protocols != member.protocols);
         group.protocol_type = Some(request.protocol_type);
         group.members.insert(member_id, member);
-        let _ = changed;
         if group.state != GroupState::PreparingRebalance {
             self.prepare_rebalance(group, now);
         }
@@ -249,13 +354,12 @@ impl Groups {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> std::result::Result<oneshot::Receiver<SyncOutcome>, i16> {
         let mut groups = self.lock();
         let group = groups.get_mut(group_id).ok_or(code(ResponseError::UnknownMemberId))?;
-        if !group.members.contains_key(member_id) {
-            return Err(code(ResponseError::UnknownMemberId));
-        }
+        check_member(group, member_id, instance_id)?;
         if generation != group.generation {
             return Err(code(ResponseError::IllegalGeneration));
         }
@@ -293,27 +397,37 @@ impl Groups {
                 }
             }
             group.state = GroupState::Stable;
+            self.persist(group_id, group);
         }
         Ok(receiver)
     }
 
-    /// Heartbeat: the error code to answer with.
-    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
+    /// Heartbeat: the error code to answer with, checked in Kafka's order: fenced static
+    /// member, unknown member, generation, then the group state.
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> i16 {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return code(ResponseError::UnknownMemberId);
         };
+        if let Err(error) = check_member(group, member_id, instance_id) {
+            return error;
+        }
         let state = group.state;
         let current = group.generation;
-        let Some(member) = group.members.get_mut(member_id) else {
-            return code(ResponseError::UnknownMemberId);
-        };
-        member.last_seen = Instant::now();
-        if state == GroupState::PreparingRebalance {
-            return code(ResponseError::RebalanceInProgress);
+        if let Some(member) = group.members.get_mut(member_id) {
+            member.last_seen = Instant::now();
         }
         if generation != current {
             return code(ResponseError::IllegalGeneration);
+        }
+        if state == GroupState::PreparingRebalance {
+            return code(ResponseError::RebalanceInProgress);
         }
         0
     }
@@ -330,6 +444,12 @@ impl Groups {
         let mut codes = Vec::with_capacity(members.len());
         let mut removed = false;
         for (member_id, instance_id) in members {
+            if !member_id.is_empty() {
+                if let Err(error) = check_member(group, member_id, instance_id.as_deref()) {
+                    codes.push(error);
+                    continue;
+                }
+            }
             let id = if member_id.is_empty() {
                 instance_id.as_ref().and_then(|i| {
                     group
@@ -351,6 +471,9 @@ impl Groups {
         }
         if removed {
             self.after_removal(group, now);
+            if group.state == GroupState::Empty {
+                self.persist(group_id, group);
+            }
         }
         Ok(codes)
     }
@@ -387,8 +510,12 @@ impl Groups {
                 tracing::info!(group = %group_id, member = %id, "member session expired");
                 group.members.remove(id);
             }
+            group.pending.retain(|_, deadline| now < *deadline);
             if !expired.is_empty() {
                 self.after_removal(group, now);
+                if group.state == GroupState::Empty {
+                    self.persist(group_id, group);
+                }
             }
             if group.state == GroupState::PreparingRebalance {
                 if now >= group.rebalance_deadline
@@ -402,16 +529,26 @@ impl Groups {
         }
         // A group without members keeps nothing here (its offsets are in the store), so drop
         // it rather than let dead group ids fill the GROUPS_MAX slots.
-        groups.retain(|_, g| !(g.state == GroupState::Empty && g.members.is_empty()));
+        groups.retain(|_, g| {
+            !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty())
+        });
     }
 
-    /// Whether an offset commit from this member at this generation is accepted.
-    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
+    /// Whether an offset commit from this member at this generation is accepted. As in
+    /// Kafka, a member may commit while its group is PreparingRebalance (it commits what it
+    /// is revoking); only CompletingRebalance answers REBALANCE_IN_PROGRESS.
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> i16 {
         let groups = self.lock();
         let Some(group) = groups.get(group_id) else {
             return if generation < 0 { 0 } else { code(ResponseError::IllegalGeneration) };
         };
-        if generation < 0 && member_id.is_empty() {
+        if generation < 0 && member_id.is_empty() && instance_id.is_none() {
             // A simple (assign()-based) consumer may commit while the group has no members.
             return if group.members.is_empty() {
                 0
@@ -419,13 +556,13 @@ impl Groups {
                 code(ResponseError::IllegalGeneration)
             };
         }
-        if !group.members.contains_key(member_id) {
-            return code(ResponseError::UnknownMemberId);
+        if let Err(error) = check_member(group, member_id, instance_id) {
+            return error;
         }
         if generation != group.generation {
             return code(ResponseError::IllegalGeneration);
         }
-        if group.state == GroupState::PreparingRebalance {
+        if group.state == GroupState::CompletingRebalance {
             return code(ResponseError::RebalanceInProgress);
         }
         0
@@ -561,19 +698,7 @@ fn complete(group: &mut Group) {
     group.leader = Some(leader.clone());
     group.state = GroupState::CompletingRebalance;
     let protocol = group.protocol.clone().unwrap_or_default();
-    let everyone: Vec<(String, Option<String>, Bytes)> = group
-        .members
-        .iter()
-        .map(|(id, m)| {
-            let metadata = m
-                .protocols
-                .iter()
-                .find(|(name, _)| *name == protocol)
-                .map(|(_, b)| b.clone())
-                .unwrap_or_default();
-            (id.clone(), m.instance_id.clone(), metadata)
-        })
-        .collect();
+    let everyone = members_for_leader(group, &protocol);
     let now = Instant::now();
     for (id, member) in group.members.iter_mut() {
         member.last_seen = now;
@@ -592,6 +717,140 @@ fn complete(group: &mut Group) {
     }
 }
 
+/// What JoinGroup gives a member.
+enum MemberId {
+    /// KIP-394: answer MEMBER_ID_REQUIRED with this id.
+    Required(String),
+    /// Join with this id.
+    Assigned(String),
+}
+
+/// Resolves the member id of a JoinGroup (see the module docs for the rules).
+fn member_id_for(
+    group: &mut Group,
+    request: &JoinRequest,
+    now: Instant,
+) -> std::result::Result<MemberId, i16> {
+    let fresh = || format!("{}-{}", request.client_id, uuid::Uuid::new_v4());
+    if let Some(instance) = request.instance_id.as_deref() {
+        let owner = static_owner(group, instance);
+        return match owner {
+            Some(owner) if request.member_id.is_empty() => {
+                // The instance restarted: a new id replaces the old, which is fenced.
+                let id = fresh();
+                if let Some(mut old) = group.members.remove(&owner) {
+                    fence_waiters(&mut old);
+                    group.members.insert(id.clone(), old);
+                }
+                if group.leader.as_deref() == Some(owner.as_str()) {
+                    group.leader = Some(id.clone());
+                }
+                Ok(MemberId::Assigned(id))
+            }
+            Some(owner) if owner != request.member_id => Err(code(ResponseError::FencedInstanceId)),
+            Some(owner) => Ok(MemberId::Assigned(owner)),
+            None if request.member_id.is_empty() => Ok(MemberId::Assigned(fresh())),
+            None => Err(code(ResponseError::UnknownMemberId)),
+        };
+    }
+    if request.member_id.is_empty() {
+        let id = fresh();
+        if request.require_known_member_id {
+            let wait = Duration::from_millis(request.session_timeout_ms.max(0) as u64);
+            if group.pending.len() >= GROUP_MEMBERS_MAX {
+                return Err(code(ResponseError::GroupMaxSizeReached));
+            }
+            group.pending.insert(id.clone(), now + wait);
+            return Ok(MemberId::Required(id));
+        }
+        return Ok(MemberId::Assigned(id));
+    }
+    if group.members.contains_key(&request.member_id)
+        || group.pending.remove(&request.member_id).is_some()
+    {
+        return Ok(MemberId::Assigned(request.member_id.clone()));
+    }
+    Err(code(ResponseError::UnknownMemberId))
+}
+
+/// The member id that holds a static instance id.
+fn static_owner(group: &Group, instance_id: &str) -> Option<String> {
+    group
+        .members
+        .iter()
+        .find(|(_, m)| m.instance_id.as_deref() == Some(instance_id))
+        .map(|(id, _)| id.clone())
+}
+
+/// A replaced static member's waiting requests learn they are fenced.
+fn fence_waiters(member: &mut Member) {
+    if let Some(waiter) = member.join_waiter.take() {
+        let _ = waiter.send(JoinOutcome {
+            error: code(ResponseError::FencedInstanceId),
+            generation: -1,
+            ..JoinOutcome::default()
+        });
+    }
+    if let Some(waiter) = member.sync_waiter.take() {
+        let _ = waiter.send(SyncOutcome {
+            error: code(ResponseError::FencedInstanceId),
+            ..SyncOutcome::default()
+        });
+    }
+}
+
+/// Kafka's member check for Heartbeat, SyncGroup, OffsetCommit and LeaveGroup: a static
+/// instance held by another member id is fenced; otherwise the member must be known.
+fn check_member(
+    group: &Group,
+    member_id: &str,
+    instance_id: Option<&str>,
+) -> std::result::Result<(), i16> {
+    if let Some(instance) = instance_id {
+        if static_owner(group, instance).is_some_and(|owner| owner != member_id) {
+            return Err(code(ResponseError::FencedInstanceId));
+        }
+    }
+    if !group.members.contains_key(member_id) {
+        return Err(code(ResponseError::UnknownMemberId));
+    }
+    Ok(())
+}
+
+/// The JoinGroup answer for the current generation, without a rebalance.
+fn current_join(group: &Group, member_id: &str) -> JoinOutcome {
+    let leader = group.leader.clone().unwrap_or_default();
+    let protocol = group.protocol.clone().unwrap_or_default();
+    let members =
+        if leader == member_id { members_for_leader(group, &protocol) } else { Vec::new() };
+    JoinOutcome {
+        error: 0,
+        generation: group.generation,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol.clone(),
+        leader,
+        member_id: member_id.to_string(),
+        members,
+    }
+}
+
+/// Every member with its metadata for the chosen protocol, as the leader receives them.
+fn members_for_leader(group: &Group, protocol: &str) -> Vec<(String, Option<String>, Bytes)> {
+    group
+        .members
+        .iter()
+        .map(|(id, m)| {
+            let metadata = m
+                .protocols
+                .iter()
+                .find(|(name, _)| *name == protocol)
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default();
+            (id.clone(), m.instance_id.clone(), metadata)
+        })
+        .collect()
+}
+
 /// The protocol every member supports that most members list first (Kafka's vote).
 fn choose_protocol(group: &Group) -> Option<String> {
     let first = group.members.values().next()?;
@@ -608,4 +867,130 @@ fn choose_protocol(group: &Group) -> Option<String> {
         }
     }
     candidates.iter().max_by_key(|c| votes.get(*c).copied().unwrap_or(0)).map(|c| (*c).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(dir: &std::path::Path) -> Groups {
+        let store = std::sync::Arc::new(Store::open(&dir.join("meta.redb")).unwrap());
+        let settings = GroupSettings {
+            initial_rebalance_delay: Duration::ZERO,
+            session_timeout_min_ms: 1,
+            session_timeout_max_ms: 600_000,
+        };
+        Groups::load(settings, store).unwrap()
+    }
+
+    fn join_request(member_id: &str, instance: Option<&str>, v4: bool) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            instance_id: instance.map(str::to_string),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+            require_known_member_id: v4,
+        }
+    }
+
+    fn join_now(groups: &Groups, request: JoinRequest) -> JoinOutcome {
+        let mut receiver = groups.join(request).unwrap();
+        receiver.try_recv().expect("the join completes at once here")
+    }
+
+    /// Joins one member through KIP-394 and syncs it: the group is Stable at generation 1.
+    fn stable_single_member(groups: &Groups) -> String {
+        let required = join_now(groups, join_request("", None, true));
+        assert_eq!(required.error, ResponseError::MemberIdRequired.code());
+        let joined = join_now(groups, join_request(&required.member_id, None, true));
+        assert_eq!((joined.error, joined.generation), (0, 1));
+        assert_eq!(joined.leader, required.member_id);
+        let assignment = vec![(required.member_id.clone(), Bytes::from_static(b"a"))];
+        let mut synced = groups.sync("g", 1, &required.member_id, None, assignment).unwrap();
+        assert_eq!(synced.try_recv().unwrap().assignment, Bytes::from_static(b"a"));
+        required.member_id
+    }
+
+    #[test]
+    fn kip_394_members_fetch_their_id_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        stable_single_member(&groups);
+        let unknown = groups.join(join_request("made-up", None, true)).unwrap_err();
+        assert_eq!(unknown, ResponseError::UnknownMemberId.code());
+    }
+
+    #[test]
+    fn commits_are_accepted_while_preparing_a_rebalance() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        let first = stable_single_member(&groups);
+        let second = join_now(&groups, join_request("", None, true)).member_id;
+        let _pending = groups.join(join_request(&second, None, true)).unwrap();
+        assert_eq!(
+            groups.heartbeat("g", 1, &first, None),
+            ResponseError::RebalanceInProgress.code()
+        );
+        assert_eq!(groups.check_commit("g", 1, &first, None), 0, "commit on revoke");
+        assert_eq!(
+            groups.check_commit("g", 0, &first, None),
+            ResponseError::IllegalGeneration.code()
+        );
+    }
+
+    #[test]
+    fn a_restarted_static_member_replaces_and_fences_its_old_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        let joined = join_now(&groups, join_request("", Some("instance-1"), true));
+        assert_eq!(joined.error, 0, "static members skip KIP-394");
+        let old = joined.member_id;
+        let a = vec![(old.clone(), Bytes::from_static(b"a"))];
+        groups.sync("g", 1, &old, Some("instance-1"), a).unwrap();
+        let rejoined = join_now(&groups, join_request("", Some("instance-1"), true));
+        assert_ne!(rejoined.member_id, old);
+        let fenced = groups.heartbeat("g", 1, &old, Some("instance-1"));
+        assert_eq!(fenced, ResponseError::FencedInstanceId.code());
+        let wrong = groups.join(join_request(&old, Some("instance-1"), true)).unwrap_err();
+        assert_eq!(wrong, ResponseError::FencedInstanceId.code());
+    }
+
+    #[test]
+    fn an_unchanged_follower_rejoin_keeps_the_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        let leader = stable_single_member(&groups);
+        let follower = join_now(&groups, join_request("", None, true)).member_id;
+        let mut follower_join = groups.join(join_request(&follower, None, true)).unwrap();
+        let mut leader_join = groups.join(join_request(&leader, None, true)).unwrap();
+        assert_eq!(leader_join.try_recv().unwrap().generation, 2);
+        assert_eq!(follower_join.try_recv().unwrap().generation, 2);
+        let assignments = vec![
+            (leader.clone(), Bytes::from_static(b"l")),
+            (follower.clone(), Bytes::from_static(b"f")),
+        ];
+        let _follower_sync = groups.sync("g", 2, &follower, None, Vec::new()).unwrap();
+        let _leader_sync = groups.sync("g", 2, &leader, None, assignments).unwrap();
+        let again = join_now(&groups, join_request(&follower, None, true));
+        assert_eq!((again.error, again.generation), (0, 2), "no rebalance");
+        assert_eq!(groups.heartbeat("g", 2, &leader, None), 0);
+    }
+
+    #[test]
+    fn stable_groups_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let member = {
+            let groups = groups(dir.path());
+            stable_single_member(&groups)
+        };
+        let groups = groups(dir.path());
+        assert_eq!(groups.heartbeat("g", 1, &member, None), 0);
+        let mut synced = groups.sync("g", 1, &member, None, Vec::new()).unwrap();
+        assert_eq!(synced.try_recv().unwrap().assignment, Bytes::from_static(b"a"));
+    }
 }

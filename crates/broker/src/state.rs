@@ -8,7 +8,7 @@ use crate::topics::Topics;
 /// Everything a request handler can reach.
 pub(crate) struct State {
     pub settings: Settings,
-    pub store: Store,
+    pub store: std::sync::Arc<Store>,
     pub topics: Topics,
     pub groups: Groups,
     pub cluster_id: String,

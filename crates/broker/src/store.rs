@@ -17,6 +17,7 @@ const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("offsets");
 const CLUSTER: TableDefinition<&str, &str> = TableDefinition::new("cluster");
 const TRANSACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("transactions");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 
 /// A topic as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +110,42 @@ pub struct TxnRecord {
     pub updated_ms: i64,
 }
 
+/// A Stable consumer group as stored, so members keep their generation across a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// The generation.
+    pub generation: i32,
+    /// The protocol type (`consumer`).
+    pub protocol_type: String,
+    /// The chosen assignor.
+    pub protocol: String,
+    /// The leader's member id.
+    pub leader: String,
+    /// Every member.
+    pub members: Vec<GroupMemberRecord>,
+}
+
+/// One member of a stored group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMemberRecord {
+    /// Member id.
+    pub member_id: String,
+    /// Static instance id (KIP-345).
+    pub instance_id: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Client host.
+    pub client_host: String,
+    /// Session timeout.
+    pub session_timeout_ms: u64,
+    /// Rebalance timeout.
+    pub rebalance_timeout_ms: u64,
+    /// Protocols with their metadata.
+    pub protocols: Vec<(String, Vec<u8>)>,
+    /// The member's assignment.
+    pub assignment: Vec<u8>,
+}
+
 /// The store.
 pub struct Store {
     db: Database,
@@ -134,6 +171,7 @@ impl Store {
             tx.open_table(OFFSETS).map_err(|e| e.to_string())?;
             tx.open_table(CLUSTER).map_err(|e| e.to_string())?;
             tx.open_table(TRANSACTIONS).map_err(|e| e.to_string())?;
+            tx.open_table(GROUPS).map_err(|e| e.to_string())?;
             Ok(())
         })?;
         Ok(store)
@@ -292,6 +330,39 @@ impl Store {
             let mut table = tx.open_table(OFFSETS).map_err(|e| e.to_string())?;
             for (key, bytes) in &encoded {
                 table.insert(key.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every stored group.
+    pub fn groups(&self) -> Result<BTreeMap<String, GroupRecord>> {
+        let tx = self.db.begin_read().map_err(|e| Error::Store(e.to_string()))?;
+        let table = tx.open_table(GROUPS).map_err(|e| Error::Store(e.to_string()))?;
+        let mut found = BTreeMap::new();
+        for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
+            let (id, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
+            let record: GroupRecord = serde_json::from_slice(value.value())
+                .map_err(|e| Error::Store(format!("group {}: {e}", id.value())))?;
+            found.insert(id.value().to_string(), record);
+        }
+        Ok(found)
+    }
+
+    /// Writes a group, or removes it with `None`.
+    pub fn put_group(&self, group_id: &str, record: Option<&GroupRecord>) -> Result<()> {
+        let bytes = record
+            .map(|r| serde_json::to_vec(r).map_err(|e| Error::Store(e.to_string())))
+            .transpose()?;
+        self.write(|tx| {
+            let mut table = tx.open_table(GROUPS).map_err(|e| e.to_string())?;
+            match &bytes {
+                Some(bytes) => {
+                    table.insert(group_id, bytes.as_slice()).map_err(|e| e.to_string())?;
+                }
+                None => {
+                    table.remove(group_id).map_err(|e| e.to_string())?;
+                }
             }
             Ok(())
         })

@@ -63,6 +63,7 @@ pub(crate) fn find_coordinator(
 pub(crate) async fn join_group(
     state: &State,
     request: JoinGroupRequest,
+    version: i16,
     client: &super::Client,
 ) -> JoinGroupResponse {
     let join = JoinRequest {
@@ -84,6 +85,7 @@ pub(crate) async fn join_group(
             .into_iter()
             .map(|p| (p.name.to_string(), p.metadata))
             .collect(),
+        require_known_member_id: version >= 4,
     };
     let member_id = join.member_id.clone();
     let receiver = match state.groups.join(join) {
@@ -129,6 +131,7 @@ pub(crate) async fn sync_group(state: &State, request: SyncGroupRequest) -> Sync
         &request.group_id,
         request.generation_id,
         &request.member_id,
+        request.group_instance_id.as_deref(),
         assignments,
     );
     let outcome = match receiver {
@@ -143,7 +146,12 @@ pub(crate) async fn sync_group(state: &State, request: SyncGroupRequest) -> Sync
 }
 
 pub(crate) fn heartbeat(state: &State, request: HeartbeatRequest) -> HeartbeatResponse {
-    let code = state.groups.heartbeat(&request.group_id, request.generation_id, &request.member_id);
+    let code = state.groups.heartbeat(
+        &request.group_id,
+        request.generation_id,
+        &request.member_id,
+        request.group_instance_id.as_deref(),
+    );
     HeartbeatResponse::default().with_error_code(code)
 }
 
@@ -187,7 +195,8 @@ pub(crate) fn offset_commit(state: &State, request: OffsetCommitRequest) -> Offs
     let group = request.group_id.to_string();
     let check = if crate::groups::valid_group_id(&group) {
         let generation = request.generation_id_or_member_epoch;
-        state.groups.check_commit(&group, generation, &request.member_id)
+        let instance = request.group_instance_id.as_deref();
+        state.groups.check_commit(&group, generation, &request.member_id, instance)
     } else {
         ResponseError::InvalidGroupId.code()
     };

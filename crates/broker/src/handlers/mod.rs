@@ -112,7 +112,7 @@ pub(crate) async fn handle(
             ResponseKind::FindCoordinator(group::find_coordinator(state, r, version))
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(group::join_group(state, r, &client).await)
+            ResponseKind::JoinGroup(group::join_group(state, r, version, &client).await)
         }
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group::sync_group(state, r).await),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(state, r)),
@@ -513,7 +513,7 @@ mod tests {
             .with_session_timeout_ms(10_000)
             .with_protocol_type(StrBytes::from_static_str("consumer"))
             .with_protocols(vec![protocol]);
-        let joined = group::join_group(&state, join, &client).await;
+        let joined = group::join_group(&state, join, 5, &client).await;
         assert_eq!(joined.error_code, ResponseError::InvalidGroupId.code());
 
         let commit = |group: &'static str| {
