@@ -81,6 +81,7 @@ impl Broker {
             tokio::spawn(retention(Arc::clone(&state))),
             tokio::spawn(flusher(Arc::clone(&state))),
             tokio::spawn(transaction_upkeep(Arc::clone(&state))),
+            tokio::spawn(offsets_retention(Arc::clone(&state))),
         ];
         tracing::info!(listen = %local_addr, data_dir = %state.settings.data_dir.display(), cluster_id = %state.cluster_id, "broker started");
         Ok(Broker { state, local_addr, tasks })
@@ -202,6 +203,32 @@ async fn transaction_upkeep(state: Arc<State>) {
         let state = Arc::clone(&state);
         // Marker writes sync the log: keep them off the async workers.
         let _ = tokio::task::spawn_blocking(move || state.transactions.tick(&state)).await;
+    }
+}
+
+/// Expires committed offsets every `offsets.retention.check.interval.ms`.
+async fn offsets_retention(state: Arc<State>) {
+    let period = Duration::from_millis(state.settings.offsets_retention_check_interval_ms);
+    let mut shutdown = state.shutdown.subscribe();
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = interval.tick() => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if stopping {
+            return;
+        }
+        let state = Arc::clone(&state);
+        let retention_ms = state.settings.offsets_retention_ms;
+        let expired = tokio::task::spawn_blocking(move || {
+            state.groups.expire_offsets(retention_ms, crate::clock::now_ms())
+        })
+        .await;
+        if let Ok(Err(error)) = expired {
+            tracing::warn!(%error, "offset retention pass failed");
+        }
     }
 }
 

@@ -66,6 +66,10 @@ pub struct Settings {
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`.
     pub group_max_session_timeout_ms: i32,
+    /// `offsets.retention.minutes`, in ms.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
     /// `transaction.max.timeout.ms`.
     pub transaction_max_timeout_ms: i32,
     /// `transactional.id.expiration.ms`.
@@ -108,6 +112,7 @@ pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
     ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
     ("producer.id.expiration.ms", "86400000"),
     ("transaction.max.timeout.ms", "900000"),
     ("transactional.id.expiration.ms", "604800000"),
@@ -226,6 +231,13 @@ impl BrokerConfig {
             group_min_session_timeout_ms: self.parse("group.min.session.timeout.ms", 6000i32)?,
             group_max_session_timeout_ms: self
                 .parse("group.max.session.timeout.ms", 1_800_000i32)?,
+            offsets_retention_ms: self
+                .parse("offsets.retention.minutes", 10_080i64)?
+                .max(1)
+                .saturating_mul(60_000),
+            offsets_retention_check_interval_ms: self
+                .parse("offsets.retention.check.interval.ms", 600_000u64)?
+                .max(100),
             transaction_max_timeout_ms: self
                 .parse("transaction.max.timeout.ms", 900_000i32)?
                 .max(1),

@@ -164,6 +164,9 @@ impl Groups {
         let now = Instant::now();
         let mut groups = BTreeMap::new();
         for (id, record) in store.groups()? {
+            if record.empty_since_ms.is_some() {
+                continue; // kept only for offset retention
+            }
             let members = record
                 .members
                 .into_iter()
@@ -208,7 +211,12 @@ impl Groups {
     /// Writes a Stable group to the store, or removes an Empty one. Best effort: on a
     /// failure the members rejoin after a restart, which costs a rebalance, not data.
     fn persist(&self, group_id: &str, group: &Group) {
-        let record = (group.state == GroupState::Stable).then(|| GroupRecord {
+        let empty = group.state == GroupState::Empty;
+        if !empty && group.state != GroupState::Stable {
+            return;
+        }
+        let record = Some(GroupRecord {
+            empty_since_ms: empty.then(crate::clock::now_ms),
             generation: group.generation,
             protocol_type: group.protocol_type.clone().unwrap_or_default(),
             protocol: group.protocol.clone().unwrap_or_default(),
@@ -632,6 +640,11 @@ impl Groups {
         })
     }
 
+    /// Whether the group has members now (its offsets never expire then).
+    pub fn has_members(&self, group_id: &str) -> bool {
+        self.lock().get(group_id).is_some_and(|g| !g.members.is_empty())
+    }
+
     /// Ids of every group with an in-memory state.
     pub fn ids(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
@@ -644,9 +657,49 @@ impl Groups {
             Some(group) if !group.members.is_empty() => Err(code(ResponseError::NonEmptyGroup)),
             _ => {
                 groups.remove(group_id);
+                if let Err(error) = self.store.put_group(group_id, None) {
+                    tracing::warn!(group = %group_id, %error, "stored group not removed");
+                }
                 Ok(())
             }
         }
+    }
+
+    /// Deletes expired committed offsets (`offsets.retention.minutes`, KIP-211): all of a
+    /// group's once it has been empty for the retention; for a consumer that commits without
+    /// joining (no stored group), each offset once it is that old. A group with members
+    /// keeps every offset. Returns how many offsets were deleted.
+    pub fn expire_offsets(&self, retention_ms: i64, now_ms: i64) -> crate::Result<usize> {
+        let records = self.store.groups()?;
+        let mut deleted = 0;
+        for group_id in self.store.groups_with_offsets()? {
+            if self.has_members(&group_id) {
+                continue;
+            }
+            let offsets = self.store.group_offsets(&group_id)?;
+            let record = records.get(&group_id);
+            let doomed: Vec<(String, i32)> = match record.map(|r| r.empty_since_ms) {
+                Some(Some(since)) if now_ms - since >= retention_ms => {
+                    offsets.into_keys().collect()
+                }
+                Some(_) => Vec::new(),
+                None => offsets
+                    .into_iter()
+                    .filter(|(_, o)| now_ms - o.commit_timestamp_ms >= retention_ms)
+                    .map(|(key, _)| key)
+                    .collect(),
+            };
+            if doomed.is_empty() {
+                continue;
+            }
+            self.store.delete_offsets(&group_id, Some(&doomed))?;
+            deleted += doomed.len();
+            if record.is_some_and(|r| r.empty_since_ms.is_some()) {
+                self.store.put_group(&group_id, None)?;
+            }
+            tracing::info!(group = %group_id, offsets = doomed.len(), "expired committed offsets");
+        }
+        Ok(deleted)
     }
 
     /// Nothing to do yet: assignments name topics, and members rejoin on metadata change.
@@ -979,6 +1032,27 @@ mod tests {
         let again = join_now(&groups, join_request(&follower, None, true));
         assert_eq!((again.error, again.generation), (0, 2), "no rebalance");
         assert_eq!(groups.heartbeat("g", 2, &leader, None), 0);
+    }
+
+    #[test]
+    fn offsets_of_an_empty_group_expire_after_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        let member = stable_single_member(&groups);
+        let record = |offset| crate::store::OffsetRecord {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 0,
+        };
+        groups.store.commit_offsets("g", &[("t".into(), 0, record(5))]).unwrap();
+        groups.store.commit_offsets("standalone", &[("t".into(), 0, record(7))]).unwrap();
+        let now = crate::clock::now_ms();
+        assert_eq!(groups.expire_offsets(1000, now).unwrap(), 1, "only the standalone one");
+        groups.leave("g", &[(member, None)]).unwrap();
+        assert_eq!(groups.expire_offsets(60_000, now + 59_000).unwrap(), 0, "empty, not yet old");
+        assert_eq!(groups.expire_offsets(60_000, now + 61_000).unwrap(), 1);
+        assert!(groups.store.groups_with_offsets().unwrap().is_empty());
     }
 
     #[test]

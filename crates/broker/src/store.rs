@@ -123,6 +123,10 @@ pub struct GroupRecord {
     pub leader: String,
     /// Every member.
     pub members: Vec<GroupMemberRecord>,
+    /// When the group lost its last member (epoch ms); `None` while it has members. An
+    /// empty group's offsets expire `offsets.retention.minutes` after this (KIP-211).
+    #[serde(default)]
+    pub empty_since_ms: Option<i64>,
 }
 
 /// One member of a stored group.
