@@ -9,6 +9,7 @@
 
 mod bad_input;
 mod crash;
+mod etl;
 mod groups;
 mod idempotence;
 mod pipelining;
