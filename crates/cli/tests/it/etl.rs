@@ -261,7 +261,7 @@ async fn an_etl_chain_of_three_groups_delivers_each_record_once_through_churn() 
         sent += chunk;
         // Churn every 500 records: a third member joins each group; next time it leaves and
         // the first member is replaced by a new instance (a leave and a join).
-        if sent % 500 == 0 {
+        if sent.is_multiple_of(500) {
             churn_step += 1;
             for stage in 0..3 {
                 if churn_step % 2 == 1 {
