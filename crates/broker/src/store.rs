@@ -185,7 +185,18 @@ impl Store {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, String>,
     ) -> Result<T> {
-        let tx = self.db.begin_write().map_err(|e| Error::Store(e.to_string()))?;
+        self.write_with(redb::Durability::Immediate, f)
+    }
+
+    /// A write that is synced before it returns (`Immediate`) or only with the next synced
+    /// write (`None`), for state a crash may lose because something else recovers it.
+    fn write_with<T>(
+        &self,
+        durability: redb::Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        let mut tx = self.db.begin_write().map_err(|e| Error::Store(e.to_string()))?;
+        tx.set_durability(durability);
         let value = f(&tx).map_err(store_error("write"))?;
         tx.commit().map_err(|e| Error::Store(format!("commit: {e}")))?;
         Ok(value)
@@ -303,12 +314,14 @@ impl Store {
 
     /// Writes a transactional id's state and, in the same store transaction, commits
     /// `offsets` (a committed transaction's offsets become visible with its completion).
-    /// `None` removes the transactional id.
+    /// `None` removes the transactional id. With `durable` false the write is not synced
+    /// (see `crate::transactions` for which writes may be lost).
     pub fn put_transaction(
         &self,
         transactional_id: &str,
         record: Option<&TxnRecord>,
         offsets: &[PendingOffset],
+        durable: bool,
     ) -> Result<()> {
         let bytes = record
             .map(|r| serde_json::to_vec(r).map_err(|e| Error::Store(e.to_string())))
@@ -321,7 +334,8 @@ impl Store {
                 Ok((offset_key(&p.group, &p.topic, p.partition), bytes))
             })
             .collect::<Result<_>>()?;
-        self.write(|tx| {
+        let durability = if durable { redb::Durability::Immediate } else { redb::Durability::None };
+        self.write_with(durability, |tx| {
             let mut table = tx.open_table(TRANSACTIONS).map_err(|e| e.to_string())?;
             match &bytes {
                 Some(bytes) => {

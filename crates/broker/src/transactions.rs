@@ -14,6 +14,14 @@
 //!   producer that left it open; a record left in a prepare state (a crash, or a failed
 //!   marker write) is completed at start-up and on every tick.
 //!
+//! Which writes are synced: binding an id to a producer id and epoch, AddPartitionsToTxn
+//! (after a crash the open transaction's partitions must get abort markers) and the prepare
+//! state (it holds the decision, the partitions and the pending offsets). The rest may be
+//! lost with the page cache: AddOffsetsToTxn and TxnOffsetCommit (the prepare write carries
+//! them; a crash before it aborts the transaction), the complete state (a prepare state
+//! found after a crash is completed again, and a second marker closes nothing), and an
+//! expired id's removal. Any later synced write makes the earlier ones durable too.
+//!
 //! One mutex serialises every coordinator operation; markers are written under it. That is
 //! simple and correct for one node; a busy broker with many transactional producers would
 //! want one lock per transactional id.
@@ -138,7 +146,7 @@ impl Transactions {
             };
             state
                 .store
-                .put_transaction(transactional_id, Some(&record), &[])
+                .put_transaction(transactional_id, Some(&record), &[], true)
                 .map_err(storage_error)?;
             inner.insert(transactional_id, record);
             return Ok((producer_id, 0));
@@ -171,7 +179,10 @@ impl Transactions {
         record.state = TxnState::Empty;
         record.started_ms = -1;
         record.updated_ms = now;
-        state.store.put_transaction(transactional_id, Some(&record), &[]).map_err(storage_error)?;
+        state
+            .store
+            .put_transaction(transactional_id, Some(&record), &[], true)
+            .map_err(storage_error)?;
         let answer = (record.producer_id, record.producer_epoch);
         inner.insert(transactional_id, record);
         Ok(answer)
@@ -221,7 +232,10 @@ impl Transactions {
         {
             return Ok(()); // a retry: nothing new to store
         }
-        state.store.put_transaction(transactional_id, Some(&record), &[]).map_err(storage_error)?;
+        state
+            .store
+            .put_transaction(transactional_id, Some(&record), &[], true)
+            .map_err(storage_error)?;
         inner.insert(transactional_id, record);
         Ok(())
     }
@@ -238,7 +252,10 @@ impl Transactions {
         let mut inner = self.lock();
         let mut record = Self::open_for_add(&inner, transactional_id, producer_id, producer_epoch)?;
         record.groups.insert(group.to_string());
-        state.store.put_transaction(transactional_id, Some(&record), &[]).map_err(storage_error)?;
+        state
+            .store
+            .put_transaction(transactional_id, Some(&record), &[], false)
+            .map_err(storage_error)?;
         inner.insert(transactional_id, record);
         Ok(())
     }
@@ -269,7 +286,10 @@ impl Transactions {
             record.pending_offsets.push(offset);
         }
         record.updated_ms = now_ms();
-        state.store.put_transaction(transactional_id, Some(&record), &[]).map_err(storage_error)?;
+        state
+            .store
+            .put_transaction(transactional_id, Some(&record), &[], false)
+            .map_err(storage_error)?;
         inner.insert(transactional_id, record);
         Ok(())
     }
@@ -363,7 +383,7 @@ impl Transactions {
                 TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
                     if now - record.updated_ms > self.settings.id_expiration_ms =>
                 {
-                    match state.store.put_transaction(&id, None, &[]) {
+                    match state.store.put_transaction(&id, None, &[], false) {
                         Ok(()) => {
                             inner.remove(&id);
                             Ok(())
@@ -399,7 +419,10 @@ fn prepare_and_complete(
 ) -> TxnResult<TxnRecord> {
     record.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
     record.updated_ms = now_ms();
-    state.store.put_transaction(transactional_id, Some(&record), &[]).map_err(storage_error)?;
+    state
+        .store
+        .put_transaction(transactional_id, Some(&record), &[], true)
+        .map_err(storage_error)?;
     inner.insert(transactional_id, record.clone());
     complete(state, inner, transactional_id, record, commit)
 }
@@ -423,7 +446,7 @@ fn complete(
     record.updated_ms = now_ms();
     state
         .store
-        .put_transaction(transactional_id, Some(&record), &offsets)
+        .put_transaction(transactional_id, Some(&record), &offsets, false)
         .map_err(storage_error)?;
     inner.insert(transactional_id, record.clone());
     Ok(record)

@@ -28,6 +28,7 @@ mod loopback;
 mod machine;
 mod process;
 mod produce;
+mod rebalance;
 mod report;
 mod stats;
 

@@ -130,11 +130,22 @@ pub(crate) async fn produce(
 /// long-polling fetches, and builds the response.
 pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> ProduceResponse {
     let StagedProduce { mut topics, mut results, to_sync, wait_for_sync } = staged;
-    let synced = tokio::task::spawn_blocking(move || sync_all(to_sync)).await;
-    let failure = match synced {
-        Ok(result) => result.err(),
-        Err(error) => Some(format!("sync task failed: {error}")),
-    };
+    // Partitions sync in parallel: their fsyncs overlap in the device and the file
+    // system's journal, so a request that wrote many partitions waits about one sync.
+    let syncs: Vec<_> = to_sync
+        .into_iter()
+        .map(|one| tokio::task::spawn_blocking(move || sync_all(vec![one])))
+        .collect();
+    let mut failure = None;
+    for sync in syncs {
+        let outcome = match sync.await {
+            Ok(result) => result.err(),
+            Err(error) => Some(format!("sync task failed: {error}")),
+        };
+        if failure.is_none() {
+            failure = outcome;
+        }
+    }
     state.appended.notify_waiters();
     if let (Some(message), true) = (failure, wait_for_sync) {
         for result in results.iter_mut().filter(|r| r.2.is_ok()) {

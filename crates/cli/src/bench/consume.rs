@@ -56,6 +56,7 @@ pub fn run(
     let timeout = Duration::from_secs(ADMIN_TIMEOUT_SECS);
     let mut assignment = TopicPartitionList::new();
     let mut expected: u64 = 0;
+    let mut ends = Vec::with_capacity(usize::try_from(partitions).unwrap_or(0));
     for partition in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, timeout)
@@ -64,6 +65,7 @@ pub fn run(
             anyhow!("{topic}-{partition}: high watermark {high} is below log start {low}")
         })?;
         expected += count;
+        ends.push((partition, high));
         assignment
             .add_partition_offset(topic, partition, Offset::Beginning)
             .map_err(|e| anyhow!("cannot assign {topic}-{partition}: {e}"))?;
@@ -72,7 +74,7 @@ pub fn run(
     let meter = CpuMeter::start(broker_pid)?;
     let started = Instant::now();
     consumer.assign(&assignment).map_err(|e| anyhow!("cannot assign {topic}: {e}"))?;
-    let (records, bytes) = read(&consumer, expected, bar)?;
+    let (records, bytes) = read(&consumer, (topic, &ends), expected, bar)?;
     let secs = started.elapsed().as_secs_f64();
     let cpu = meter.stop()?;
     Ok(ConsumeRun {
@@ -86,13 +88,35 @@ pub fn run(
     })
 }
 
-/// Polls until `expected` records are read; returns records and payload bytes.
-fn read(consumer: &BaseConsumer, expected: u64, bar: &ProgressBar) -> Result<(u64, u64)> {
+/// Whether the consumer's position reached every partition's end. Transaction markers take
+/// offsets but are never delivered, so counting records cannot tell.
+fn at_ends(consumer: &BaseConsumer, topic: &str, ends: &[(i32, i64)]) -> bool {
+    let Ok(position) = consumer.position() else { return false };
+    ends.iter().all(|(partition, high)| {
+        *high == 0
+            || matches!(
+                position.find_partition(topic, *partition).map(|p| p.offset()),
+                Some(Offset::Offset(at)) if at >= *high
+            )
+    })
+}
+
+/// Polls until the position reaches `ends` (at most `expected` offsets, of which some may
+/// be transaction markers); returns records and payload bytes.
+fn read(
+    consumer: &BaseConsumer,
+    (topic, ends): (&str, &[(i32, i64)]),
+    expected: u64,
+    bar: &ProgressBar,
+) -> Result<(u64, u64)> {
     let poll = Duration::from_millis(CONSUMER_POLL_MS);
     let idle_max = Duration::from_secs(CONSUMER_IDLE_SECS_MAX);
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut last_record = Instant::now();
     while records < expected {
+        if records % 4096 == 0 && at_ends(consumer, topic, ends) {
+            break;
+        }
         match consumer.poll(poll) {
             Some(Ok(message)) => {
                 records += 1;
@@ -101,6 +125,7 @@ fn read(consumer: &BaseConsumer, expected: u64, bar: &ProgressBar) -> Result<(u6
                 bar.inc(1);
             }
             Some(Err(error)) => bail!("the consumer failed after {records} records: {error}"),
+            None if at_ends(consumer, topic, ends) => break,
             None if last_record.elapsed() > idle_max => {
                 bail!("no record for {CONSUMER_IDLE_SECS_MAX} s after {records} of {expected}")
             }

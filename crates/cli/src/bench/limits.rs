@@ -117,6 +117,12 @@ pub const TARGET_PRODUCE_RATIO_MIN: f64 = 1.0;
 /// Idempotent produce must be within 10% of plain produce (the Kafka-parity issue).
 pub const TARGET_IDEMPOTENT_RATIO_MIN: f64 = 0.9;
 
+/// Transactional produce must be within 50% of plain produce (the Kafka-parity issue).
+pub const TARGET_TRANSACTIONAL_RATIO_MIN: f64 = 0.5;
+
+/// Records per transaction in the transactional run, as the Kafka-parity issue fixes it.
+pub const TRANSACTION_RECORDS: u64 = 100;
+
 /// Acceptance target: p99 produce latency at half load at most this multiple of one fsync.
 pub const TARGET_LATENCY_RATIO_MAX: f64 = 2.0;
 
@@ -140,3 +146,12 @@ const _: () = assert!(
         == DISK_NAIVE_BYTES
 );
 const _: () = assert!(RECORD_BYTES_DEFAULT <= RECORD_BYTES_MAX);
+
+/// Partitions of the rebalance run's topic: two per member of a group of three.
+pub const REBALANCE_PARTITIONS: i32 = 6;
+
+/// Joins timed per rebalance run (the median is reported).
+pub const REBALANCE_TRIALS: usize = 3;
+
+/// Acceptance target: a 3-member group rebalance (one joins) settles within this, seconds.
+pub const TARGET_REBALANCE_SECS_MAX: f64 = 1.0;

@@ -2,12 +2,14 @@
 //!
 //! In order: start the broker and read its idle RSS; create one topic of
 //! `TOPIC_PARTITIONS` partitions; produce `--bytes` from one producer, then from one
-//! idempotent producer, then from `PARALLEL_PRODUCERS` producers in parallel; produce at `LATENCY_LOAD_FRACTION` of the
+//! idempotent producer, then from one transactional producer (transactions of
+//! `TRANSACTION_RECORDS` records), then from `PARALLEL_PRODUCERS` producers in parallel; produce at `LATENCY_LOAD_FRACTION` of the
 //! single producer's rate for `LATENCY_RUN_SECS`, then the same with `linger.ms=0` (not a
 //! target: it shows how much of that latency is the client's linger); read the broker's
 //! RSS; consume every record from the beginning with Kafka's default fetch sizes; read the
 //! RSS; consume everything again with large fetches (not a target: it shows what they cost
-//! the broker); read the RSS again, and the peak.
+//! the broker); read the RSS again, and the peak; then time a third consumer joining a
+//! group of two (see `rebalance`).
 //!
 //! The broker runs with its defaults, so `log.flush=always`: every acknowledgement waits for
 //! an fdatasync of each partition it wrote (shared by concurrent requests: group commit).
@@ -24,10 +26,11 @@ use super::consume::{self, ConsumeRun, FetchBytes};
 use super::limits::{
     ADMIN_TIMEOUT_SECS, BROKER_IDLE_SETTLE_MS, CONSUMER_FETCH_DEFAULT, CONSUMER_FETCH_LARGE,
     LATENCY_LOAD_FRACTION, LATENCY_RUN_SECS, PARALLEL_PRODUCERS, PRODUCER_LINGER_MS,
-    TOPIC_PARTITIONS,
+    REBALANCE_PARTITIONS, TOPIC_PARTITIONS, TRANSACTION_RECORDS,
 };
 use super::process::BrokerProcess;
 use super::produce::{self, Plan, ProduceRun};
+use super::rebalance::{self, RebalanceRun};
 use super::Progress;
 
 /// The benchmark topic.
@@ -54,6 +57,10 @@ pub struct BrokerResult {
     pub rss_after_large_fetches_bytes: u64,
     /// Peak RSS over the whole run (`VmHWM`), bytes.
     pub rss_peak_bytes: u64,
+    /// A third member joining a group of two, with librdkafka's default settings.
+    pub rebalance_default: RebalanceRun,
+    /// The same with a 100 ms heartbeat interval.
+    pub rebalance_fast_heartbeat: RebalanceRun,
 }
 
 /// Every produce run, in the order they ran.
@@ -63,6 +70,8 @@ pub struct ProduceRuns {
     pub single: ProduceRun,
     /// One idempotent producer (`enable.idempotence=true`), closed loop.
     pub single_idempotent: ProduceRun,
+    /// One transactional producer, transactions of `TRANSACTION_RECORDS` records.
+    pub single_transactional: ProduceRun,
     /// `PARALLEL_PRODUCERS` producers, closed loop.
     pub parallel: ProduceRun,
     /// One producer at half the single producer's rate.
@@ -72,9 +81,9 @@ pub struct ProduceRuns {
 }
 
 impl ProduceRuns {
-    /// Records acknowledged over all runs.
+    /// Records acknowledged over all runs, warm-up records included: what the topic holds.
     pub fn records(&self) -> u64 {
-        self.all().iter().map(|run| run.records).sum()
+        self.all().iter().map(|run| run.records + run.warm_up_records).sum()
     }
 
     /// Payload bytes acknowledged over all runs.
@@ -82,8 +91,15 @@ impl ProduceRuns {
         self.all().iter().map(|run| run.bytes).sum()
     }
 
-    fn all(&self) -> [&ProduceRun; 5] {
-        [&self.single, &self.single_idempotent, &self.parallel, &self.paced, &self.paced_no_linger]
+    fn all(&self) -> [&ProduceRun; 6] {
+        [
+            &self.single,
+            &self.single_idempotent,
+            &self.single_transactional,
+            &self.parallel,
+            &self.paced,
+            &self.paced_no_linger,
+        ]
     }
 }
 
@@ -105,6 +121,7 @@ pub fn run(
         linger_ms: PRODUCER_LINGER_MS,
         broker_pid: broker.pid(),
         idempotent: false,
+        transaction_records: None,
     };
     let produce = produce_all(&plan, bytes / record_bytes as u64, progress)?;
     let rss_after_produce_bytes = broker.rss_bytes()?;
@@ -112,6 +129,13 @@ pub fn run(
     let rss_after_consume_bytes = broker.rss_bytes()?;
     let consume_large_fetches =
         consume_all(&broker, CONSUMER_FETCH_LARGE, progress, produce.records())?;
+    let rss_after_large_fetches_bytes = broker.rss_bytes()?;
+    let rss_peak_bytes = broker.peak_rss_bytes()?;
+    create_topic_named(&broker.bootstrap, REBALANCE_TOPIC, REBALANCE_PARTITIONS)?;
+    let bar = progress.count("rebalance: a third member joins", 0);
+    let rebalance_default = rebalance::run(&broker.bootstrap, REBALANCE_TOPIC, None)?;
+    let rebalance_fast_heartbeat = rebalance::run(&broker.bootstrap, REBALANCE_TOPIC, Some(100))?;
+    bar.finish_and_clear();
     Ok(BrokerResult {
         partitions: TOPIC_PARTITIONS,
         rss_idle_bytes,
@@ -120,8 +144,10 @@ pub fn run(
         consume,
         rss_after_consume_bytes,
         consume_large_fetches,
-        rss_after_large_fetches_bytes: broker.rss_bytes()?,
-        rss_peak_bytes: broker.peak_rss_bytes()?,
+        rss_after_large_fetches_bytes,
+        rss_peak_bytes,
+        rebalance_default,
+        rebalance_fast_heartbeat,
     })
 }
 
@@ -132,6 +158,17 @@ fn produce_all(plan: &Plan<'_>, records: u64, progress: &Progress) -> Result<Pro
     let idempotent = Plan { idempotent: true, ..*plan };
     let label = "produce: 1 idempotent producer";
     let single_idempotent = produce_run(&idempotent, progress, label, 1, records, None)?;
+    // linger.ms=0: a transaction's records are all handed over before its commit, which
+    // flushes at once in librdkafka; the bench waits for the acks itself (see
+    // `send_in_transactions`) and would otherwise wait out the linger in every transaction.
+    let transactional = Plan {
+        transaction_records: Some(TRANSACTION_RECORDS),
+        idempotent: true,
+        linger_ms: 0,
+        ..*plan
+    };
+    let label = "produce: 1 transactional producer";
+    let single_transactional = produce_run(&transactional, progress, label, 1, records, None)?;
     let label = "produce: 8 producers";
     let parallel = produce_run(plan, progress, label, PARALLEL_PRODUCERS, records, None)?;
     let rate = single.records_per_s * LATENCY_LOAD_FRACTION;
@@ -141,7 +178,14 @@ fn produce_all(plan: &Plan<'_>, records: u64, progress: &Progress) -> Result<Pro
     let no_linger = Plan { linger_ms: 0, ..*plan };
     let label = "produce: 1 producer, half load, linger.ms=0";
     let paced_no_linger = produce_run(&no_linger, progress, label, 1, paced_records, Some(rate))?;
-    Ok(ProduceRuns { single, single_idempotent, parallel, paced, paced_no_linger })
+    Ok(ProduceRuns {
+        single,
+        single_idempotent,
+        single_transactional,
+        parallel,
+        paced,
+        paced_no_linger,
+    })
 }
 
 /// One produce run with its own progress bar.
@@ -180,18 +224,26 @@ fn consume_all(
 
 /// Creates the benchmark topic with `TOPIC_PARTITIONS` partitions.
 fn create_topic(bootstrap: &str) -> Result<()> {
+    create_topic_named(bootstrap, TOPIC, TOPIC_PARTITIONS)
+}
+
+/// The topic of the rebalance run.
+const REBALANCE_TOPIC: &str = "sluice-bench-rebalance";
+
+/// Creates `name` with `partitions` partitions.
+fn create_topic_named(bootstrap: &str, name: &str, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("client.id", "sluice-bench")
         .create()
         .map_err(|e| anyhow!("cannot create an admin client: {e}"))?;
-    let topic = NewTopic::new(TOPIC, TOPIC_PARTITIONS, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let timeout = Duration::from_secs(ADMIN_TIMEOUT_SECS);
     let options =
         AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
     // The admin client's own thread drives the future, so blocking on it here is safe.
     let results = futures::executor::block_on(admin.create_topics([&topic], &options))
-        .map_err(|e| anyhow!("cannot create topic {TOPIC}: {e}"))?;
+        .map_err(|e| anyhow!("cannot create topic {name}: {e}"))?;
     for result in results {
         if let Err((name, code)) = result {
             bail!("cannot create topic {name}: {code}");

@@ -45,6 +45,9 @@ pub struct Plan<'a> {
     /// librdkafka's `enable.idempotence`: producer ids and sequence numbers, checked by the
     /// broker for every batch.
     pub idempotent: bool,
+    /// Records per transaction for a transactional producer (`transactional.id` set; each
+    /// transaction is begun, filled and committed in turn), or `None`.
+    pub transaction_records: Option<u64>,
 }
 
 /// Result of one produce run.
@@ -56,6 +59,8 @@ pub struct ProduceRun {
     pub linger_ms: u64,
     /// Records acknowledged.
     pub records: u64,
+    /// Records sent before the clock started (see `warm_up`), also in the topic.
+    pub warm_up_records: u64,
     /// Payload bytes acknowledged.
     pub bytes: u64,
     /// The rate asked for, all producers together; `None` for a closed-loop run.
@@ -88,13 +93,18 @@ pub fn run(
     // Connect and learn the partition leaders before the clock starts: the run measures
     // steady-state sending, not client start-up.
     let timeout = Duration::from_secs(ADMIN_TIMEOUT_SECS);
+    let payload = pattern(plan.record_bytes);
+    let mut warm_up_records = 0;
     for client in &clients {
         client
             .client()
             .fetch_metadata(Some(plan.topic), timeout)
             .map_err(|e| anyhow!("cannot read the metadata of {}: {e}", plan.topic))?;
+        if plan.idempotent && plan.transaction_records.is_none() {
+            warm_up(client, plan.topic, &payload)?;
+            warm_up_records += 1;
+        }
     }
-    let payload = pattern(plan.record_bytes);
     let share =
         |index: u64| records / producers as u64 + u64::from(index < records % producers as u64);
     let rate_each = rate.map(|rate| rate / producers as f64);
@@ -106,7 +116,13 @@ pub fn run(
             .zip(0u64..)
             .map(|(client, index)| {
                 let payload = &payload;
-                scope.spawn(move || send(client, plan.topic, payload, share(index), rate_each))
+                let records = share(index);
+                scope.spawn(move || match plan.transaction_records {
+                    Some(per_txn) => {
+                        send_in_transactions(client, plan.topic, payload, records, per_txn)
+                    }
+                    None => send(client, plan.topic, payload, records, rate_each),
+                })
             })
             .collect();
         threads
@@ -129,6 +145,7 @@ pub fn run(
         producers,
         linger_ms: plan.linger_ms,
         records: acked,
+        warm_up_records,
         bytes,
         target_records_per_s: rate,
         secs,
@@ -140,7 +157,7 @@ pub fn run(
 }
 
 /// A producer configured as the benchmark brief fixes it: acks=all, no compression, the
-/// plan's linger.ms and idempotence.
+/// plan's linger.ms, idempotence and transactions.
 fn create(plan: &Plan<'_>, bar: &ProgressBar) -> Result<ThreadedProducer<Tracker>> {
     let mut config = ClientConfig::new();
     config
@@ -153,6 +170,9 @@ fn create(plan: &Plan<'_>, bar: &ProgressBar) -> Result<ThreadedProducer<Tracker
         .set("batch.size", PRODUCER_BATCH_BYTES.to_string())
         .set("batch.num.messages", PRODUCER_BATCH_RECORDS.to_string())
         .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KIB.to_string());
+    if plan.transaction_records.is_some() {
+        config.set("transactional.id", format!("sluice-bench-{}", uuid_like()));
+    }
     let tracker = Tracker {
         started: Instant::now(),
         latencies: Mutex::new(Histogram::default()),
@@ -160,7 +180,76 @@ fn create(plan: &Plan<'_>, bar: &ProgressBar) -> Result<ThreadedProducer<Tracker
         first_failure: Mutex::new(None),
         bar: bar.clone(),
     };
-    config.create_with_context(tracker).map_err(|e| anyhow!("cannot create a producer: {e}"))
+    let producer: ThreadedProducer<Tracker> = config
+        .create_with_context(tracker)
+        .map_err(|e| anyhow!("cannot create a producer: {e}"))?;
+    if plan.transaction_records.is_some() {
+        producer
+            .init_transactions(Duration::from_secs(ADMIN_TIMEOUT_SECS))
+            .map_err(|e| anyhow!("cannot initialise transactions: {e}"))?;
+    }
+    Ok(producer)
+}
+
+/// An idempotent producer fetches its producer id when it first has a record to send (and
+/// librdkafka waits 500 ms for the connection before asking): send one record and wait for
+/// its ack, then forget it, so the run measures sending and not that start-up.
+fn warm_up(producer: &ThreadedProducer<Tracker>, topic: &str, payload: &[u8]) -> Result<()> {
+    enqueue(producer, topic, payload)?;
+    let deadline = Instant::now() + Duration::from_secs(ADMIN_TIMEOUT_SECS);
+    while producer.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            bail!("the warm-up record was not acknowledged in {ADMIN_TIMEOUT_SECS} s");
+        }
+        std::thread::sleep(Duration::from_millis(PRODUCER_TICK_MS));
+    }
+    producer.context().check()?;
+    *producer.context().latencies.lock().expect("no holder panics") = Histogram::default();
+    producer.context().bar.set_position(0);
+    Ok(())
+}
+
+/// A transactional id unique to this process and moment.
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// Sends `records` records in transactions of `per_txn` records: begin, enqueue, commit
+/// (which waits for every record of the transaction to be acknowledged).
+fn send_in_transactions(
+    producer: &ThreadedProducer<Tracker>,
+    topic: &str,
+    payload: &[u8],
+    records: u64,
+    per_txn: u64,
+) -> Result<()> {
+    let timeout = Duration::from_secs(PRODUCER_FLUSH_TIMEOUT_SECS);
+    let mut sent = 0u64;
+    while sent < records {
+        let count = per_txn.min(records - sent);
+        producer.begin_transaction().map_err(|e| anyhow!("cannot begin a transaction: {e}"))?;
+        for _ in 0..count {
+            enqueue(producer, topic, payload)?;
+        }
+        // rust-rdkafka's commit flushes by polling for up to 100 ms at a time, racing the
+        // producer's own polling thread for the delivery reports: wait for them here, so the
+        // commit finds nothing left to flush.
+        let deadline = Instant::now() + timeout;
+        while producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                bail!("records still unacknowledged after {PRODUCER_FLUSH_TIMEOUT_SECS} s");
+            }
+            std::thread::sleep(Duration::from_millis(PRODUCER_TICK_MS));
+        }
+        producer
+            .commit_transaction(timeout)
+            .map_err(|e| anyhow!("cannot commit a transaction: {e}"))?;
+        sent += count;
+    }
+    Ok(())
 }
 
 /// Sends `records` records (paced at `rate` per second if given), then waits until every

@@ -9,13 +9,15 @@ use super::consume::ConsumeRun;
 use super::disk::DiskResult;
 use super::limits::{
     MIB, TARGET_CONSUME_RATIO_MIN, TARGET_IDEMPOTENT_RATIO_MIN, TARGET_LATENCY_RATIO_MAX,
-    TARGET_PRODUCE_RATIO_MIN, TARGET_RSS_IDLE_BYTES_MAX, TARGET_RSS_LOADED_BYTES_MAX,
+    TARGET_PRODUCE_RATIO_MIN, TARGET_REBALANCE_SECS_MAX, TARGET_RSS_IDLE_BYTES_MAX,
+    TARGET_RSS_LOADED_BYTES_MAX, TARGET_TRANSACTIONAL_RATIO_MIN, TRANSACTION_RECORDS,
 };
 use super::load::BrokerResult;
 use super::loopback::LoopbackResult;
 use super::machine::Machine;
 use super::process::CpuUse;
 use super::produce::ProduceRun;
+use super::rebalance::RebalanceRun;
 use super::stats::LatencyMs;
 
 /// Everything one `sluice bench` invocation measured.
@@ -60,9 +62,11 @@ pub fn targets(disk: &DiskResult, loopback: &LoopbackResult, broker: &BrokerResu
     let mut targets = vec![
         produce_target(disk, "1 producer", &runs.single),
         idempotent_target(&runs.single, &runs.single_idempotent),
+        transactional_target(&runs.single, &runs.single_transactional),
         produce_target(disk, "8 producers", &runs.parallel),
         latency_target(disk, &runs.paced),
         consume_target(loopback, &broker.consume),
+        rebalance_target(&broker.rebalance_default),
     ];
     let produced = gib(runs.bytes());
     let rss = [
@@ -115,6 +119,20 @@ fn idempotent_target(plain: &ProduceRun, idempotent: &ProduceRun) -> Target {
     }
 }
 
+fn transactional_target(plain: &ProduceRun, transactional: &ProduceRun) -> Target {
+    let ratio = transactional.mib_per_s / plain.mib_per_s;
+    Target {
+        measure: format!(
+            "transactional produce, 1 producer, {TRANSACTION_RECORDS} records per transaction"
+        ),
+        result: format!("{:.1} MiB/s", transactional.mib_per_s),
+        limit: format!("{:.1} MiB/s plain produce, 1 producer", plain.mib_per_s),
+        ratio,
+        target: format!(">= {TARGET_TRANSACTIONAL_RATIO_MIN:.1}x"),
+        met: ratio >= TARGET_TRANSACTIONAL_RATIO_MIN,
+    }
+}
+
 fn latency_target(disk: &DiskResult, paced: &ProduceRun) -> Target {
     let ratio = paced.latency_ms.p99 / disk.sync_ms.p99;
     Target {
@@ -124,6 +142,18 @@ fn latency_target(disk: &DiskResult, paced: &ProduceRun) -> Target {
         ratio,
         target: format!("<= {TARGET_LATENCY_RATIO_MAX:.1}x"),
         met: ratio <= TARGET_LATENCY_RATIO_MAX,
+    }
+}
+
+fn rebalance_target(run: &RebalanceRun) -> Target {
+    let ratio = run.median_secs / TARGET_REBALANCE_SECS_MAX;
+    Target {
+        measure: "group of 3 settles after one joins, librdkafka defaults".into(),
+        result: format!("{:.2} s median of {:?}", run.median_secs, run.settle_secs),
+        limit: format!("{TARGET_REBALANCE_SECS_MAX:.1} s"),
+        ratio,
+        target: "<= 1.0x".into(),
+        met: ratio <= 1.0,
     }
 }
 
@@ -226,6 +256,10 @@ fn broker_section(out: &mut String, broker: &BrokerResult, record_bytes: usize) 
     let produce_runs = [
         ("produce, 1 producer", &runs.single),
         ("produce, 1 idempotent producer", &runs.single_idempotent),
+        (
+            "produce, 1 transactional producer (100 records per transaction)",
+            &runs.single_transactional,
+        ),
         ("produce, 8 producers", &runs.parallel),
         ("produce, 1 producer at half load", &runs.paced),
         ("produce, 1 producer at half load, linger.ms=0", &runs.paced_no_linger),
@@ -261,6 +295,18 @@ fn broker_section(out: &mut String, broker: &BrokerResult, record_bytes: usize) 
         megabytes(broker.rss_after_consume_bytes),
         megabytes(broker.rss_after_large_fetches_bytes),
         megabytes(broker.rss_peak_bytes),
+    );
+    let _ = writeln!(
+        out,
+        "A third consumer joining a group of two settles (every member owns 2 of 6 \
+         partitions) in: {:.2} s median with librdkafka's defaults (heartbeat.interval.ms=3000; \
+         trials {:?} s), {:.2} s with heartbeat.interval.ms=100 (trials {:?} s). The members \
+         already in the group learn of a rebalance from a heartbeat response, so the default \
+         heartbeat interval bounds the first number, in Kafka as here.\n",
+        broker.rebalance_default.median_secs,
+        broker.rebalance_default.settle_secs,
+        broker.rebalance_fast_heartbeat.median_secs,
+        broker.rebalance_fast_heartbeat.settle_secs,
     );
 }
 
