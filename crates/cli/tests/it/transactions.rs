@@ -237,3 +237,135 @@ async fn sigkill_keeps_commits_and_aborts_what_was_open() {
     expected.extend(values("after", 2));
     assert_eq!(sorted(seen), sorted(expected));
 }
+
+/// What the producer knows of one transaction's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Committed,
+    Aborted,
+    /// The commit call failed while the broker was down: it may have committed or not.
+    Unknown,
+}
+
+/// Transactions of `RECORDS_PER_TXN` records run one after another while the broker is
+/// killed with SIGKILL at random moments and restarted on its port. Afterwards a
+/// read_committed reader must see every committed transaction whole and once (librdkafka
+/// retries its Produce, AddPartitionsToTxn and EndTxn requests across the restart, so the
+/// broker must deduplicate and answer retries of completed steps), no aborted one, and each
+/// transaction whose outcome the producer could not learn either whole or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_stay_atomic_across_random_sigkills() {
+    use rand::{Rng, SeedableRng};
+    const RECORDS_PER_TXN: usize = 20;
+    const KILLS: usize = 5;
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let overrides = [("transaction.abort.timed.out.transaction.cleanup.interval.ms", "500")];
+    let started = BrokerProcess::start_with_overrides(std::path::Path::new(SLUICE_BIN), &overrides)
+        .expect("broker starts");
+    let broker = std::sync::Arc::new(tokio::sync::Mutex::new(started));
+    let bootstrap_broker = broker.lock().await;
+    create_topic(&bootstrap_broker, "atomic", 3, &[]).await;
+    drop(bootstrap_broker);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let producer_broker = std::sync::Arc::clone(&broker);
+    let runner = tokio::spawn(async move {
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        let mut producer: Option<FutureProducer> = None;
+        while !*stop_rx.borrow() {
+            let active = match producer.take() {
+                Some(p) => p,
+                None => {
+                    let guard = producer_broker.lock().await;
+                    let mut config = client_config(&guard.bootstrap());
+                    drop(guard);
+                    config
+                        .set("transactional.id", "atomic-1")
+                        .set("linger.ms", "1")
+                        .set("message.timeout.ms", "10000")
+                        .set("transaction.timeout.ms", "10000");
+                    let p: FutureProducer = config.create().expect("valid config");
+                    let init = tokio::task::block_in_place(|| p.init_transactions(TXN_TIMEOUT));
+                    if init.is_err() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    p
+                }
+            };
+            let txn = outcomes.len();
+            if active.begin_transaction().is_err() {
+                continue; // recreate the producer
+            }
+            let mut deliveries = Vec::new();
+            for i in 0..RECORDS_PER_TXN {
+                let value = format!("{txn}:{i}");
+                let partition = i32::try_from(i % 3).expect("small");
+                let record =
+                    FutureRecord::<(), _>::to("atomic").partition(partition).payload(&value);
+                if let Ok(delivery) = active.send_result(record).map_err(|(e, _)| e) {
+                    deliveries.push(delivery);
+                }
+            }
+            let mut sent = deliveries.len() == RECORDS_PER_TXN;
+            for delivery in deliveries {
+                sent &= matches!(delivery.await, Ok(Ok(_)));
+            }
+            let outcome = if sent {
+                match tokio::task::block_in_place(|| active.commit_transaction(TXN_TIMEOUT)) {
+                    Ok(()) => Outcome::Committed,
+                    Err(_) => Outcome::Unknown,
+                }
+            } else {
+                match tokio::task::block_in_place(|| active.abort_transaction(TXN_TIMEOUT)) {
+                    Ok(()) => Outcome::Aborted,
+                    Err(_) => Outcome::Unknown,
+                }
+            };
+            outcomes.push(outcome);
+            if outcome != Outcome::Unknown {
+                producer = Some(active);
+            }
+        }
+        outcomes
+    });
+    for _ in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..900))).await;
+        let mut guard = broker.lock().await;
+        guard.kill9().expect("SIGKILL");
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
+        tokio::task::block_in_place(|| guard.restart_on_same_port()).expect("restart");
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop_tx.send(true).expect("the runner listens");
+    let outcomes =
+        within(Duration::from_secs(60), "the transactions to end", &*broker.lock().await, runner)
+            .await
+            .expect("the runner does not panic");
+    let guard = broker.lock().await;
+    let seen = read_values(&guard, "atomic", 3, "read_committed").await;
+    let mut per_txn: BTreeMap<usize, usize> = BTreeMap::new();
+    for value in &seen {
+        let txn: usize = value.split(':').next().and_then(|t| t.parse().ok()).expect("txn:i");
+        *per_txn.entry(txn).or_default() += 1;
+    }
+    let committed = outcomes.iter().filter(|o| **o == Outcome::Committed).count();
+    let unknown = outcomes.iter().filter(|o| **o == Outcome::Unknown).count();
+    println!("{} transactions: {committed} committed, {unknown} unknown", outcomes.len());
+    assert!(committed > 0, "no transaction committed (seed {seed})");
+    for (txn, outcome) in outcomes.iter().enumerate() {
+        let count = per_txn.get(&txn).copied().unwrap_or(0);
+        match outcome {
+            Outcome::Committed => {
+                assert_eq!(count, RECORDS_PER_TXN, "txn {txn} committed (seed {seed})")
+            }
+            Outcome::Aborted => assert_eq!(count, 0, "txn {txn} aborted (seed {seed})"),
+            Outcome::Unknown => assert!(
+                count == 0 || count == RECORDS_PER_TXN,
+                "txn {txn} is half visible: {count} records (seed {seed})"
+            ),
+        }
+    }
+    assert!(per_txn.keys().all(|t| *t < outcomes.len()), "records of unknown transactions");
+}
