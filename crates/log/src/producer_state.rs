@@ -404,11 +404,21 @@ impl ProducerStates {
         }
         let mut entries = HashMap::with_capacity(count);
         let mut ongoing = BTreeSet::new();
+        let mut previous_id: Option<i64> = None;
         for _ in 0..count {
             let id = reader.i64()?;
+            // Ids are written sorted, once each: anything else is not a snapshot we wrote.
+            if previous_id.is_some_and(|previous| previous >= id) {
+                return Err(format!("producer {id} out of order"));
+            }
+            previous_id = Some(id);
             let epoch = reader.i16()?;
             let last_append_ms = reader.i64()?;
-            let txn_first_offset = Some(reader.i64()?).filter(|offset| *offset >= 0);
+            let txn_first_offset = match reader.i64()? {
+                -1 => None,
+                offset if offset >= 0 => Some(offset),
+                other => return Err(format!("producer {id} has open transaction at {other}")),
+            };
             if let Some(first) = txn_first_offset {
                 ongoing.insert((first, id));
             }
