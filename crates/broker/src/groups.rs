@@ -295,6 +295,31 @@ impl Groups {
                 return Ok(receiver);
             }
             MemberId::Assigned(id) => id,
+            MemberId::Replaced { id, previous_leader } => {
+                let keeps_protocol = group
+                    .protocol
+                    .as_ref()
+                    .is_some_and(|chosen| request.protocols.iter().any(|(name, _)| name == chosen));
+                if group.state == GroupState::Stable && keeps_protocol {
+                    // Kafka answers a restarted static member at once with the generation
+                    // and its old assignment, and names the previous leader id, so a member
+                    // that led does not compute a new assignment the Stable group would
+                    // never hand out.
+                    if let Some(member) = group.members.get_mut(&id) {
+                        member.protocols = request.protocols;
+                        member.last_seen = now;
+                        member.client_id = request.client_id;
+                        member.client_host = request.client_host;
+                    }
+                    let mut answer = current_join(group, &id);
+                    answer.leader = previous_leader;
+                    answer.members = Vec::new();
+                    let _ = sender.send(answer);
+                    self.persist(&request.group_id, group);
+                    return Ok(receiver);
+                }
+                id
+            }
         };
         if let Some(existing) = group.members.get_mut(&member_id) {
             let unchanged = existing.protocols == request.protocols;
@@ -776,6 +801,13 @@ enum MemberId {
     Required(String),
     /// Join with this id.
     Assigned(String),
+    /// A static member came back: this new id replaced its old one.
+    Replaced {
+        /// The new member id.
+        id: String,
+        /// The group's leader before the replacement (the old id if the member led).
+        previous_leader: String,
+    },
 }
 
 /// Resolves the member id of a JoinGroup (see the module docs for the rules).
@@ -795,10 +827,11 @@ fn member_id_for(
                     fence_waiters(&mut old);
                     group.members.insert(id.clone(), old);
                 }
+                let previous_leader = group.leader.clone().unwrap_or_default();
                 if group.leader.as_deref() == Some(owner.as_str()) {
                     group.leader = Some(id.clone());
                 }
-                Ok(MemberId::Assigned(id))
+                Ok(MemberId::Replaced { id, previous_leader })
             }
             Some(owner) if owner != request.member_id => Err(code(ResponseError::FencedInstanceId)),
             Some(owner) => Ok(MemberId::Assigned(owner)),
@@ -1007,6 +1040,11 @@ mod tests {
         groups.sync("g", 1, &old, Some("instance-1"), a).unwrap();
         let rejoined = join_now(&groups, join_request("", Some("instance-1"), true));
         assert_ne!(rejoined.member_id, old);
+        assert_eq!(rejoined.generation, 1, "a Stable group does not rebalance for it");
+        assert_eq!(rejoined.leader, old, "the previous leader id: no new assignment to compute");
+        let mut synced =
+            groups.sync("g", 1, &rejoined.member_id, Some("instance-1"), Vec::new()).unwrap();
+        assert_eq!(synced.try_recv().unwrap().assignment, Bytes::from_static(b"a"));
         let fenced = groups.heartbeat("g", 1, &old, Some("instance-1"));
         assert_eq!(fenced, ResponseError::FencedInstanceId.code());
         let wrong = groups.join(join_request(&old, Some("instance-1"), true)).unwrap_err();
