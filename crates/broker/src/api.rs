@@ -184,52 +184,48 @@ async fn ticker(state: Arc<State>) {
         .await;
 }
 
+/// Runs `work` on the blocking pool every `period` (the first time at once) until shutdown:
+/// for upkeep that syncs files or the store, which must stay off the async workers.
+async fn every_until_shutdown(
+    state: Arc<State>,
+    period: Duration,
+    work: impl Fn(&State) + Send + Sync + 'static,
+) {
+    let work = Arc::new(work);
+    let mut shutdown = state.shutdown.subscribe();
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = interval.tick() => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if stopping {
+            return;
+        }
+        let (state, work) = (Arc::clone(&state), Arc::clone(&work));
+        let _ = tokio::task::spawn_blocking(move || work(&state)).await;
+    }
+}
+
 /// Completes transactions left half-done (at once, so a restart finishes what a crash cut
 /// short) and aborts timed-out ones, every
 /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
 async fn transaction_upkeep(state: Arc<State>) {
     let period = Duration::from_millis(state.settings.transaction_cleanup_interval_ms);
-    let mut shutdown = state.shutdown.subscribe();
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let stopping = tokio::select! {
-            _ = interval.tick() => false,
-            _ = shutdown.wait_for(|stop| *stop) => true,
-        };
-        if stopping {
-            return;
-        }
-        let state = Arc::clone(&state);
-        // Marker writes sync the log: keep them off the async workers.
-        let _ = tokio::task::spawn_blocking(move || state.transactions.tick(&state)).await;
-    }
+    every_until_shutdown(state, period, |state| state.transactions.tick(state)).await;
 }
 
 /// Expires committed offsets every `offsets.retention.check.interval.ms`.
 async fn offsets_retention(state: Arc<State>) {
     let period = Duration::from_millis(state.settings.offsets_retention_check_interval_ms);
-    let mut shutdown = state.shutdown.subscribe();
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let stopping = tokio::select! {
-            _ = interval.tick() => false,
-            _ = shutdown.wait_for(|stop| *stop) => true,
-        };
-        if stopping {
-            return;
-        }
-        let state = Arc::clone(&state);
+    every_until_shutdown(state, period, |state| {
         let retention_ms = state.settings.offsets_retention_ms;
-        let expired = tokio::task::spawn_blocking(move || {
-            state.groups.expire_offsets(retention_ms, crate::clock::now_ms())
-        })
-        .await;
-        if let Ok(Err(error)) = expired {
+        if let Err(error) = state.groups.expire_offsets(retention_ms, crate::clock::now_ms()) {
             tracing::warn!(%error, "offset retention pass failed");
         }
-    }
+    })
+    .await;
 }
 
 /// Applies retention every `log.retention.check.interval.ms`.

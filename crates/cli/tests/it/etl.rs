@@ -26,7 +26,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_testkit::BrokerProcess;
 use tokio::sync::watch;
 
-use crate::support::{client_config, create_topic, producer, SLUICE_BIN};
+use crate::support::{client_config, create_topic, producer, read_isolated, SLUICE_BIN};
 
 const TOPICS: [&str; 4] = ["etl-a", "etl-b", "etl-c", "etl-d"];
 const ASSIGNORS: [&str; 3] = ["range", "cooperative-sticky", "roundrobin"];
@@ -185,39 +185,9 @@ async fn final_values(broker: &BrokerProcess) -> Vec<String> {
     values_of(broker, TOPICS[3]).await
 }
 
-/// What read_committed sees in `topic`.
+/// What read_committed sees in `topic`, as far as it gets in the reader's time limit.
 async fn values_of(broker: &BrokerProcess, topic: &'static str) -> Vec<String> {
-    let mut config = client_config(&broker.bootstrap());
-    config
-        .set("group.id", "etl-auditor")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "50");
-    let consumer: StreamConsumer = config.create().expect("auditor");
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for partition in 0..PARTITIONS {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(partition, high);
-        assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("valid");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut values = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let position = consumer.position().expect("position");
-        let done = ends.iter().all(|(p, high)| {
-            *high == 0 || matches!(position.find_partition(topic, *p).map(|e| e.offset()), Some(Offset::Offset(at)) if at >= *high)
-        });
-        if done || Instant::now() > deadline {
-            return values;
-        }
-        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
-            values.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-        }
-    }
+    read_isolated(broker, topic, PARTITIONS, "read_committed").await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -199,3 +199,52 @@ pub async fn eventually<T>(limit: Duration, mut attempt: impl FnMut() -> Option<
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Every value of `topic` as a fresh assign()-based consumer with `isolation.level =
+/// isolation` sees it, read until its position reaches each partition's high watermark (read
+/// at the start; transaction markers take offsets but are never delivered, so counting
+/// records cannot tell) or 30 s pass. Returns the values and whether the end was reached.
+pub async fn read_isolated(
+    broker: &BrokerProcess,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+) -> (Vec<String>, bool) {
+    let mut config = client_config(&broker.bootstrap());
+    config
+        .set("group.id", "sluice-it-isolated-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .set("fetch.wait.max.ms", "50");
+    let consumer: StreamConsumer = config.create().expect("consumer config is valid");
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for partition in 0..partitions {
+        let (_, high) =
+            consumer.fetch_watermarks(topic, partition, REQUEST_TIMEOUT).expect("watermarks");
+        ends.insert(partition, high);
+        assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("valid");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut found = Vec::new();
+    loop {
+        let position = consumer.position().expect("position");
+        let done = ends.iter().all(|(partition, high)| {
+            *high == 0
+                || matches!(
+                    position.find_partition(topic, *partition).map(|p| p.offset()),
+                    Some(Offset::Offset(at)) if at >= *high
+                )
+        });
+        if done || Instant::now() >= deadline {
+            return (found, done);
+        }
+        match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            Ok(Ok(message)) => found
+                .push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned()),
+            Ok(Err(error)) => panic!("consuming {topic}: {error}; log:\n{}", broker.log_tail()),
+            Err(_) => {}
+        }
+    }
+}

@@ -3,16 +3,17 @@
 //! offsets sent to a transaction commit with it, timed-out transactions are aborted and their
 //! producer fenced, and all of it survives a SIGKILL of the broker.
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_testkit::BrokerProcess;
 
-use crate::support::{client_config, create_topic, start_broker, within, SLUICE_BIN};
+use crate::support::{
+    client_config, create_topic, read_isolated, start_broker, within, SLUICE_BIN,
+};
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,53 +50,17 @@ fn values(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}-{i}")).collect()
 }
 
-/// Every value in `topic` as a consumer with `isolation` sees it, read until its position
-/// passes each partition's high watermark (markers occupy offsets but are never delivered).
+/// Every value in `topic` as a consumer with `isolation` sees it, up to each partition's
+/// high watermark (see [`read_isolated`]); the read must get there.
 async fn read_values(
     broker: &BrokerProcess,
     topic: &str,
     partitions: i32,
     isolation: &str,
 ) -> Vec<String> {
-    let mut config = client_config(&broker.bootstrap());
-    config
-        .set("group.id", "sluice-it-txn-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .set("fetch.wait.max.ms", "50");
-    let consumer: StreamConsumer = config.create().expect("consumer config is valid");
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for partition in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(partition, high);
-        assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("valid");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut found = Vec::new();
-    loop {
-        let position = consumer.position().expect("position");
-        let done = ends.iter().all(|(partition, high)| {
-            *high == 0
-                || matches!(
-                    position.find_partition(topic, *partition).map(|p| p.offset()),
-                    Some(Offset::Offset(at)) if at >= *high
-                )
-        });
-        if done {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "reading {topic} ({isolation}) timed out at {found:?}");
-        match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
-            Ok(Ok(message)) => found
-                .push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned()),
-            Ok(Err(error)) => panic!("consuming {topic}: {error}; log:\n{}", broker.log_tail()),
-            Err(_) => {}
-        }
-    }
+    let (values, reached_end) = read_isolated(broker, topic, partitions, isolation).await;
+    assert!(reached_end, "reading {topic} ({isolation}) timed out at {values:?}");
+    values
 }
 
 fn sorted(mut values: Vec<String>) -> Vec<String> {
