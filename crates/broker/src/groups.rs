@@ -373,6 +373,7 @@ impl Groups {
         group.rebalance_deadline = now + timeout;
         for member in group.members.values_mut() {
             if let Some(waiter) = member.sync_waiter.take() {
+                member.last_seen = now;
                 let _ = waiter.send(SyncOutcome {
                     error: code(ResponseError::RebalanceInProgress),
                     ..SyncOutcome::default()
@@ -535,7 +536,10 @@ impl Groups {
                 .members
                 .iter()
                 .filter(|(_, m)| {
-                    m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                    // As Kafka: a member waiting in JoinGroup or SyncGroup is kept alive.
+                    m.join_waiter.is_none()
+                        && m.sync_waiter.is_none()
+                        && now.duration_since(m.last_seen) > m.session_timeout
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
@@ -544,6 +548,23 @@ impl Groups {
                 group.members.remove(id);
             }
             group.pending.retain(|_, deadline| now < *deadline);
+            // Kafka's pending-sync timeout: members that have not sent SyncGroup within the
+            // rebalance timeout of the join's completion (a dead leader, say) are removed, so
+            // the others rebalance rather than wait for an assignment that never comes.
+            let mut expired = expired;
+            if group.state == GroupState::CompletingRebalance && now >= group.rebalance_deadline {
+                let unsynced: Vec<String> = group
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.sync_waiter.is_none())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in unsynced {
+                    tracing::info!(group = %group_id, member = %id, "member sent no SyncGroup in time");
+                    group.members.remove(&id);
+                    expired.push(id);
+                }
+            }
             if !expired.is_empty() {
                 self.after_removal(group, now);
                 if group.state == GroupState::Empty {
@@ -582,12 +603,9 @@ impl Groups {
             return if generation < 0 { 0 } else { code(ResponseError::IllegalGeneration) };
         };
         if generation < 0 && member_id.is_empty() && instance_id.is_none() {
-            // A simple (assign()-based) consumer may commit while the group has no members.
-            return if group.members.is_empty() {
-                0
-            } else {
-                code(ResponseError::IllegalGeneration)
-            };
+            // A simple (assign()-based) consumer or an admin client may commit while the
+            // group has no members; otherwise Kafka answers UNKNOWN_MEMBER_ID.
+            return if group.members.is_empty() { 0 } else { code(ResponseError::UnknownMemberId) };
         }
         if let Err(error) = check_member(group, member_id, instance_id) {
             return error;
@@ -775,6 +793,8 @@ fn complete(group: &mut Group) {
     };
     group.leader = Some(leader.clone());
     group.state = GroupState::CompletingRebalance;
+    let timeout = group.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+    group.rebalance_deadline = Instant::now() + timeout;
     let protocol = group.protocol.clone().unwrap_or_default();
     let everyone = members_for_leader(group, &protocol);
     let now = Instant::now();
@@ -1024,6 +1044,11 @@ mod tests {
         );
         assert_eq!(groups.check_commit("g", 1, &first, None), 0, "commit on revoke");
         assert_eq!(
+            groups.check_commit("g", -1, "", None),
+            ResponseError::UnknownMemberId.code(),
+            "an admin commit (no member, generation -1) needs an empty group"
+        );
+        assert_eq!(
             groups.check_commit("g", 0, &first, None),
             ResponseError::IllegalGeneration.code()
         );
@@ -1049,6 +1074,60 @@ mod tests {
         assert_eq!(fenced, ResponseError::FencedInstanceId.code());
         let wrong = groups.join(join_request(&old, Some("instance-1"), true)).unwrap_err();
         assert_eq!(wrong, ResponseError::FencedInstanceId.code());
+    }
+
+    /// Two members in CompletingRebalance at generation 2; the follower awaits its SyncGroup.
+    fn completing_with_a_waiting_follower(
+        groups: &Groups,
+        session_ms: i32,
+        rebalance_ms: i32,
+    ) -> (String, String, oneshot::Receiver<SyncOutcome>) {
+        let timed = |member_id: &str| JoinRequest {
+            session_timeout_ms: session_ms,
+            rebalance_timeout_ms: rebalance_ms,
+            ..join_request(member_id, None, false)
+        };
+        let mut leader_join = groups.join(timed("")).unwrap();
+        let leader = leader_join.try_recv().unwrap().member_id;
+        groups.sync("g", 1, &leader, None, Vec::new()).unwrap();
+        let mut follower_join = groups.join(timed("")).unwrap();
+        let mut leader_rejoin = groups.join(timed(&leader)).unwrap();
+        assert_eq!(leader_rejoin.try_recv().unwrap().generation, 2);
+        let follower = follower_join.try_recv().unwrap().member_id;
+        let waiting = groups.sync("g", 2, &follower, None, Vec::new()).unwrap();
+        (leader, follower, waiting)
+    }
+
+    #[test]
+    fn a_member_awaiting_sync_outlives_a_dead_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        let (leader, follower, mut waiting) =
+            completing_with_a_waiting_follower(&groups, 50, 60_000);
+        std::thread::sleep(Duration::from_millis(120));
+        groups.tick();
+        let answer = waiting.try_recv().expect("answered when the leader's session ended");
+        assert_eq!(answer.error, ResponseError::RebalanceInProgress.code());
+        let view = groups.describe("g").unwrap();
+        let ids: Vec<&str> = view.members.iter().map(|m| m.member_id.as_str()).collect();
+        assert_eq!(ids, vec![follower.as_str()], "the leader {leader} expired, not the follower");
+        assert_eq!(view.state, GroupState::PreparingRebalance);
+    }
+
+    #[test]
+    fn members_that_never_sync_are_removed_after_the_rebalance_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        let (_leader, follower, mut waiting) =
+            completing_with_a_waiting_follower(&groups, 60_000, 50);
+        groups.tick();
+        assert!(waiting.try_recv().is_err(), "still waiting within the rebalance timeout");
+        std::thread::sleep(Duration::from_millis(120));
+        groups.tick();
+        assert_eq!(waiting.try_recv().unwrap().error, ResponseError::RebalanceInProgress.code());
+        let view = groups.describe("g").unwrap();
+        assert_eq!(view.members.len(), 1);
+        assert_eq!(view.members[0].member_id, follower);
     }
 
     #[test]

@@ -459,17 +459,31 @@ pub fn first_record_at_or_after(
     if header.attributes & ATTR_LOG_APPEND_TIME != 0 {
         return Ok(Some((header.base_offset, header.max_timestamp)));
     }
-    let mut bytes = bytes::Bytes::copy_from_slice(batch.get(..header.total_bytes).unwrap_or(batch));
+    let set = decode_records(batch.get(..header.total_bytes).unwrap_or(batch))?;
+    let found = set.records.iter().find(|r| r.timestamp >= timestamp_ms);
+    Ok(found.map(|r| (r.offset, r.timestamp)))
+}
+
+/// The indexes (counted across every batch in `batches`, from 0) of the records that have
+/// no key: a compacted topic refuses them (KIP-467 names them in `record_errors`).
+pub fn records_without_key(batches: &[u8]) -> Result<Vec<i32>, BatchError> {
+    let set = decode_records(batches)?;
+    let keyless = set.records.iter().enumerate().filter(|(_, r)| r.key.is_none());
+    Ok(keyless.map(|(i, _)| i32::try_from(i).unwrap_or(i32::MAX)).collect())
+}
+
+/// Decodes (and decompresses) every record of validated batches.
+fn decode_records(batches: &[u8]) -> Result<kafka_protocol::records::RecordSet, BatchError> {
+    let mut bytes = bytes::Bytes::copy_from_slice(batches);
+    // The decoder is third-party code fed with client bytes: a panic in it is an error here.
     let decoded = std::panic::catch_unwind(move || {
         kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
     });
-    let set = match decoded {
-        Ok(Ok(set)) => set,
-        Ok(Err(e)) => return Err(BatchError::Undecodable { reason: format!("{e:#}") }),
-        Err(_) => return Err(BatchError::Undecodable { reason: "decoder panicked".into() }),
-    };
-    let found = set.records.iter().find(|r| r.timestamp >= timestamp_ms);
-    Ok(found.map(|r| (r.offset, r.timestamp)))
+    match decoded {
+        Ok(Ok(set)) => Ok(set),
+        Ok(Err(e)) => Err(BatchError::Undecodable { reason: format!("{e:#}") }),
+        Err(_) => Err(BatchError::Undecodable { reason: "decoder panicked".into() }),
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, value: i64) {
@@ -487,6 +501,15 @@ fn put_varint(out: &mut Vec<u8>, value: i64) {
 #[cfg(test)]
 mod marker_tests {
     use super::*;
+
+    #[test]
+    fn keyless_records_are_named_by_index() {
+        let spec = BatchSpec::default();
+        let records: [KeyValue<'_>; 4] =
+            [(Some(b"k"), Some(b"a")), (None, Some(b"b")), (Some(b""), None), (None, None)];
+        let built = build_batch(&spec, &records);
+        assert_eq!(records_without_key(&built).unwrap(), vec![1, 3]);
+    }
 
     #[test]
     fn markers_round_trip_and_validate() {

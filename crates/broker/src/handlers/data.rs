@@ -12,7 +12,9 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
     ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId,
@@ -31,11 +33,31 @@ use crate::{Error, Result};
 struct ProduceJob {
     topic_index: usize,
     index: i32,
-    target: std::result::Result<(Arc<Partition>, Bytes), ResponseError>,
+    target: std::result::Result<(Arc<Partition>, Bytes), Refused>,
+}
+
+/// Why a partition's part of a produce was refused.
+struct Refused {
+    error: ResponseError,
+    message: String,
+    /// KIP-467: the indexes of the records that caused the refusal.
+    record_errors: Vec<i32>,
+}
+
+impl Refused {
+    fn new(error: ResponseError, message: impl Into<String>) -> Refused {
+        Refused { error, message: message.into(), record_errors: Vec::new() }
+    }
+}
+
+impl From<ResponseError> for Refused {
+    fn from(error: ResponseError) -> Refused {
+        Refused::new(error, error.to_string())
+    }
 }
 
 /// The result of appending one job: `(base offset, log append time, log start)` or error.
-type Appended = std::result::Result<(i64, i64, i64), (ResponseError, String)>;
+type Appended = std::result::Result<(i64, i64, i64), Refused>;
 
 /// Validates and appends a produce's batches (no sync); see [`StagedProduce`].
 pub(crate) async fn produce_append(
@@ -53,19 +75,21 @@ pub(crate) async fn produce_append(
         topics.push(TopicProduceResponse::default().with_name(topic_data.name.clone()));
         for data in topic_data.partition_data {
             let target = match (&topic, data.records) {
-                _ if !matches!(acks, -1..=1) => Err(ResponseError::InvalidRequiredAcks),
-                (None, _) => Err(ResponseError::UnknownTopicOrPartition),
-                (Some(_), None) => Err(ResponseError::CorruptMessage),
+                _ if !matches!(acks, -1..=1) => Err(ResponseError::InvalidRequiredAcks.into()),
+                (None, _) => Err(ResponseError::UnknownTopicOrPartition.into()),
+                (Some(_), None) => Err(ResponseError::CorruptMessage.into()),
                 // zstd arrived with Produce v7 (KIP-110); an older request must not carry it.
                 (Some(_), Some(records)) if version < 7 && batch::any_zstd(&records) => {
-                    Err(ResponseError::UnsupportedCompressionType)
+                    Err(ResponseError::UnsupportedCompressionType.into())
                 }
                 (Some(topic), Some(records)) => match topic.partition(data.index) {
                     Some(partition) => {
                         verify_transactional(state, &topic_data.name, data.index, &records)
+                            .map_err(Refused::from)
+                            .and_then(|()| check_compacted(state, topic, data.index, &records))
                             .map(|()| (Arc::clone(partition), records))
                     }
-                    None => Err(ResponseError::UnknownTopicOrPartition),
+                    None => Err(ResponseError::UnknownTopicOrPartition.into()),
                 },
             };
             jobs.push(ProduceJob { topic_index, index: data.index, target });
@@ -76,8 +100,9 @@ pub(crate) async fn produce_append(
     let (results, to_sync) = appended.unwrap_or_else(|error| {
         // The append panicked (a bug): nothing is acknowledged, every partition says why.
         tracing::error!(%peer, %error, "produce task failed");
-        let failed =
-            || Err((ResponseError::UnknownServerError, "internal error; see broker log".into()));
+        let failed = || {
+            Err(Refused::new(ResponseError::UnknownServerError, "internal error; see broker log"))
+        };
         (targets.into_iter().map(|(topic, index)| (topic, index, failed())).collect(), Vec::new())
     });
     StagedProduce { topics, results, to_sync, wait_for_sync: acks != 0 }
@@ -98,6 +123,37 @@ fn verify_transactional(
             .verify_produce(header.producer_id, header.producer_epoch, topic, partition),
         _ => Ok(()),
     }
+}
+
+/// A compacted topic keeps the latest record per key, so a record without one is refused:
+/// the whole batch, with `record_errors` naming the keyless records (KIP-467, as Kafka).
+fn check_compacted(
+    state: &State,
+    topic: &crate::topics::Topic,
+    partition: i32,
+    records: &[u8],
+) -> std::result::Result<(), Refused> {
+    let policy = match topic.configs.get("cleanup.policy") {
+        Some(policy) => policy.clone(),
+        None => state.settings.properties.get("log.cleanup.policy").cloned().unwrap_or_default(),
+    };
+    if !policy.split(',').any(|p| p.trim() == "compact") {
+        return Ok(());
+    }
+    // Control batches (transaction markers) come only from the broker.
+    if batch::parse_header(records).is_ok_and(|h| h.is_control()) {
+        return Ok(());
+    }
+    let keyless = batch::records_without_key(records)
+        .map_err(|e| Refused::new(ResponseError::CorruptMessage, e.to_string()))?;
+    if keyless.is_empty() {
+        return Ok(());
+    }
+    let message = format!(
+        "Compacted topic cannot accept message without key in topic partition {}-{partition}.",
+        topic.name
+    );
+    Err(Refused { error: ResponseError::InvalidRecord, message, record_errors: keyless })
 }
 
 /// A partition to sync and the end offset a request needs synced.
@@ -149,7 +205,7 @@ pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> Prod
     state.appended.notify_waiters();
     if let (Some(message), true) = (failure, wait_for_sync) {
         for result in results.iter_mut().filter(|r| r.2.is_ok()) {
-            result.2 = Err((ResponseError::KafkaStorageError, message.clone()));
+            result.2 = Err(Refused::new(ResponseError::KafkaStorageError, message.clone()));
         }
     }
     for (topic_index, index, outcome) in results {
@@ -161,12 +217,22 @@ pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> Prod
                     .with_log_append_time_ms(log_append_time_ms)
                     .with_log_start_offset(log_start_offset)
             }
-            Err((error, message)) => PartitionProduceResponse::default()
+            Err(Refused { error, message, record_errors }) => PartitionProduceResponse::default()
                 .with_index(index)
                 .with_error_code(error.code())
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1)
+                .with_record_errors(
+                    record_errors
+                        .into_iter()
+                        .map(|batch_index| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(batch_index)
+                                .with_batch_index_error_message(Some(text(message.clone())))
+                        })
+                        .collect(),
+                )
                 .with_error_message(Some(text(message))),
         };
         if let Some(topic) = topics.get_mut(topic_index) {
@@ -186,7 +252,7 @@ fn append_all(
     let mut to_sync: Vec<ToSync> = Vec::new();
     for job in jobs {
         let outcome = match job.target {
-            Err(error) => Err((error, error.to_string())),
+            Err(refused) => Err(refused),
             Ok((partition, bytes)) => match partition.append(&bytes, now) {
                 Ok(info) => {
                     to_sync.push((Arc::clone(&partition), info.last_offset + 1));
@@ -195,7 +261,7 @@ fn append_all(
                 Err(error) => {
                     let error = Error::Log(error);
                     tracing::warn!(%peer, partition = job.index, %error, "produce rejected");
-                    Err((error.kafka_error(), error.to_string()))
+                    Err(Refused::new(error.kafka_error(), error.to_string()))
                 }
             },
         };

@@ -135,7 +135,14 @@ pub(crate) async fn sync_group(state: &State, request: SyncGroupRequest) -> Sync
         assignments,
     );
     let outcome = match receiver {
-        Ok(receiver) => receiver.await.unwrap_or_default(),
+        // A waiter dropped without an answer means the member left the group meanwhile.
+        Ok(receiver) => match receiver.await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return SyncGroupResponse::default()
+                    .with_error_code(ResponseError::RebalanceInProgress.code())
+            }
+        },
         Err(code) => return SyncGroupResponse::default().with_error_code(code),
     };
     SyncGroupResponse::default()
