@@ -31,6 +31,7 @@ mod produce;
 mod rebalance;
 mod report;
 mod stats;
+mod wire;
 
 use limits::{PARALLEL_PRODUCERS, PRODUCE_BYTES_DEFAULT, RECORD_BYTES_DEFAULT, RECORD_BYTES_MAX};
 
@@ -43,6 +44,9 @@ pub enum What {
     Loopback,
     /// Produce and consume through a real broker process, and its memory.
     Broker,
+    /// The broker alone: disk and loopback limits, then produce and consume from a client
+    /// that costs almost nothing (pre-built requests), so the broker's own ceiling shows.
+    Wire,
     /// All of the above, and each broker result as a ratio to its limit.
     All,
 }
@@ -80,7 +84,11 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
     check_sizes(bytes, args.record_bytes)?;
     let scratch = Scratch::create(args.data_dir.as_deref().unwrap_or(Path::new(".")))?;
     let progress = Progress { show: std::io::stderr().is_terminal() };
-    let wants = |what: What| args.what == what || args.what == What::All;
+    let wants = |what: What| {
+        args.what == what
+            || args.what == What::All
+            || (args.what == What::Wire && matches!(what, What::Disk | What::Loopback))
+    };
     let disk = wants(What::Disk).then(|| disk::run(&scratch.path.join("disk"), &progress));
     let disk = disk.transpose().context("the disk benchmark failed")?;
     let loopback = wants(What::Loopback).then(|| loopback::run(&progress));
@@ -90,8 +98,15 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         .then(|| load::run(&broker_dir, bytes, args.record_bytes, &progress))
         .transpose()
         .context("the broker benchmark failed")?;
-    let targets = match (&disk, &loopback, &broker) {
-        (Some(disk), Some(loopback), Some(broker)) => report::targets(disk, loopback, broker),
+    let wire_only = (args.what == What::Wire)
+        .then(|| load::run_wire_only(&broker_dir, bytes, args.record_bytes, &progress))
+        .transpose()
+        .context("the wire benchmark failed")?;
+    let targets = match (&disk, &loopback, &broker, &wire_only) {
+        (Some(disk), Some(loopback), Some(broker), _) => report::targets(disk, loopback, broker),
+        (Some(disk), Some(loopback), None, Some(only)) => {
+            report::wire_targets(disk, loopback, &only.wire)
+        }
         _ => Vec::new(),
     };
     let report = report::Report {
@@ -101,6 +116,7 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         disk,
         loopback,
         broker,
+        wire_only,
         targets,
     };
     let text = if args.json {

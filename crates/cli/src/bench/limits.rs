@@ -155,3 +155,18 @@ pub const REBALANCE_TRIALS: usize = 3;
 
 /// Acceptance target: a 3-member group rebalance (one joins) settles within this, seconds.
 pub const TARGET_REBALANCE_SECS_MAX: f64 = 1.0;
+
+/// Records per batch of the wire producer (one batch per partition per request): 128 KiB of
+/// 1 KiB records, 1 MiB per request over 8 partitions, about what librdkafka's linger
+/// gathers at these rates.
+pub const WIRE_BATCH_RECORDS: usize = 128;
+
+/// Produce requests in flight per wire connection: the Java client's default
+/// `max.in.flight.requests.per.connection`.
+pub const WIRE_IN_FLIGHT: usize = 5;
+
+/// `max_wait_ms` of the wire consumer's fetches (Kafka's default `fetch.max.wait.ms`).
+pub const WIRE_FETCH_WAIT_MS: i32 = 500;
+
+/// The largest response the wire client reads: a Fetch is capped at 50 MiB plus framing.
+pub const WIRE_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -31,6 +31,7 @@ use super::limits::{
 use super::process::BrokerProcess;
 use super::produce::{self, Plan, ProduceRun};
 use super::rebalance::{self, RebalanceRun};
+use super::wire::{self, WireConsumeRun, WireProduceRun};
 use super::Progress;
 
 /// The benchmark topic.
@@ -61,6 +62,30 @@ pub struct BrokerResult {
     pub rebalance_default: RebalanceRun,
     /// The same with a 100 ms heartbeat interval.
     pub rebalance_fast_heartbeat: RebalanceRun,
+    /// The broker alone: the same loads from a client that costs almost nothing.
+    pub wire: WireRuns,
+}
+
+/// The broker-only runs (`bench/wire.rs`), in the order they ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct WireRuns {
+    /// One connection, closed loop.
+    pub single: WireProduceRun,
+    /// `PARALLEL_PRODUCERS` connections, closed loop.
+    pub parallel: WireProduceRun,
+    /// One connection at half the single connection's request rate.
+    pub paced: WireProduceRun,
+    /// One consumer reading the whole topic, Kafka's default fetch sizes.
+    pub consume: WireConsumeRun,
+}
+
+/// The wire results of `sluice bench wire`, which runs nothing else.
+#[derive(Debug, Clone, Serialize)]
+pub struct WireOnly {
+    /// Partitions of the benchmark topic.
+    pub partitions: i32,
+    /// The runs.
+    pub wire: WireRuns,
 }
 
 /// Every produce run, in the order they ran.
@@ -124,12 +149,18 @@ pub fn run(
         transaction_records: None,
     };
     let produce = produce_all(&plan, bytes / record_bytes as u64, progress)?;
+    let target = wire_target(&broker, record_bytes);
+    let (single, parallel, paced) =
+        wire_produce_all(&target, bytes / record_bytes as u64, progress)?;
+    let acknowledged = produce.records()
+        + [&single, &parallel, &paced].iter().map(|r| r.records + r.warm_up_records).sum::<u64>();
     let rss_after_produce_bytes = broker.rss_bytes()?;
-    let consume = consume_all(&broker, CONSUMER_FETCH_DEFAULT, progress, produce.records())?;
+    let consume = consume_all(&broker, CONSUMER_FETCH_DEFAULT, progress, acknowledged)?;
     let rss_after_consume_bytes = broker.rss_bytes()?;
-    let consume_large_fetches =
-        consume_all(&broker, CONSUMER_FETCH_LARGE, progress, produce.records())?;
+    let consume_large_fetches = consume_all(&broker, CONSUMER_FETCH_LARGE, progress, acknowledged)?;
     let rss_after_large_fetches_bytes = broker.rss_bytes()?;
+    let wire_consume = wire_consume(&target, progress, acknowledged)?;
+    let wire = WireRuns { single, parallel, paced, consume: wire_consume };
     let rss_peak_bytes = broker.peak_rss_bytes()?;
     create_topic_named(&broker.bootstrap, REBALANCE_TOPIC, REBALANCE_PARTITIONS)?;
     let bar = progress.count("rebalance: a third member joins", 0);
@@ -148,7 +179,82 @@ pub fn run(
         rss_peak_bytes,
         rebalance_default,
         rebalance_fast_heartbeat,
+        wire,
     })
+}
+
+/// `sluice bench wire`: only the broker-only runs, on a broker of their own.
+pub fn run_wire_only(
+    dir: &Path,
+    bytes: u64,
+    record_bytes: usize,
+    progress: &Progress,
+) -> Result<WireOnly> {
+    let broker = BrokerProcess::start(dir)?;
+    create_topic(&broker.bootstrap)?;
+    let target = wire_target(&broker, record_bytes);
+    let (single, parallel, paced) =
+        wire_produce_all(&target, bytes / record_bytes as u64, progress)?;
+    let acknowledged =
+        [&single, &parallel, &paced].iter().map(|r| r.records + r.warm_up_records).sum::<u64>();
+    let consume = wire_consume(&target, progress, acknowledged)?;
+    Ok(WireOnly {
+        partitions: TOPIC_PARTITIONS,
+        wire: WireRuns { single, parallel, paced, consume },
+    })
+}
+
+fn wire_target(broker: &BrokerProcess, record_bytes: usize) -> wire::Target<'_> {
+    wire::Target {
+        bootstrap: &broker.bootstrap,
+        topic: TOPIC,
+        partitions: TOPIC_PARTITIONS,
+        record_bytes,
+        broker_pid: broker.pid(),
+    }
+}
+
+/// The wire produce runs: one connection, `PARALLEL_PRODUCERS` connections, and one
+/// connection at `LATENCY_LOAD_FRACTION` of the first's request rate for `LATENCY_RUN_SECS`.
+fn wire_produce_all(
+    target: &wire::Target<'_>,
+    records: u64,
+    progress: &Progress,
+) -> Result<(WireProduceRun, WireProduceRun, WireProduceRun)> {
+    let run = |label: &'static str, connections: usize, records: u64, rate: Option<f64>| {
+        let bar = progress.bytes(label, records * target.record_bytes as u64);
+        let run = wire::produce(target, connections, records, rate, &bar)
+            .with_context(|| format!("the run {label:?} failed"))?;
+        bar.finish_and_clear();
+        anyhow::Ok(run)
+    };
+    let single = run("wire produce: 1 connection", 1, records, None)?;
+    let parallel = run("wire produce: 8 connections", PARALLEL_PRODUCERS, records, None)?;
+    let records_per_s = single.records as f64 / single.secs.max(f64::MIN_POSITIVE);
+    let record_rate = records_per_s * LATENCY_LOAD_FRACTION;
+    let request_records = (single.batch_records * TOPIC_PARTITIONS as usize) as f64;
+    let paced_records = ((record_rate * LATENCY_RUN_SECS as f64) as u64).clamp(1, records);
+    let label = "wire produce: 1 connection, half load";
+    let paced = run(label, 1, paced_records, Some(record_rate / request_records))?;
+    Ok((single, parallel, paced))
+}
+
+/// The wire consume run, checked against the records acknowledged.
+fn wire_consume(
+    target: &wire::Target<'_>,
+    progress: &Progress,
+    acknowledged: u64,
+) -> Result<WireConsumeRun> {
+    let bar = progress.bytes("wire consume", acknowledged * target.record_bytes as u64);
+    let run = wire::consume(target, &bar).context("the wire consume run failed")?;
+    bar.finish_and_clear();
+    if run.records != acknowledged {
+        bail!(
+            "the wire consumer read {} records but {acknowledged} were acknowledged",
+            run.records
+        );
+    }
+    Ok(run)
 }
 
 /// The four produce runs, each `records` records except the paced ones, which last

@@ -12,13 +12,14 @@ use super::limits::{
     TARGET_PRODUCE_RATIO_MIN, TARGET_REBALANCE_SECS_MAX, TARGET_RSS_IDLE_BYTES_MAX,
     TARGET_RSS_LOADED_BYTES_MAX, TARGET_TRANSACTIONAL_RATIO_MIN, TRANSACTION_RECORDS,
 };
-use super::load::BrokerResult;
+use super::load::{BrokerResult, WireOnly, WireRuns};
 use super::loopback::LoopbackResult;
 use super::machine::Machine;
 use super::process::CpuUse;
 use super::produce::ProduceRun;
 use super::rebalance::RebalanceRun;
 use super::stats::LatencyMs;
+use super::wire::{WireConsumeRun, WireProduceRun};
 
 /// Everything one `sluice bench` invocation measured.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +36,8 @@ pub struct Report {
     pub loopback: Option<LoopbackResult>,
     /// `sluice bench broker`.
     pub broker: Option<BrokerResult>,
+    /// `sluice bench wire`.
+    pub wire_only: Option<WireOnly>,
     /// Results against limits; empty unless every run ran.
     pub targets: Vec<Target>,
 }
@@ -68,6 +71,7 @@ pub fn targets(disk: &DiskResult, loopback: &LoopbackResult, broker: &BrokerResu
         consume_target(loopback, &broker.consume),
         rebalance_target(&broker.rebalance_default),
     ];
+    targets.extend(wire_targets(disk, loopback, &broker.wire));
     let produced = gib(runs.bytes());
     let rss = [
         ("broker RSS, idle".to_string(), broker.rss_idle_bytes, TARGET_RSS_IDLE_BYTES_MAX),
@@ -93,6 +97,52 @@ pub fn targets(disk: &DiskResult, loopback: &LoopbackResult, broker: &BrokerResu
         });
     }
     targets
+}
+
+/// The broker-only results against the same limits and targets.
+pub fn wire_targets(disk: &DiskResult, loopback: &LoopbackResult, wire: &WireRuns) -> Vec<Target> {
+    let produce = |name: &str, run: &WireProduceRun| {
+        let ratio = run.mib_per_s / disk.naive_mib_per_s;
+        Target {
+            measure: format!("durable produce, broker alone (wire client), {name}, acks=all"),
+            result: format!("{:.1} MiB/s ({:.0} records/s)", run.mib_per_s, run.records_per_s),
+            limit: format!("{:.1} MiB/s naive fsync-per-MiB", disk.naive_mib_per_s),
+            ratio,
+            target: format!(">= {TARGET_PRODUCE_RATIO_MIN:.1}x"),
+            met: ratio >= TARGET_PRODUCE_RATIO_MIN,
+        }
+    };
+    let paced = &wire.paced;
+    let latency_ratio = paced.latency_ms.p99 / disk.sync_ms.p99;
+    let consume_ratio = wire.consume.mib_per_s / loopback.mib_per_s;
+    vec![
+        produce("1 connection", &wire.single),
+        produce("8 connections", &wire.parallel),
+        Target {
+            measure: format!(
+                "p99 produce latency at half load, broker alone ({:.1} MiB/s in requests of {})",
+                paced.mib_per_s,
+                gib((paced.batch_records * 8 * 1024) as u64)
+            ),
+            result: format!("{:.2} ms (p50 {:.2} ms)", paced.latency_ms.p99, paced.latency_ms.p50),
+            limit: format!("{:.2} ms one-fsync p99", disk.sync_ms.p99),
+            ratio: latency_ratio,
+            target: format!("<= {TARGET_LATENCY_RATIO_MAX:.1}x"),
+            met: latency_ratio <= TARGET_LATENCY_RATIO_MAX,
+        },
+        Target {
+            measure: "consume, broker alone (wire client), fetches of 50 MiB (1 MiB per partition)"
+                .into(),
+            result: format!(
+                "{:.1} MiB/s ({:.1} MiB/s of batches)",
+                wire.consume.mib_per_s, wire.consume.batch_mib_per_s
+            ),
+            limit: format!("{:.1} MiB/s loopback", loopback.mib_per_s),
+            ratio: consume_ratio,
+            target: format!(">= {TARGET_CONSUME_RATIO_MIN:.2}x"),
+            met: consume_ratio >= TARGET_CONSUME_RATIO_MIN,
+        },
+    ]
 }
 
 fn produce_target(disk: &DiskResult, name: &str, run: &ProduceRun) -> Target {
@@ -211,6 +261,10 @@ pub fn markdown(report: &Report) -> String {
     }
     if let Some(broker) = &report.broker {
         broker_section(&mut out, broker, report.record_bytes);
+        wire_section(&mut out, &broker.wire, report.record_bytes, broker.partitions);
+    }
+    if let Some(only) = &report.wire_only {
+        wire_section(&mut out, &only.wire, report.record_bytes, only.partitions);
     }
     if !report.targets.is_empty() {
         targets_section(&mut out, &report.targets);
@@ -307,6 +361,49 @@ fn broker_section(out: &mut String, broker: &BrokerResult, record_bytes: usize) 
         broker.rebalance_default.settle_secs,
         broker.rebalance_fast_heartbeat.median_secs,
         broker.rebalance_fast_heartbeat.settle_secs,
+    );
+}
+
+fn wire_section(out: &mut String, wire: &WireRuns, record_bytes: usize, partitions: i32) {
+    let _ = writeln!(
+        out,
+        "## Broker alone (wire client)\n\n{record_bytes}-byte records, acks=all, topic of \
+         {partitions} partitions, log.flush=always; pre-built Produce requests of one \
+         {}-record batch per partition, {} in flight per connection; one Fetch at a time with \
+         Kafka's default sizes (`bench/wire.rs`).\n",
+        wire.single.batch_records, wire.single.in_flight,
+    );
+    let _ = writeln!(
+        out,
+        "| Run | Records | MiB/s | Records/s | Latency (request to response) | CPU cores: broker, client |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let runs: [(&str, &WireProduceRun); 3] = [
+        ("produce, 1 connection", &wire.single),
+        ("produce, 8 connections", &wire.parallel),
+        ("produce, 1 connection at half load", &wire.paced),
+    ];
+    for (name, run) in runs {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {:.1} | {:.0} | {} | {} |",
+            run.records,
+            run.mib_per_s,
+            run.records_per_s,
+            latency(&run.latency_ms),
+            cores(&run.cpu),
+        );
+    }
+    let consume: &WireConsumeRun = &wire.consume;
+    let _ = writeln!(
+        out,
+        "| consume, 1 connection ({} fetches; {:.1} MiB/s of batches) | {} | {:.1} | {:.0} | | {} |\n",
+        consume.fetches,
+        consume.batch_mib_per_s,
+        consume.records,
+        consume.mib_per_s,
+        consume.records as f64 / consume.secs.max(f64::MIN_POSITIVE),
+        cores(&consume.cpu),
     );
 }
 

@@ -1,0 +1,446 @@
+//! Broker-only runs: a Kafka client that costs almost nothing, so the broker's own ceiling
+//! shows.
+//!
+//! The librdkafka runs measure a client and the broker together, and on a 2-core machine the
+//! client takes about one core for 400 MiB/s of 1 KiB records (the CPU column of the report).
+//! These runs take the client out of the way:
+//!
+//! - **produce**: each connection sends one Produce request over and over (acks=all, one batch
+//!   of [`WIRE_BATCH_RECORDS`] records per partition), encoded once before the clock starts;
+//!   only its correlation id changes. Up to [`WIRE_IN_FLIGHT`] requests are in flight per
+//!   connection (the Java client's `max.in.flight.requests.per.connection`). The latency is
+//!   per request, from the write to its response: a record waits for the response of the
+//!   request that carried it.
+//! - **consume**: one connection sends one Fetch at a time (as a consumer does) with Kafka's
+//!   default sizes, and walks each response batch by batch without decoding records.
+//!
+//! The records are the same as the librdkafka runs' (no key, `--record-bytes` payload), and
+//! the broker does the same work for them: it validates every batch's CRC, appends, syncs
+//! before it acknowledges, and serves fetches from its segment files.
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use indicatif::ProgressBar;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use serde::Serialize;
+use sluice_wire::batch::{self, BatchSpec, KeyValue};
+
+use super::disk::pattern;
+use super::limits::{
+    ADMIN_TIMEOUT_SECS, MIB, WIRE_BATCH_RECORDS, WIRE_FETCH_WAIT_MS, WIRE_IN_FLIGHT,
+    WIRE_RESPONSE_BYTES_MAX,
+};
+use super::process::{CpuMeter, CpuUse};
+use super::stats::{Histogram, LatencyMs};
+
+/// Produce v9: the first flexible version; every client sluice is tested with speaks it.
+const PRODUCE_VERSION: i16 = 9;
+/// Fetch v12: flexible, topics by name.
+const FETCH_VERSION: i16 = 12;
+/// Kafka's default `fetch.max.bytes` and `max.partition.fetch.bytes`.
+const FETCH_MAX_BYTES: i32 = 52_428_800;
+const PARTITION_FETCH_BYTES: i32 = 1_048_576;
+
+/// Where the runs send, and what.
+pub struct Target<'a> {
+    /// `HOST:PORT` of the broker.
+    pub bootstrap: &'a str,
+    /// The benchmark topic.
+    pub topic: &'a str,
+    /// Its partitions: every request writes or reads all of them.
+    pub partitions: i32,
+    /// Payload bytes per record.
+    pub record_bytes: usize,
+    /// The broker's process id, to measure its CPU use.
+    pub broker_pid: u32,
+}
+
+/// Result of one wire produce run.
+#[derive(Debug, Clone, Serialize)]
+pub struct WireProduceRun {
+    /// Connections sending in parallel.
+    pub connections: usize,
+    /// Requests in flight per connection at most.
+    pub in_flight: usize,
+    /// Records per batch (one batch per partition per request).
+    pub batch_records: usize,
+    /// Records acknowledged.
+    pub records: u64,
+    /// Records of the untimed first request of each connection, also in the topic.
+    pub warm_up_records: u64,
+    /// Payload bytes acknowledged.
+    pub bytes: u64,
+    /// The request rate asked for, all connections together; `None` for a closed loop.
+    pub target_requests_per_s: Option<f64>,
+    /// Wall time from the first write to the last response, seconds.
+    pub secs: f64,
+    /// Payload bandwidth.
+    pub mib_per_s: f64,
+    /// Record rate.
+    pub records_per_s: f64,
+    /// Per-request latency, write to response.
+    pub latency_ms: LatencyMs,
+    /// CPU used by the broker and by this client.
+    pub cpu: CpuUse,
+}
+
+/// Result of one wire consume run.
+#[derive(Debug, Clone, Serialize)]
+pub struct WireConsumeRun {
+    /// Records read.
+    pub records: u64,
+    /// Payload bytes read (records times `--record-bytes`).
+    pub bytes: u64,
+    /// Bytes of record batches read, framing included.
+    pub batch_bytes: u64,
+    /// Fetch requests sent.
+    pub fetches: u64,
+    /// Wall time from the first fetch to the end, seconds.
+    pub secs: f64,
+    /// Payload bandwidth.
+    pub mib_per_s: f64,
+    /// Bandwidth of record batches, framing included.
+    pub batch_mib_per_s: f64,
+    /// CPU used by the broker and by this client.
+    pub cpu: CpuUse,
+}
+
+/// Sends at least `records` records over `connections` connections, at `rate` requests per
+/// second in all if given, and waits for every response.
+pub fn produce(
+    target: &Target<'_>,
+    connections: usize,
+    records: u64,
+    rate: Option<f64>,
+    bar: &ProgressBar,
+) -> Result<WireProduceRun> {
+    assert!(connections > 0, "a run needs a connection");
+    let partitions = usize::try_from(target.partitions).unwrap_or(0).max(1);
+    let per_request = (WIRE_BATCH_RECORDS * partitions) as u64;
+    let requests = records.div_ceil(per_request).max(connections as u64);
+    let frame = produce_frame(target)?;
+    let mut streams: Vec<TcpStream> =
+        (0..connections).map(|_| connect(target.bootstrap)).collect::<Result<_>>()?;
+    // One request first on each connection: connection set-up and the first appends of each
+    // partition are not timed.
+    for stream in &mut streams {
+        stream.write_all(&frame).context("cannot send a warm-up Produce")?;
+        read_produce_response(stream, &mut BytesMut::new())?;
+    }
+    let share = |index: u64| {
+        requests / connections as u64 + u64::from(index < requests % connections as u64)
+    };
+    let rate_each = rate.map(|rate| rate / connections as f64);
+    let sent_records = AtomicU64::new(0);
+    let meter = CpuMeter::start(target.broker_pid)?;
+    let started = Instant::now();
+    let outcomes: Vec<Result<Histogram>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = streams
+            .into_iter()
+            .zip(0u64..)
+            .map(|(stream, index)| {
+                let frame = &frame;
+                let sent_records = &sent_records;
+                let count = share(index);
+                scope.spawn(move || {
+                    let on_response = |_: ()| {
+                        sent_records.fetch_add(per_request, Ordering::Relaxed);
+                        bar.inc(per_request * target.record_bytes as u64);
+                    };
+                    produce_on(stream, frame, count, rate_each, on_response)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err(anyhow!("a wire producer panicked"))))
+            .collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = meter.stop()?;
+    let mut histogram = Histogram::default();
+    for outcome in outcomes {
+        histogram.merge(&outcome?);
+    }
+    let records = sent_records.load(Ordering::Relaxed);
+    let bytes = records * target.record_bytes as u64;
+    Ok(WireProduceRun {
+        connections,
+        in_flight: WIRE_IN_FLIGHT,
+        batch_records: WIRE_BATCH_RECORDS,
+        records,
+        warm_up_records: per_request * connections as u64,
+        bytes,
+        target_requests_per_s: rate,
+        secs,
+        mib_per_s: bytes as f64 / MIB as f64 / secs,
+        records_per_s: records as f64 / secs,
+        latency_ms: histogram.summary(),
+        cpu,
+    })
+}
+
+/// One connection's closed (or paced) loop: a writer thread keeps up to `WIRE_IN_FLIGHT`
+/// requests outstanding, this thread reads the responses in order.
+fn produce_on(
+    stream: TcpStream,
+    frame: &[u8],
+    requests: u64,
+    rate: Option<f64>,
+    on_response: impl Fn(()),
+) -> Result<Histogram> {
+    let mut writer = stream.try_clone().context("cannot clone the socket")?;
+    let mut reader = stream;
+    // The channel holds the write time of each request in flight; its bound is the
+    // in-flight limit, so the writer blocks when it is reached.
+    let (sent, in_flight) = sync_channel::<Instant>(WIRE_IN_FLIGHT.saturating_sub(1));
+    let mut histogram = Histogram::default();
+    std::thread::scope(|scope| -> Result<()> {
+        let write = scope.spawn(move || -> Result<()> {
+            let mut frame = frame.to_vec();
+            let start = Instant::now();
+            for n in 0..requests {
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64(n as f64 / rate);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                set_correlation_id(&mut frame, n as i32);
+                if sent.send(Instant::now()).is_err() {
+                    break; // the reader stopped on an error: it reports it
+                }
+                writer.write_all(&frame).context("cannot send a Produce request")?;
+            }
+            Ok(())
+        });
+        let mut buffer = BytesMut::new();
+        for _ in 0..requests {
+            let Ok(at) = in_flight.recv() else { break };
+            read_produce_response(&mut reader, &mut buffer)?;
+            histogram.record(at.elapsed().as_micros() as u64);
+            on_response(());
+        }
+        drop(in_flight);
+        write.join().unwrap_or_else(|_| Err(anyhow!("a wire writer panicked")))
+    })?;
+    Ok(histogram)
+}
+
+/// Reads every record of the topic from offset 0 to the high watermarks seen in the first
+/// response, one Fetch at a time.
+pub fn consume(target: &Target<'_>, bar: &ProgressBar) -> Result<WireConsumeRun> {
+    let mut stream = connect(target.bootstrap)?;
+    let mut offsets: Vec<i64> = vec![0; usize::try_from(target.partitions).unwrap_or(0)];
+    let mut ends: Option<Vec<i64>> = None;
+    let (mut records, mut batch_bytes, mut fetches) = (0u64, 0u64, 0u64);
+    let mut buffer = BytesMut::new();
+    let meter = CpuMeter::start(target.broker_pid)?;
+    let started = Instant::now();
+    loop {
+        if let Some(ends) = &ends {
+            if offsets.iter().zip(ends).all(|(offset, end)| offset >= end) {
+                break;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(ADMIN_TIMEOUT_SECS * 60) {
+            bail!("the wire consumer did not reach the end in {} min", ADMIN_TIMEOUT_SECS);
+        }
+        let request = fetch_frame(target, &offsets, fetches as i32)?;
+        stream.write_all(&request).context("cannot send a Fetch request")?;
+        fetches += 1;
+        let response: FetchResponse = read_response(&mut stream, &mut buffer, FETCH_VERSION)?;
+        if response.error_code != 0 {
+            bail!("Fetch failed with error code {}", response.error_code);
+        }
+        let mut seen_ends = vec![0i64; offsets.len()];
+        for topic in &response.responses {
+            for partition in &topic.partitions {
+                let index = usize::try_from(partition.partition_index)
+                    .ok()
+                    .filter(|i| *i < offsets.len())
+                    .ok_or_else(|| anyhow!("Fetch answered unknown partition"))?;
+                if partition.error_code != 0 {
+                    bail!("Fetch of partition {index} failed: code {}", partition.error_code);
+                }
+                seen_ends[index] = partition.high_watermark;
+                let Some(bytes) = &partition.records else { continue };
+                let mut at = 0usize;
+                while let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
+                    let Ok(header) = batch::parse_header(rest) else { break };
+                    if header.total_bytes > rest.len() {
+                        break; // a partial batch at the end of a response
+                    }
+                    records += u64::try_from(header.records_count).unwrap_or(0);
+                    batch_bytes += header.total_bytes as u64;
+                    offsets[index] = header.next_offset();
+                    at += header.total_bytes;
+                }
+            }
+        }
+        if ends.is_none() {
+            ends = Some(seen_ends);
+        }
+        bar.set_position(records * target.record_bytes as u64);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = meter.stop()?;
+    let bytes = records * target.record_bytes as u64;
+    Ok(WireConsumeRun {
+        records,
+        bytes,
+        batch_bytes,
+        fetches,
+        secs,
+        mib_per_s: bytes as f64 / MIB as f64 / secs,
+        batch_mib_per_s: batch_bytes as f64 / MIB as f64 / secs,
+        cpu,
+    })
+}
+
+fn connect(bootstrap: &str) -> Result<TcpStream> {
+    let stream =
+        TcpStream::connect(bootstrap).with_context(|| format!("cannot connect to {bootstrap}"))?;
+    stream.set_nodelay(true).context("cannot set TCP_NODELAY")?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(ADMIN_TIMEOUT_SECS)))
+        .context("cannot set a read timeout")?;
+    Ok(stream)
+}
+
+/// The Produce request every wire producer sends: a frame with its size prefix.
+fn produce_frame(target: &Target<'_>) -> Result<Vec<u8>> {
+    let payload = pattern(target.record_bytes);
+    let values: Vec<KeyValue<'_>> =
+        (0..WIRE_BATCH_RECORDS).map(|_| (None, Some(&payload[..]))).collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let batch = Bytes::from(batch::build_batch(
+        &BatchSpec { timestamp_ms: now_ms, ..BatchSpec::default() },
+        &values,
+    ));
+    let partitions = (0..target.partitions)
+        .map(|index| {
+            PartitionProduceData::default().with_index(index).with_records(Some(batch.clone()))
+        })
+        .collect();
+    let request =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(target.topic.to_string())))
+                .with_partition_data(partitions),
+        ]);
+    encode_frame(&request, PRODUCE_VERSION, 0)
+}
+
+/// A Fetch from `offsets` (one per partition), without a fetch session.
+fn fetch_frame(target: &Target<'_>, offsets: &[i64], correlation_id: i32) -> Result<Vec<u8>> {
+    let partitions = offsets
+        .iter()
+        .zip(0..)
+        .map(|(offset, index)| {
+            FetchPartition::default()
+                .with_partition(index)
+                .with_fetch_offset(*offset)
+                .with_partition_max_bytes(PARTITION_FETCH_BYTES)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(WIRE_FETCH_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_MAX_BYTES)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(target.topic.to_string())))
+            .with_partitions(partitions)]);
+    encode_frame(&request, FETCH_VERSION, correlation_id)
+}
+
+/// `[size][header][body]` for a request of type `R`.
+fn encode_frame<R: Request + Encodable>(
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+) -> Result<Vec<u8>> {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("sluice-bench-wire")));
+    let mut body = BytesMut::new();
+    body.put_i32(0);
+    header
+        .encode(&mut body, R::header_version(version))
+        .map_err(|e| anyhow!("cannot encode a request header: {e}"))?;
+    request.encode(&mut body, version).map_err(|e| anyhow!("cannot encode a request: {e}"))?;
+    let size = i32::try_from(body.len() - 4).context("request over 2 GiB")?;
+    body[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(body.to_vec())
+}
+
+/// The correlation id sits after the size prefix, the api key and the api version.
+fn set_correlation_id(frame: &mut [u8], correlation_id: i32) {
+    if let Some(field) = frame.get_mut(8..12) {
+        field.copy_from_slice(&correlation_id.to_be_bytes());
+    }
+}
+
+/// Reads one Produce response and fails on any error code in it.
+fn read_produce_response(stream: &mut TcpStream, buffer: &mut BytesMut) -> Result<()> {
+    let response: ProduceResponse = read_response(stream, buffer, PRODUCE_VERSION)?;
+    for topic in &response.responses {
+        for partition in &topic.partition_responses {
+            if partition.error_code != 0 {
+                bail!(
+                    "Produce to partition {} failed: code {} ({:?})",
+                    partition.index,
+                    partition.error_code,
+                    partition.error_message
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one response frame and decodes it as `T` at `version`. Record batches in it are
+/// slices of `buffer`'s memory (no copy), which is reused once the response is dropped.
+fn read_response<T: Decodable + HeaderVersion>(
+    stream: &mut TcpStream,
+    buffer: &mut BytesMut,
+    version: i16,
+) -> Result<T> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).context("the broker closed the connection")?;
+    let size = usize::try_from(i32::from_be_bytes(size)).context("negative response size")?;
+    if size > WIRE_RESPONSE_BYTES_MAX {
+        bail!("a {size}-byte response is over the {WIRE_RESPONSE_BYTES_MAX}-byte limit");
+    }
+    buffer.clear();
+    buffer.resize(size, 0);
+    stream.read_exact(buffer).context("the broker closed the connection mid-response")?;
+    let mut bytes = buffer.split().freeze();
+    ResponseHeader::decode(&mut bytes, T::header_version(version))
+        .map_err(|e| anyhow!("cannot decode a response header: {e}"))?;
+    let response =
+        T::decode(&mut bytes, version).map_err(|e| anyhow!("cannot decode a response: {e}"))?;
+    if bytes.has_remaining() {
+        bail!("{} bytes left after a v{version} response", bytes.remaining());
+    }
+    Ok(response)
+}
