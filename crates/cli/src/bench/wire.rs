@@ -282,7 +282,10 @@ pub fn consume(target: &Target<'_>, bar: &ProgressBar) -> Result<WireConsumeRun>
                     if header.total_bytes > rest.len() {
                         break; // a partial batch at the end of a response
                     }
-                    records += u64::try_from(header.records_count).unwrap_or(0);
+                    // Transaction markers are not records a consumer sees.
+                    if !header.is_control() {
+                        records += u64::try_from(header.records_count).unwrap_or(0);
+                    }
                     batch_bytes += header.total_bytes as u64;
                     offsets[index] = header.next_offset();
                     at += header.total_bytes;
