@@ -20,6 +20,7 @@ mod client;
 mod cluster;
 mod consume;
 mod events;
+mod function;
 mod limits;
 mod line_reader;
 mod message_format;
@@ -70,6 +71,10 @@ enum Command {
     Up(up::UpArgs),
     /// Measure the machine's limits and the broker against them (not a test).
     Bench(bench::BenchArgs),
+    /// Run consumer functions (Lambda-compatible) against a Kafka cluster.
+    Function(function::FunctionArgs),
+    /// Print a consumer function's log (--follow to keep printing).
+    Logs(function::LogsArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +112,8 @@ async fn run(command: Command) -> Result<()> {
         Command::Broker(args) => broker::run(args).await,
         Command::Up(args) => up::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Function(args) => function::run(args).await,
+        Command::Logs(args) => function::logs(args).await,
     }
 }
 

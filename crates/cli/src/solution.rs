@@ -41,6 +41,9 @@ pub struct SolutionConfig {
     /// Topics to create at startup.
     #[serde(default, rename = "topic")]
     pub topics: Vec<TopicConfig>,
+    /// Consumer functions (pattern 2).
+    #[serde(default, rename = "function")]
+    pub functions: Vec<sluice_functions::FunctionConfig>,
 }
 
 /// One `[[topic]]` table as written.
@@ -62,12 +65,14 @@ fn default_partitions() -> i64 {
 }
 
 /// A validated solution: what `sluice up` runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Solution {
     /// Broker properties as strings, ready for `BrokerConfig::set`.
     pub broker: BTreeMap<String, String>,
     /// Topics in file order; names are unique.
     pub topics: Vec<Topic>,
+    /// Consumer functions in file order; names are unique.
+    pub functions: Vec<sluice_functions::Function>,
 }
 
 /// A validated topic.
@@ -107,7 +112,16 @@ impl SolutionConfig {
             }
             topics.push(validated);
         }
-        Ok(Solution { broker, topics })
+        let mut function_names = BTreeSet::new();
+        let mut functions = Vec::with_capacity(self.functions.len());
+        for function in &self.functions {
+            let validated = function.validate()?;
+            if !function_names.insert(validated.name.clone()) {
+                bail!("[[function]] {} is declared twice", validated.name);
+            }
+            functions.push(validated);
+        }
+        Ok(Solution { broker, topics, functions })
     }
 }
 

@@ -1,6 +1,7 @@
 //! `sluice up`: runs a solution locally: starts the embedded broker with the solution's
-//! `[broker]` settings, creates its `[[topic]]`s, prints a summary, and stops cleanly on
-//! SIGTERM or Ctrl-C.
+//! `[broker]` settings, creates its `[[topic]]`s, starts its `[[function]]`s against the
+//! broker, prints a summary, and stops cleanly on SIGTERM or Ctrl-C (functions first, so
+//! their last commits reach the broker).
 //!
 //! Settings apply in this order, later winning: the solution file (or the built-in
 //! default solution when no file is given), `--listeners`, `--override KEY=VALUE`. The data
@@ -12,6 +13,7 @@ use anyhow::{Context, Result};
 use sluice_broker::{Broker, BrokerConfig};
 
 use crate::broker::{self, print_line, BrokerFlags};
+use crate::function::Running;
 use crate::solution::{Solution, SolutionConfig, DEFAULT_SOLUTION};
 use crate::{progress, shutdown};
 
@@ -60,16 +62,40 @@ pub async fn run(args: UpArgs) -> Result<()> {
     };
     let topics: Vec<&str> = solution.topics.iter().map(|topic| topic.name.as_str()).collect();
     let topics = if topics.is_empty() { "(none)".to_string() } else { topics.join(", ") };
+    let names: Vec<String> = solution.functions.iter().map(|f| f.name.clone()).collect();
+    let functions = if names.is_empty() { "(none)".to_string() } else { names.join(", ") };
+    let bootstrap = bootstrap_address(&broker);
+    let mut running = Running::start(solution.functions, &bootstrap, &data_dir);
     print_line(&format!(
         "sluice is up\n  broker     {listeners}\n  data dir   {}\n  topics     {topics}\n\
-         Press Ctrl-C to stop.",
+         \x20 functions  {functions}\nPress Ctrl-C to stop.",
         data_dir.display()
     ))?;
-    let signal = shutdown::signalled().await;
+    let signal = tokio::select! {
+        signal = shutdown::signalled() => signal,
+        ended = running.ended() => {
+            // A function stopped by itself: stop the rest and the broker, then say why.
+            let _ = running.stop().await;
+            broker::stop(broker).await?;
+            return Err(ended);
+        }
+    };
     tracing::info!(signal = signal.as_deref().unwrap_or("unknown"), "stopping");
+    let stopped = running.stop().await;
     broker::stop(broker).await?;
+    stopped?;
     print_line("sluice stopped")?;
     signal.map(|_| ())
+}
+
+/// Where the embedded broker's functions connect: its first bound address, as loopback
+/// when it listens on every interface.
+fn bootstrap_address(broker: &Broker) -> String {
+    match broker.local_addrs().first() {
+        Some(addr) if addr.ip().is_unspecified() => format!("127.0.0.1:{}", addr.port()),
+        Some(addr) => addr.to_string(),
+        None => "127.0.0.1:9092".to_string(),
+    }
 }
 
 /// Creates each declared topic, printing `topic NAME created` or `topic NAME exists`.

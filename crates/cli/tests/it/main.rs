@@ -10,6 +10,7 @@
 mod bad_input;
 mod crash;
 mod etl;
+mod functions;
 mod groups;
 mod idempotence;
 mod pipelining;

@@ -1,0 +1,316 @@
+//! Consumer functions (`sluice function run`) against the real broker, with a Python
+//! `command` handler: Lambda's event shape on the wire, batching, retries that keep offsets
+//! in place, bisection, ReportBatchItemFailures and the on-failure destination.
+//!
+//! The handler (`HANDLER_PY`) appends one JSON line per invocation to a results file (the
+//! records it saw: partition, offset, key, value, headers) and then behaves as its `MODE`
+//! says, so each test reads back exactly what the function was given.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use sluice_testkit::BrokerProcess;
+
+use crate::support::{
+    client_config, create_topic, eventually, producer, read_all, start_broker, SLUICE_BIN,
+};
+
+/// The test handler: records what it got, then succeeds or fails as `MODE` says.
+const HANDLER_PY: &str = r#"
+import base64, json, os, sys
+event = json.load(sys.stdin)
+records = [r for batch in event["records"].values() for r in batch]
+def text(b64):
+    return None if b64 is None else base64.b64decode(b64).decode()
+seen = [{"partition": r["partition"], "offset": r["offset"], "key": text(r.get("key")),
+         "value": text(r.get("value")), "headers": r["headers"], "timestampType": r["timestampType"]}
+        for r in records]
+with open(os.environ["RESULTS"], "a") as f:
+    f.write(json.dumps({"eventSource": event["eventSource"], "keys": list(event["records"]),
+                        "records": seen}) + "\n")
+mode = os.environ.get("MODE", "ok")
+if mode == "fail-until-marker" and not os.path.exists(os.environ["MARKER"]):
+    print("the marker is not there yet", file=sys.stderr)
+    sys.exit(1)
+if mode == "poison" and any("poison" in (r["value"] or "") for r in seen):
+    raise SystemExit("poison record in the batch")
+if mode == "report":
+    state = os.environ["STATE"]
+    done = set(open(state).read().split()) if os.path.exists(state) else set()
+    bad = [r for r in seen if (r["value"] or "").startswith("bad") and r["value"] not in done]
+    with open(state, "a") as f:
+        for r in bad:
+            f.write(r["value"] + "\n")
+    print(json.dumps({"batchItemFailures": [{"itemIdentifier": r["offset"]} for r in bad]}))
+    sys.exit(0)
+print(json.dumps({"handled": len(seen)}))
+"#;
+
+/// A `sluice function run` child process, stopped when dropped.
+struct FunctionProcess {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl FunctionProcess {
+    /// Writes the handler and a solution file with one function (`settings` are extra TOML
+    /// lines of its `[[function]]` table) and starts `sluice function run`.
+    fn start(
+        broker: &BrokerProcess,
+        topic: &str,
+        settings: &str,
+        env: &[(&str, &str)],
+    ) -> FunctionProcess {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("handler.py"), HANDLER_PY).expect("write the handler");
+        let mut environment = format!("RESULTS = {:?}\n", dir.path().join("results.jsonl"));
+        for (key, value) in env {
+            environment.push_str(&format!("{key} = {value:?}\n"));
+        }
+        let solution = format!(
+            "[[function]]\nname = \"f\"\ntopics = [\"{topic}\"]\nruntime = \"command\"\n\
+             command = [\"python3\", \"handler.py\"]\ncode_dir = {:?}\n\
+             starting_position = \"TRIM_HORIZON\"\n{settings}\n[function.environment]\n{environment}",
+            dir.path()
+        );
+        let config = dir.path().join("solution.toml");
+        std::fs::write(&config, solution).expect("write the solution");
+        let child = Command::new(SLUICE_BIN)
+            .args(["function", "run", "--config"])
+            .arg(&config)
+            .args(["--bootstrap-server", &broker.bootstrap(), "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sluice function run starts");
+        FunctionProcess { child, dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Every invocation the handler recorded, in order.
+    fn invocations(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.path("results.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("handler lines are JSON"))
+            .collect()
+    }
+
+    /// The function's log, for failure messages.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("functions/f.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for FunctionProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The values of every record the handler saw, over all invocations.
+fn values(invocations: &[Value]) -> Vec<String> {
+    invocations
+        .iter()
+        .flat_map(|i| i["records"].as_array().cloned().unwrap_or_default())
+        .map(|r| r["value"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Produces `values` to partition `partition` of `topic`, each with key `k-<value>` and a
+/// header `h` = the value.
+async fn produce(broker: &BrokerProcess, topic: &str, partition: i32, values: &[String]) {
+    let producer = producer(&broker.bootstrap(), &[]);
+    for value in values {
+        let key = format!("k-{value}");
+        let headers =
+            OwnedHeaders::new().insert(Header { key: "h", value: Some(value.as_bytes()) });
+        let record =
+            FutureRecord::to(topic).partition(partition).key(&key).payload(value).headers(headers);
+        producer.send(record, Duration::from_secs(10)).await.expect("the broker acknowledges");
+    }
+}
+
+/// The group's committed offsets of `topic`'s `partitions`.
+fn committed(
+    broker: &BrokerProcess,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, i64> {
+    let consumer: StreamConsumer =
+        client_config(&broker.bootstrap()).set("group.id", group).create().expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).expect("OffsetFetch");
+    committed
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 }))
+        .collect()
+}
+
+const GROUP: &str = "sluice-function-f";
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_command_handler_gets_lambda_events_in_batches_and_offsets_are_committed() {
+    let broker = start_broker();
+    create_topic(&broker, "orders", 2, &[]).await;
+    let first: Vec<String> = (0..15).map(|i| format!("a{i:02}")).collect();
+    let second: Vec<String> = (0..10).map(|i| format!("b{i:02}")).collect();
+    produce(&broker, "orders", 0, &first).await;
+    produce(&broker, "orders", 1, &second).await;
+    let function = FunctionProcess::start(
+        &broker,
+        "orders",
+        "batch_size = 4\nmaximum_batching_window_in_seconds = 0.2",
+        &[],
+    );
+    let seen = eventually(WAIT, || {
+        let invocations = function.invocations();
+        (values(&invocations).len() >= 25).then_some(invocations)
+    })
+    .await
+    .unwrap_or_else(|| panic!("25 records handled; log:\n{}", function.log()));
+    let mut all = values(&seen);
+    all.sort();
+    let mut expected: Vec<String> = first.iter().chain(&second).cloned().collect();
+    expected.sort();
+    assert_eq!(all, expected, "each record once: nothing failed, so nothing is retried");
+    for invocation in &seen {
+        assert_eq!(invocation["eventSource"], "aws:kafka");
+        let records = invocation["records"].as_array().expect("records");
+        assert!((1..=4).contains(&records.len()), "batch_size 4: {invocation}");
+        let partition = records[0]["partition"].as_i64().expect("partition");
+        assert_eq!(invocation["keys"], serde_json::json!([format!("orders-{partition}")]));
+        for record in records {
+            let value = record["value"].as_str().expect("value");
+            assert_eq!(record["key"], format!("k-{value}"), "base64 key decodes");
+            let header: Vec<u8> =
+                serde_json::from_value(record["headers"][0]["h"].clone()).expect("bytes");
+            assert_eq!(header, value.as_bytes(), "headers are byte arrays");
+            assert_eq!(record["timestampType"], "CREATE_TIME");
+        }
+    }
+    let offsets = eventually(WAIT, || {
+        let offsets = committed(&broker, GROUP, "orders", 2);
+        (offsets == BTreeMap::from([(0, 15), (1, 10)])).then_some(offsets)
+    })
+    .await;
+    assert!(
+        offsets.is_some(),
+        "committed after each batch: {:?}",
+        committed(&broker, GROUP, "orders", 2)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_handler_gets_the_same_batch_again_and_offsets_do_not_move() {
+    let broker = start_broker();
+    create_topic(&broker, "jobs", 1, &[]).await;
+    let records: Vec<String> = (0..3).map(|i| format!("j{i}")).collect();
+    produce(&broker, "jobs", 0, &records).await;
+    let function = FunctionProcess::start(
+        &broker,
+        "jobs",
+        "batch_size = 10\nmaximum_batching_window_in_seconds = 0.1",
+        // The marker is never created: every attempt fails.
+        &[("MODE", "fail-until-marker"), ("MARKER", "never-created")],
+    );
+    let retried = eventually(WAIT, || {
+        let invocations = function.invocations();
+        (invocations.len() >= 3).then_some(invocations)
+    })
+    .await
+    .unwrap_or_else(|| panic!("retries; log:\n{}", function.log()));
+    for invocation in &retried {
+        assert_eq!(values(std::slice::from_ref(invocation)), records, "the same batch each time");
+    }
+    assert_eq!(committed(&broker, GROUP, "jobs", 1)[&0], -1, "nothing committed while failing");
+    assert!(function.log().contains("exited with exit status: 1"), "{}", function.log());
+}
+
+#[tokio::test]
+async fn retries_run_out_into_the_on_failure_topic_with_bisection_isolating_the_poison() {
+    let broker = start_broker();
+    create_topic(&broker, "events", 1, &[]).await;
+    create_topic(&broker, "events-dlq", 1, &[]).await;
+    let records: Vec<String> =
+        (0..8).map(|i| if i == 5 { "poison-5".to_string() } else { format!("e{i}") }).collect();
+    produce(&broker, "events", 0, &records).await;
+    let function = FunctionProcess::start(
+        &broker,
+        "events",
+        "batch_size = 8\nmaximum_batching_window_in_seconds = 0.5\nmaximum_retry_attempts = 1\n\
+         bisect_batch_on_function_error = true\non_failure_destination = \"kafka://events-dlq\"",
+        &[("MODE", "poison")],
+    );
+    let done = eventually(WAIT, || {
+        let offsets = committed(&broker, GROUP, "events", 1);
+        (offsets[&0] == 8).then_some(())
+    })
+    .await;
+    assert!(done.is_some(), "all 8 committed; log:\n{}", function.log());
+    let dead = read_all(&broker, "events-dlq", 1, Duration::from_secs(30)).await;
+    let dead = dead.get(&0).cloned().unwrap_or_default();
+    assert_eq!(dead.len(), 1, "only the poison record: {dead:?}\n{}", function.log());
+    let letter: Value =
+        serde_json::from_slice(dead[0].value.as_deref().expect("a value")).expect("JSON");
+    assert_eq!(dead[0].key.as_deref(), Some(&b"k-poison-5"[..]), "the record's own key");
+    assert_eq!(letter["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!(letter["requestContext"]["approximateInvokeCount"], 2, "1 retry = 2 attempts");
+    assert_eq!(letter["KafkaBatchInfo"]["topic"], "events");
+    assert_eq!(letter["KafkaBatchInfo"]["startOffset"], 5);
+    assert!(letter["errorMessage"].as_str().unwrap_or_default().contains("poison"), "{letter}");
+    let handled: Vec<String> = values(&function.invocations());
+    for good in records.iter().filter(|v| !v.contains("poison")) {
+        assert!(handled.contains(good), "{good} was handled successfully in some batch");
+    }
+}
+
+#[tokio::test]
+async fn reported_item_failures_commit_up_to_the_first_failed_record() {
+    let broker = start_broker();
+    create_topic(&broker, "items", 1, &[]).await;
+    let records: Vec<String> =
+        ["i0", "i1", "bad-2", "i3", "bad-4", "i5"].map(String::from).to_vec();
+    produce(&broker, "items", 0, &records).await;
+    let function = FunctionProcess::start(
+        &broker,
+        "items",
+        "batch_size = 10\nmaximum_batching_window_in_seconds = 0.5\n\
+         function_response_types = [\"ReportBatchItemFailures\"]",
+        // Relative to the handler's working folder, the test's temp dir.
+        &[("MODE", "report"), ("STATE", "reported.txt")],
+    );
+    let done =
+        eventually(WAIT, || (committed(&broker, GROUP, "items", 1)[&0] == 6).then_some(())).await;
+    assert!(done.is_some(), "all committed; log:\n{}", function.log());
+    let starts: Vec<i64> = function
+        .invocations()
+        .iter()
+        .map(|i| i["records"][0]["offset"].as_i64().expect("offset"))
+        .collect();
+    // The handler fails each bad record once: the whole batch (bad-2 and bad-4 reported),
+    // then from bad-2 (it succeeds now; bad-4 was reported already, so it succeeds too).
+    assert_eq!(starts.first(), Some(&0), "{starts:?}");
+    assert!(starts.contains(&2), "retried from the first failed record: {starts:?}");
+    assert!(
+        !starts.iter().any(|s| *s == 1 || *s == 3),
+        "never from a record that succeeded: {starts:?}"
+    );
+}
