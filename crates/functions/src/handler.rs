@@ -21,6 +21,7 @@ use tokio::process::Command;
 use crate::config::{Builtin, Function, Runtime};
 use crate::limits::{HANDLER_OUTPUT_BYTES_MAX, PAYLOAD_BYTES_MAX};
 use crate::log::FunctionLog;
+use crate::runtime_api::RuntimeApi;
 
 /// Why an invocation failed. Every kind goes through the same retry policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,8 @@ pub enum Handler {
     Builtin(Builtin),
     /// `command`.
     Command(CommandHandler),
+    /// `lambda`.
+    Lambda(RuntimeApi),
 }
 
 /// A `command` handler.
@@ -84,21 +87,20 @@ pub struct CommandHandler {
 }
 
 impl Handler {
-    /// The handler `function` names.
-    pub fn new(function: &Function) -> Handler {
+    /// The handler `function` names; a `lambda` runtime's processes log to `log`.
+    pub fn new(function: &Function, log: Arc<FunctionLog>) -> Handler {
         match &function.runtime {
             Runtime::Builtin(builtin) => Handler::Builtin(*builtin),
-            Runtime::Command { command } | Runtime::Lambda { command, .. } => {
-                Handler::Command(CommandHandler {
-                    command: command.clone(),
-                    code_dir: function.code_dir.clone(),
-                    environment: function
-                        .environment
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                })
-            }
+            Runtime::Lambda { .. } => Handler::Lambda(RuntimeApi::new(function, log)),
+            Runtime::Command { command } => Handler::Command(CommandHandler {
+                command: command.clone(),
+                code_dir: function.code_dir.clone(),
+                environment: function
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }),
         }
     }
 
@@ -123,6 +125,7 @@ impl Handler {
         let response = match self {
             Handler::Builtin(Builtin::Log) => log_records(request_id, &event, log),
             Handler::Command(command) => command.invoke(request_id, &event, deadline, log).await,
+            Handler::Lambda(api) => api.invoke(request_id, event, deadline).await,
         }?;
         check_response(response)
     }

@@ -11,7 +11,7 @@
 //! - [`event`]: the event JSON;
 //! - [`poller`]: consuming, batching, committing;
 //! - [`invoke`]: the retry policy for one batch;
-//! - [`handler`]: builtin and command handlers;
+//! - [`handler`]: builtin and command handlers; [`runtime_api`]: the Lambda Runtime API;
 //! - [`log`]: the function's log (CloudWatch-like), [`metrics`]: its counters.
 #![deny(missing_docs)]
 
@@ -24,6 +24,7 @@ pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod poller;
+pub mod runtime_api;
 
 pub use config::{Function, FunctionConfig};
 pub use error::{Error, Result};

@@ -129,7 +129,7 @@ pub async fn run(
         bootstrap_servers: options.bootstrap_servers.clone(),
     };
     let metrics = Arc::new(Metrics::default());
-    let handler = Arc::new(Handler::new(&function));
+    let handler = Arc::new(Handler::new(&function, Arc::clone(&log)));
     let invoker = Arc::new(Invoker::new(
         &function,
         &options,

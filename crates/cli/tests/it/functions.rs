@@ -36,6 +36,17 @@ with open(os.environ["RESULTS"], "a") as f:
     f.write(json.dumps({"eventSource": event["eventSource"], "keys": list(event["records"]),
                         "records": seen}) + "\n")
 mode = os.environ.get("MODE", "ok")
+if mode == "garbage":
+    print("this is not JSON")
+    sys.exit(0)
+if mode == "exit-early":
+    os._exit(2)
+if mode == "hang":
+    import time
+    time.sleep(3600)
+if mode == "big":
+    sys.stdout.write(json.dumps({"padding": "x" * (7 * 1024 * 1024)}))
+    sys.exit(0)
 if mode == "fail-until-marker" and not os.path.exists(os.environ["MARKER"]):
     print("the marker is not there yet", file=sys.stderr)
     sys.exit(1)
@@ -54,7 +65,7 @@ print(json.dumps({"handled": len(seen)}))
 "#;
 
 /// A `sluice function run` child process, stopped when dropped.
-struct FunctionProcess {
+pub struct FunctionProcess {
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -68,6 +79,17 @@ impl FunctionProcess {
         settings: &str,
         env: &[(&str, &str)],
     ) -> FunctionProcess {
+        let runtime = "runtime = \"command\"\ncommand = [\"python3\", \"handler.py\"]";
+        FunctionProcess::start_with(broker, topic, &format!("{runtime}\n{settings}"), env)
+    }
+
+    /// Like `start`, with the runtime settings in `settings` too.
+    pub fn start_with(
+        broker: &BrokerProcess,
+        topic: &str,
+        settings: &str,
+        env: &[(&str, &str)],
+    ) -> FunctionProcess {
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::write(dir.path().join("handler.py"), HANDLER_PY).expect("write the handler");
         let mut environment = format!("RESULTS = {:?}\n", dir.path().join("results.jsonl"));
@@ -75,8 +97,7 @@ impl FunctionProcess {
             environment.push_str(&format!("{key} = {value:?}\n"));
         }
         let solution = format!(
-            "[[function]]\nname = \"f\"\ntopics = [\"{topic}\"]\nruntime = \"command\"\n\
-             command = [\"python3\", \"handler.py\"]\ncode_dir = {:?}\n\
+            "[[function]]\nname = \"f\"\ntopics = [\"{topic}\"]\ncode_dir = {:?}\n\
              starting_position = \"TRIM_HORIZON\"\n{settings}\n[function.environment]\n{environment}",
             dir.path()
         );
@@ -99,7 +120,7 @@ impl FunctionProcess {
     }
 
     /// Every invocation the handler recorded, in order.
-    fn invocations(&self) -> Vec<Value> {
+    pub fn invocations(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.path("results.jsonl")).unwrap_or_default();
         text.lines()
             .map(|line| serde_json::from_str(line).expect("handler lines are JSON"))
@@ -107,7 +128,7 @@ impl FunctionProcess {
     }
 
     /// The function's log, for failure messages.
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("functions/f.log")).unwrap_or_default()
     }
 }
@@ -130,7 +151,7 @@ fn values(invocations: &[Value]) -> Vec<String> {
 
 /// Produces `values` to partition `partition` of `topic`, each with key `k-<value>` and a
 /// header `h` = the value.
-async fn produce(broker: &BrokerProcess, topic: &str, partition: i32, values: &[String]) {
+pub async fn produce(broker: &BrokerProcess, topic: &str, partition: i32, values: &[String]) {
     let producer = producer(&broker.bootstrap(), &[]);
     for value in values {
         let key = format!("k-{value}");
@@ -143,7 +164,7 @@ async fn produce(broker: &BrokerProcess, topic: &str, partition: i32, values: &[
 }
 
 /// The group's committed offsets of `topic`'s `partitions`.
-fn committed(
+pub fn committed(
     broker: &BrokerProcess,
     group: &str,
     topic: &str,
@@ -163,8 +184,8 @@ fn committed(
         .collect()
 }
 
-const GROUP: &str = "sluice-function-f";
-const WAIT: Duration = Duration::from_secs(60);
+pub const GROUP: &str = "sluice-function-f";
+pub const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn a_command_handler_gets_lambda_events_in_batches_and_offsets_are_committed() {
@@ -313,4 +334,42 @@ async fn reported_item_failures_commit_up_to_the_first_failed_record() {
         !starts.iter().any(|s| *s == 1 || *s == 3),
         "never from a record that succeeded: {starts:?}"
     );
+}
+
+/// A misbehaving command handler gets a clear error in the log and the retry policy; with
+/// no retries and no destination the records are dropped (logged) and the partition moves on.
+async fn misbehaving_command(mode: &str, settings: &str, expected: &str) {
+    let broker = start_broker();
+    create_topic(&broker, "bad", 1, &[]).await;
+    produce(&broker, "bad", 0, &["r0".to_string(), "r1".to_string()]).await;
+    let settings =
+        format!("maximum_retry_attempts = 0\nmaximum_batching_window_in_seconds = 0.2\n{settings}");
+    let function = FunctionProcess::start(&broker, "bad", &settings, &[("MODE", mode)]);
+    let moved =
+        eventually(WAIT, || (committed(&broker, GROUP, "bad", 1)[&0] == 2).then_some(())).await;
+    let log = function.log();
+    assert!(moved.is_some(), "{mode}: the partition moves on; log:\n{log}");
+    assert!(log.contains(expected), "{mode}: the log says {expected:?}:\n{log}");
+    assert!(log.contains("RetryAttemptsExhausted: dropping 2 records bad-0@0..=1"), "{log}");
+}
+
+#[tokio::test]
+async fn a_command_handler_printing_garbage_is_a_bad_response() {
+    misbehaving_command("garbage", "", "Function.BadResponse: the response is not JSON").await;
+}
+
+#[tokio::test]
+async fn a_command_handler_exiting_early_is_a_function_error() {
+    misbehaving_command("exit-early", "", "Function.Error: the handler exited with exit status: 2")
+        .await;
+}
+
+#[tokio::test]
+async fn a_command_handler_hanging_past_the_timeout_is_stopped() {
+    misbehaving_command("hang", "timeout = 2", "Sandbox.Timedout: Task timed out after").await;
+}
+
+#[tokio::test]
+async fn a_command_handler_answering_7_mb_is_refused() {
+    misbehaving_command("big", "", "Function.ResponseSizeTooLarge").await;
 }

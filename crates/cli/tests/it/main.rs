@@ -13,6 +13,7 @@ mod etl;
 mod functions;
 mod groups;
 mod idempotence;
+mod lambda;
 mod pipelining;
 mod produce_consume;
 mod raw_requests;
