@@ -118,6 +118,7 @@ impl Running {
                 bootstrap_servers: bootstrap.to_string(),
                 client_properties: Vec::new(),
                 log_dir: data_dir.join("functions"),
+                instance_id: Some(instance_id(data_dir)),
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {
@@ -159,6 +160,25 @@ impl Running {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// This machine and data folder, as a static group member name (KIP-345): a restarted
+/// `sluice` takes its partitions back at once, while two data folders (or two machines)
+/// are two members sharing the partitions.
+fn instance_id(data_dir: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    // Created first, so the canonical path is the same on the first run as on later ones.
+    let _ = std::fs::create_dir_all(data_dir);
+    let folder = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    // FNV-1a: a short, stable name for the folder (not a security boundary).
+    let hash = folder
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("sluice-{}-{:08x}", host.trim(), hash as u32)
 }
 
 /// Runs `sluice logs`.

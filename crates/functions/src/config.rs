@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::filter::Filters;
 use crate::limits::{
     BATCHING_WINDOW_MS_DEFAULT, BATCHING_WINDOW_SECS_MAX, BATCH_SIZE_DEFAULT, BATCH_SIZE_MAX,
     CONCURRENCY_DEFAULT, CONCURRENCY_MAX, FUNCTION_NAME_BYTES_MAX, MEMORY_MB_DEFAULT,
@@ -62,6 +63,8 @@ pub struct FunctionConfig {
     pub starting_position_timestamp: Option<f64>,
     /// The consumer group id (default `sluice-function-<name>`).
     pub consumer_group_id: Option<String>,
+    /// FilterCriteria: `{ filters = [{ pattern = '{"value": ...}' }] }`.
+    pub filter_criteria: Option<FilterCriteriaConfig>,
     /// Timeout of one invocation, seconds, 1 to 900 (default 300).
     pub timeout: Option<i64>,
     /// MemorySize, MB, 128 to 10240 (default 128): told to the handler, not enforced.
@@ -81,6 +84,23 @@ pub struct FunctionConfig {
     pub maximum_concurrency: Option<i64>,
     /// The event's `eventSource`: `aws:kafka` (default, the MSK shape) or `SelfManagedKafka`.
     pub event_source: Option<String>,
+}
+
+/// FilterCriteria as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterCriteriaConfig {
+    /// Filters; a record passes when any matches.
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+}
+
+/// One filter as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Lambda's filter pattern, JSON text.
+    pub pattern: String,
 }
 
 /// A validated function: what the poller runs.
@@ -104,6 +124,8 @@ pub struct Function {
     pub starting_position: StartingPosition,
     /// The consumer group.
     pub consumer_group_id: String,
+    /// Records that match none of these are not invoked (their offsets are committed).
+    pub filters: Filters,
     /// One invocation's limit.
     pub timeout: Duration,
     /// Reported as AWS_LAMBDA_FUNCTION_MEMORY_SIZE.
@@ -265,6 +287,14 @@ impl FunctionConfig {
                 return Err(invalid("event_source", other.to_string(), reason));
             }
         };
+        let patterns: Vec<String> = self
+            .filter_criteria
+            .iter()
+            .flat_map(|c| c.filters.iter().map(|f| f.pattern.clone()))
+            .collect();
+        let filters = Filters::parse(&patterns).map_err(|reason: String| {
+            invalid("filter_criteria", format!("{patterns:?}"), &reason)
+        })?;
         let consumer_group_id = match &self.consumer_group_id {
             Some(id) if id.is_empty() => {
                 return Err(invalid("consumer_group_id", "\"\"".into(), "omit it or name a group"))
@@ -281,6 +311,7 @@ impl FunctionConfig {
             batching_window: Duration::from_secs_f64(window_secs),
             starting_position,
             consumer_group_id,
+            filters,
             timeout: Duration::from_secs(timeout as u64),
             memory_mb: memory_mb as u32,
             retry_attempts_max,

@@ -61,6 +61,8 @@ pub struct Prepared {
     pub timestamp_ms: i64,
     /// Its JSON object in the event's `records` array.
     pub json: Vec<u8>,
+    /// FilterCriteria left it out: it is committed with its batch, never invoked.
+    pub filtered: bool,
 }
 
 /// The record as Lambda writes it.
@@ -105,7 +107,7 @@ impl Record {
             headers,
         };
         let json = serde_json::to_vec(&record).unwrap_or_else(|_| b"{}".to_vec());
-        Prepared { offset: self.offset, timestamp_ms: self.timestamp_ms, json }
+        Prepared { offset: self.offset, timestamp_ms: self.timestamp_ms, json, filtered: false }
     }
 }
 

@@ -140,7 +140,13 @@ pub async fn handle(
 ) -> Option<i64> {
     let end = batch.records.last()?.offset + 1;
     invoker.metrics.polled(batch.records.len() as u64);
-    let mut queue: VecDeque<(Vec<Prepared>, u32)> = VecDeque::from([(batch.records, 0)]);
+    let (records, filtered): (Vec<Prepared>, Vec<Prepared>) =
+        batch.records.into_iter().partition(|r| !r.filtered);
+    invoker.metrics.filtered_out(filtered.len() as u64);
+    if records.is_empty() {
+        return Some(end);
+    }
+    let mut queue: VecDeque<(Vec<Prepared>, u32)> = VecDeque::from([(records, 0)]);
     while let Some((records, attempts)) = queue.pop_front() {
         let event = envelope.event(&topic, partition, &records);
         let (request_id, result) = invoker.invoke_once(event).await;
@@ -376,7 +382,12 @@ mod tests {
     fn records(offsets: &[i64]) -> Vec<Prepared> {
         offsets
             .iter()
-            .map(|&offset| Prepared { offset, timestamp_ms: 0, json: b"{}".to_vec() })
+            .map(|&offset| Prepared {
+                offset,
+                timestamp_ms: 0,
+                json: b"{}".to_vec(),
+                filtered: false,
+            })
             .collect()
     }
 

@@ -8,7 +8,7 @@
 //! through its consumer group: start it on several machines and the partitions are shared.
 //!
 //! - [`config`]: the `[[function]]` settings, named as the event source mapping's;
-//! - [`event`]: the event JSON;
+//! - [`event`]: the event JSON; [`filter`]: FilterCriteria;
 //! - [`poller`]: consuming, batching, committing;
 //! - [`invoke`]: the retry policy for one batch;
 //! - [`handler`]: builtin and command handlers; [`runtime_api`]: the Lambda Runtime API;
@@ -18,6 +18,7 @@
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod filter;
 pub mod handler;
 pub mod invoke;
 pub mod limits;

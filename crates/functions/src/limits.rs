@@ -56,5 +56,10 @@ pub const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
 /// function's log; the rest is cut with a note.
 pub const HANDLER_OUTPUT_BYTES_MAX: usize = PAYLOAD_BYTES_MAX + 1;
 
+/// Filters per function (Lambda's limit with a raised quota; 5 by default).
+pub const FILTERS_MAX: usize = 10;
+/// Bytes of one filter pattern (Lambda's Pattern length).
+pub const FILTER_PATTERN_BYTES_MAX: usize = 4096;
+
 /// A function name's length, as Lambda's FunctionName (64 characters).
 pub const FUNCTION_NAME_BYTES_MAX: usize = 64;

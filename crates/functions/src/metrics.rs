@@ -12,6 +12,7 @@ pub struct Metrics {
     duration_ms_total: AtomicU64,
     throttles: AtomicU64,
     polled_events: AtomicU64,
+    filtered_events: AtomicU64,
     dead_letters: AtomicU64,
     dropped_events: AtomicU64,
 }
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub throttles: u64,
     /// Records polled from Kafka (PolledEventCount).
     pub polled_event_count: u64,
+    /// Records FilterCriteria left out (FilteredOutEventCount).
+    pub filtered_out_event_count: u64,
     /// Records written to the on-failure destination (DeadLetterErrors' successes).
     pub on_failure_destination_delivered_event_count: u64,
     /// Records given up on without a destination (DroppedEventCount).
@@ -51,6 +54,11 @@ impl Metrics {
         self.polled_events.fetch_add(count, Ordering::Relaxed);
     }
 
+    /// `count` records left out by FilterCriteria.
+    pub fn filtered_out(&self, count: u64) {
+        self.filtered_events.fetch_add(count, Ordering::Relaxed);
+    }
+
     /// `count` records written to the on-failure destination.
     pub fn dead_lettered(&self, count: u64) {
         self.dead_letters.fetch_add(count, Ordering::Relaxed);
@@ -70,6 +78,7 @@ impl Metrics {
             duration_ms_total: read(&self.duration_ms_total),
             throttles: read(&self.throttles),
             polled_event_count: read(&self.polled_events),
+            filtered_out_event_count: read(&self.filtered_events),
             on_failure_destination_delivered_event_count: read(&self.dead_letters),
             dropped_event_count: read(&self.dropped_events),
         }

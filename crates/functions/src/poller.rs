@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Function, StartingPosition};
 use crate::error::{Error, Result};
 use crate::event::{event_bytes, Envelope, Prepared, Record, TimestampType};
+use crate::filter::filterable;
 use crate::handler::Handler;
 use crate::invoke::{self, Batch, Invoker};
 use crate::limits::{BUFFERED_BATCHES_PER_PARTITION, PAYLOAD_BYTES_MAX};
@@ -51,6 +52,10 @@ pub struct Options {
     pub client_properties: Vec<(String, String)>,
     /// Where the function's log file goes.
     pub log_dir: PathBuf,
+    /// This instance's name for static group membership (KIP-345), unique per machine and
+    /// data folder: a restarted instance takes its partitions back at once instead of
+    /// waiting for its old session to time out. `None` joins as a dynamic member.
+    pub instance_id: Option<String>,
 }
 
 type PartitionKey = (Arc<str>, i32);
@@ -173,7 +178,12 @@ async fn poll(
                 let message = message?;
                 let record = to_record(&message);
                 let key: PartitionKey = (Arc::from(record.topic.as_str()), record.partition);
-                let prepared = record.prepare();
+                let mut prepared = record.prepare();
+                if !function.filters.is_empty() {
+                    let view = filterable(&record.topic, record.partition, record.offset,
+                        record.key.as_deref(), record.value.as_deref());
+                    prepared.filtered = !function.filters.matches(&view);
+                }
                 let entry = pending.entry(key.clone()).or_default();
                 entry.bytes += prepared.json.len();
                 entry.records.push_back(prepared);
@@ -348,6 +358,9 @@ fn consumer_config(function: &Function, options: &Options) -> ClientConfig {
                 StartingPosition::Latest | StartingPosition::AtTimestamp(_) => "latest",
             },
         );
+    if let Some(instance) = &options.instance_id {
+        config.set("group.instance.id", format!("{instance}-{}", function.name));
+    }
     for (key, value) in &options.client_properties {
         config.set(key, value);
     }

@@ -11,6 +11,7 @@ mod bad_input;
 mod crash;
 mod etl;
 mod functions;
+mod functions_crash;
 mod groups;
 mod idempotence;
 mod lambda;
