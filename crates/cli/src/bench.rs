@@ -22,6 +22,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 mod consume;
 mod disk;
+mod functions;
 mod limits;
 mod load;
 mod loopback;
@@ -44,6 +45,9 @@ pub enum What {
     Loopback,
     /// Produce and consume through a real broker process, and its memory.
     Broker,
+    /// Consumer functions: invocations through the Lambda Runtime API with a no-op
+    /// `lambda_runtime` handler, against the same work in process.
+    Functions,
     /// The broker alone: disk and loopback limits, then produce and consume from a client
     /// that costs almost nothing (pre-built requests), so the broker's own ceiling shows.
     Wire,
@@ -70,6 +74,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of markdown tables.
     #[arg(long)]
     json: bool,
+    /// The no-op Lambda handler of `bench functions` [default: examples/lambda_handler next
+    /// to this binary]
+    #[arg(long, value_name = "PATH")]
+    handler: Option<PathBuf>,
 }
 
 /// Runs `sluice bench`. The measurements block, so they run on a thread of their own.
@@ -98,17 +106,32 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         .then(|| load::run(&broker_dir, bytes, args.record_bytes, &progress))
         .transpose()
         .context("the broker benchmark failed")?;
+    let functions = match wants(What::Functions) {
+        false => None,
+        true => {
+            let handler = match &args.handler {
+                Some(path) => path.clone(),
+                None => functions::default_handler()?,
+            };
+            let dir = scratch.path.join("functions");
+            std::fs::create_dir_all(&dir).context("cannot create the functions scratch folder")?;
+            Some(functions::run(&handler, &dir).context("the functions benchmark failed")?)
+        }
+    };
     let wire_only = (args.what == What::Wire)
         .then(|| load::run_wire_only(&broker_dir, bytes, args.record_bytes, &progress))
         .transpose()
         .context("the wire benchmark failed")?;
-    let targets = match (&disk, &loopback, &broker, &wire_only) {
+    let mut targets = match (&disk, &loopback, &broker, &wire_only) {
         (Some(disk), Some(loopback), Some(broker), _) => report::targets(disk, loopback, broker),
         (Some(disk), Some(loopback), None, Some(only)) => {
             report::wire_targets(disk, loopback, &only.wire)
         }
         _ => Vec::new(),
     };
+    if let Some(functions) = &functions {
+        targets.extend(report::function_targets(functions));
+    }
     let report = report::Report {
         machine: machine::describe(&scratch.path),
         produce_bytes: bytes,
@@ -117,6 +140,7 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         loopback,
         broker,
         wire_only,
+        functions,
         targets,
     };
     let text = if args.json {

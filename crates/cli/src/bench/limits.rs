@@ -170,3 +170,15 @@ pub const WIRE_FETCH_WAIT_MS: i32 = 500;
 
 /// The largest response the wire client reads: a Fetch is capped at 50 MiB plus framing.
 pub const WIRE_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Value bytes per record in the function benchmark's events: a small JSON event's size.
+pub const FUNCTION_RECORD_BYTES: usize = 256;
+
+/// Seconds each function benchmark run lasts.
+pub const FUNCTION_RUN_SECS: u64 = 3;
+
+/// Target: invocations per second at batch 1 through the Runtime API.
+pub const TARGET_FUNCTION_INVOCATIONS_PER_S: f64 = 2_000.0;
+
+/// Target: records per second at batch 100 through the Runtime API.
+pub const TARGET_FUNCTION_RECORDS_PER_S: f64 = 200_000.0;

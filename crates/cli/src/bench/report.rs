@@ -7,11 +7,13 @@ use serde::Serialize;
 
 use super::consume::ConsumeRun;
 use super::disk::DiskResult;
+use super::functions::FunctionsResult;
 use super::limits::{
     MIB, TARGET_CONSUME_RATIO_MIN, TARGET_IDEMPOTENT_RATIO_MIN, TARGET_LATENCY_RATIO_MAX,
     TARGET_PRODUCE_RATIO_MIN, TARGET_REBALANCE_SECS_MAX, TARGET_RSS_IDLE_BYTES_MAX,
     TARGET_RSS_LOADED_BYTES_MAX, TARGET_TRANSACTIONAL_RATIO_MIN, TRANSACTION_RECORDS,
 };
+use super::limits::{TARGET_FUNCTION_INVOCATIONS_PER_S, TARGET_FUNCTION_RECORDS_PER_S};
 use super::load::{BrokerResult, WireOnly, WireRuns};
 use super::loopback::LoopbackResult;
 use super::machine::Machine;
@@ -38,6 +40,8 @@ pub struct Report {
     pub broker: Option<BrokerResult>,
     /// `sluice bench wire`.
     pub wire_only: Option<WireOnly>,
+    /// `sluice bench functions`.
+    pub functions: Option<FunctionsResult>,
     /// Results against limits; empty unless every run ran.
     pub targets: Vec<Target>,
 }
@@ -266,6 +270,9 @@ pub fn markdown(report: &Report) -> String {
     if let Some(only) = &report.wire_only {
         wire_section(&mut out, &only.wire, report.record_bytes, only.partitions);
     }
+    if let Some(functions) = &report.functions {
+        functions_section(&mut out, functions);
+    }
     if !report.targets.is_empty() {
         targets_section(&mut out, &report.targets);
     }
@@ -405,6 +412,66 @@ fn wire_section(out: &mut String, wire: &WireRuns, record_bytes: usize, partitio
         consume.records as f64 / consume.secs.max(f64::MIN_POSITIVE),
         cores(&consume.cpu),
     );
+}
+
+fn functions_section(out: &mut String, functions: &FunctionsResult) {
+    let _ = writeln!(
+        out,
+        "## Consumer functions\n\nInvocations through the Lambda Runtime API of a no-op \
+         `lambda_runtime` handler ({}), Lambda Kafka events of {}-byte records; \"in process\" \
+         is the handler's own work on the same event called directly.\n",
+        functions.handler, functions.record_bytes
+    );
+    let _ = writeln!(
+        out,
+        "| Records per event | Event bytes | In flight | Invocations/s | Records/s | Latency | In process | Overhead per invocation |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for run in &functions.runs {
+        let overhead_us = run.latency_ms.mean * 1000.0 - run.in_process_us;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {:.0} | {} | {:.1} µs | {:.1} µs |",
+            run.batch_records,
+            run.event_bytes,
+            run.concurrency,
+            run.invocations_per_s,
+            run.records_per_s,
+            latency(&run.latency_ms),
+            run.in_process_us,
+            overhead_us,
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// The consumer-functions targets: invocations/s at batch 1, records/s at batch 100.
+pub fn function_targets(functions: &FunctionsResult) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for run in &functions.runs {
+        let (measure, value, target, unit) = if run.batch_records == 1 {
+            (
+                "invocations/s",
+                run.invocations_per_s,
+                TARGET_FUNCTION_INVOCATIONS_PER_S,
+                "invocations/s",
+            )
+        } else {
+            ("records/s", run.records_per_s, TARGET_FUNCTION_RECORDS_PER_S, "records/s")
+        };
+        targets.push(Target {
+            measure: format!(
+                "function {measure} via the Runtime API, batch {}, {} in flight",
+                run.batch_records, run.concurrency
+            ),
+            result: format!("{value:.0} {unit}"),
+            limit: format!("{target:.0} {unit}"),
+            ratio: value / target,
+            target: ">= 1.0x".into(),
+            met: value >= target,
+        });
+    }
+    targets
 }
 
 fn targets_section(out: &mut String, targets: &[Target]) {

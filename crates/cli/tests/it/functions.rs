@@ -59,7 +59,10 @@ if mode == "report":
     with open(state, "a") as f:
         for r in bad:
             f.write(r["value"] + "\n")
-    print(json.dumps({"batchItemFailures": [{"itemIdentifier": r["offset"]} for r in bad]}))
+    # Lambda's Kafka item identifier: {"partition": "<topic>-<partition>", "offset": N}.
+    failures = [{"itemIdentifier": {"partition": f"items-{r['partition']}", "offset": r["offset"]}}
+                for r in bad]
+    print(json.dumps({"batchItemFailures": failures}))
     sys.exit(0)
 print(json.dumps({"handled": len(seen)}))
 "#;
