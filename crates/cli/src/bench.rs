@@ -74,7 +74,7 @@ pub struct BenchArgs {
     /// Print one JSON object instead of markdown tables.
     #[arg(long)]
     json: bool,
-    /// The no-op Lambda handler of `bench functions` [default: examples/lambda_handler next
+    /// The no-op Lambda handler of `bench functions` [default: examples/lambda_noop next
     /// to this binary]
     #[arg(long, value_name = "PATH")]
     handler: Option<PathBuf>,

@@ -1,5 +1,9 @@
 //! A function's metrics, named as Lambda's CloudWatch metrics are, so dashboards and alarms
-//! translate one to one. Counters only grow; [`Metrics::snapshot`] reads them all.
+//! translate one to one. Counters only grow; [`Metrics::snapshot`] reads them all, and each
+//! is also emitted through the `metrics` facade (`Invocations`, `Errors`, `Duration`,
+//! `PolledEventCount`, `FilteredOutEventCount`, `OnFailureDestinationDeliveredEventCount`,
+//! `DroppedEventCount`, labelled `function`), which the dashboard's recorder reads; with no
+//! recorder installed they cost nothing.
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -7,6 +11,7 @@ use serde::Serialize;
 /// Live counters of one function.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    function: String,
     invocations: AtomicU64,
     errors: AtomicU64,
     duration_ms_total: AtomicU64,
@@ -40,33 +45,49 @@ pub struct Snapshot {
 }
 
 impl Metrics {
+    /// The metrics of `function`.
+    pub fn new(function: &str) -> Metrics {
+        Metrics { function: function.to_string(), ..Metrics::default() }
+    }
+
+    fn emit(&self, name: &'static str, count: u64) {
+        metrics::counter!(name, "function" => self.function.clone()).increment(count);
+    }
+
     /// One invocation that took `ms` and failed or not.
     pub fn invoked(&self, ms: u64, failed: bool) {
         self.invocations.fetch_add(1, Ordering::Relaxed);
         self.duration_ms_total.fetch_add(ms, Ordering::Relaxed);
+        self.emit("Invocations", 1);
+        metrics::histogram!("Duration", "function" => self.function.clone()).record(ms as f64);
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
+            self.emit("Errors", 1);
         }
     }
 
     /// `count` records polled.
     pub fn polled(&self, count: u64) {
         self.polled_events.fetch_add(count, Ordering::Relaxed);
+        self.emit("PolledEventCount", count);
     }
 
     /// `count` records left out by FilterCriteria.
     pub fn filtered_out(&self, count: u64) {
         self.filtered_events.fetch_add(count, Ordering::Relaxed);
+        self.emit("FilteredOutEventCount", count);
     }
 
     /// `count` records written to the on-failure destination.
     pub fn dead_lettered(&self, count: u64) {
         self.dead_letters.fetch_add(count, Ordering::Relaxed);
+        self.emit("OnFailureDestinationDeliveredEventCount", count);
     }
 
     /// `count` records given up on with nowhere to go.
     pub fn dropped(&self, count: u64) {
         self.dropped_events.fetch_add(count, Ordering::Relaxed);
+        self.emit("DroppedEventCount", count);
     }
 
     /// Every counter now.

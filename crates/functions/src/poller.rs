@@ -133,7 +133,7 @@ pub async fn run(
         event_source_arn: arn,
         bootstrap_servers: options.bootstrap_servers.clone(),
     };
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&function.name));
     let handler = Arc::new(Handler::new(&function, Arc::clone(&log)));
     let invoker = Arc::new(Invoker::new(
         &function,

@@ -418,8 +418,9 @@ fn functions_section(out: &mut String, functions: &FunctionsResult) {
     let _ = writeln!(
         out,
         "## Consumer functions\n\nInvocations through the Lambda Runtime API of a no-op \
-         `lambda_runtime` handler ({}), Lambda Kafka events of {}-byte records; \"in process\" \
-         is the handler's own work on the same event called directly.\n",
+         `lambda_runtime` handler ({}: reads the event, answers null), Lambda Kafka events of \
+         {}-byte records; \"in process\" is the handler's own work on the same event called \
+         directly.\n",
         functions.handler, functions.record_bytes
     );
     let _ = writeln!(

@@ -448,3 +448,50 @@ async fn at_timestamp_starts_at_the_first_record_at_or_after_the_time() {
 fn start_at_timestamp(broker: &BrokerProcess, topic: &str, settings: &str) -> FunctionProcess {
     FunctionProcess::start_with_position(broker, topic, "AT_TIMESTAMP", settings, &[])
 }
+
+#[tokio::test]
+async fn the_batching_window_gathers_records_into_one_invocation() {
+    let broker = start_broker();
+    create_topic(&broker, "slow", 1, &[]).await;
+    // batch_size 100 is never reached: the 1.5 s window decides when the batch goes.
+    let function = FunctionProcess::start(
+        &broker,
+        "slow",
+        "batch_size = 100\nmaximum_batching_window_in_seconds = 1.5",
+        &[],
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // joined and waiting
+    let records: Vec<String> = (0..5).map(|i| format!("w{i}")).collect();
+    let sent = std::time::Instant::now();
+    produce(&broker, "slow", 0, &records).await;
+    let seen = eventually(WAIT, || {
+        let invocations = function.invocations();
+        (values(&invocations).len() >= 5).then_some(invocations)
+    })
+    .await
+    .unwrap_or_else(|| panic!("5 records handled; log:\n{}", function.log()));
+    let waited = sent.elapsed();
+    assert_eq!(seen.len(), 1, "one invocation for records arriving within the window: {seen:?}");
+    assert!(waited >= Duration::from_millis(1200), "the window was waited out: {waited:?}");
+}
+
+#[tokio::test]
+async fn a_shell_script_is_a_command_handler() {
+    let broker = start_broker();
+    create_topic(&broker, "sh", 1, &[]).await;
+    produce(&broker, "sh", 0, &["s0".to_string(), "s1".to_string()]).await;
+    // A POSIX shell handler: the event on stdin, the answer on stdout.
+    let script = r#"event=$(cat); printf '%s\n' "$event" >> events.jsonl; echo '{"ok": true}'"#;
+    let settings = format!(
+        "runtime = \"command\"\ncommand = [\"sh\", \"-c\", {script:?}]\n\
+         maximum_batching_window_in_seconds = 0.2"
+    );
+    let function = FunctionProcess::start_with(&broker, "sh", &settings, &[]);
+    let done =
+        eventually(WAIT, || (committed(&broker, GROUP, "sh", 1)[&0] == 2).then_some(())).await;
+    assert!(done.is_some(), "committed; log:\n{}", function.log());
+    let events = std::fs::read_to_string(function.path("events.jsonl")).expect("the script ran");
+    let first: Value = serde_json::from_str(events.lines().next().expect("a line")).expect("JSON");
+    assert_eq!(first["eventSource"], "aws:kafka");
+    assert_eq!(first["records"]["sh-0"][0]["value"], "czA=", "base64 of s0");
+}
