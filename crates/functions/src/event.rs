@@ -236,6 +236,7 @@ mod tests {
                 value: Some(b"Hello, this is a test.".to_vec()),
                 headers: vec![("headerKey".into(), Some(b"headerValue".to_vec()))],
             };
+            let keyless = Record { key: None, ..record.clone() };
             let built = envelope.event("mytopic", 0, &[record.prepare()]);
             let mut built: serde_json::Value = serde_json::from_slice(&built).unwrap();
             let key = &mut built["records"]["mytopic-0"][0]["key"];
@@ -243,6 +244,13 @@ mod tests {
             *key = expected["records"]["mytopic-0"][0]["key"].take();
             expected["records"]["mytopic-0"][0]["key"] = key.clone();
             assert_eq!(built, expected, "{event_source:?}");
+            // A null key: the documented record without its `key` field.
+            let built = envelope.event("mytopic", 0, &[keyless.prepare()]);
+            let built: serde_json::Value = serde_json::from_slice(&built).unwrap();
+            if let Some(record) = expected["records"]["mytopic-0"][0].as_object_mut() {
+                record.remove("key");
+            }
+            assert_eq!(built, expected, "{event_source:?}, null key");
         }
     }
 
