@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Bytes;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -108,7 +109,7 @@ impl Handler {
     pub async fn invoke(
         &self,
         request_id: &str,
-        event: Arc<Vec<u8>>,
+        event: Bytes,
         deadline: Instant,
         log: &FunctionLog,
     ) -> Result<Vec<u8>, Failure> {

@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -118,7 +119,8 @@ impl Invoker {
         self.log.start(&request_id);
         let started = Instant::now();
         let deadline = started + self.timeout;
-        let result = self.handler.invoke(&request_id, Arc::new(event), deadline, &self.log).await;
+        let result =
+            self.handler.invoke(&request_id, Bytes::from(event), deadline, &self.log).await;
         let elapsed = started.elapsed();
         if let Err(failure) = &result {
             self.log.output(

@@ -64,7 +64,10 @@ type PartitionKey = (Arc<str>, i32);
 #[derive(Default)]
 struct Pending {
     records: VecDeque<Prepared>,
+    /// Bytes of the records' JSON.
     bytes: usize,
+    /// The envelope's bytes around an event of this partition, computed once.
+    overhead: Option<usize>,
     since: Option<Instant>,
     in_flight: bool,
     paused: bool,
@@ -260,7 +263,16 @@ fn take_batch(
     if entry.in_flight || entry.records.is_empty() {
         return None;
     }
-    let overhead = envelope.overhead_bytes(&key.0, key.1);
+    let overhead = *entry.overhead.get_or_insert_with(|| envelope.overhead_bytes(&key.0, key.1));
+    // Cheap checks first, from running totals: this runs for every buffered partition after
+    // every poll, and the records are scanned only when a batch is cut.
+    let commas = entry.records.len() - 1;
+    let full = entry.records.len() >= function.batch_size
+        || overhead + entry.bytes + commas > PAYLOAD_BYTES_MAX;
+    let waited = entry.since.is_some_and(|since| since.elapsed() >= function.batching_window);
+    if !(full || waited) {
+        return None;
+    }
     let mut count = 0usize;
     let mut bytes = overhead;
     for record in &entry.records {
@@ -270,11 +282,6 @@ fn take_batch(
         }
         count += 1;
         bytes += more;
-    }
-    let full = count == function.batch_size || count < entry.records.len();
-    let waited = entry.since.is_some_and(|since| since.elapsed() >= function.batching_window);
-    if !(full || waited) {
-        return None;
     }
     let records: Vec<Prepared> = entry.records.drain(..count).collect();
     entry.bytes -= records.iter().map(|r| r.json.len()).sum::<usize>();
@@ -401,12 +408,9 @@ fn seed_offsets_at(
     let found = consumer.offsets_for_times(wanted, timeout)?;
     let mut seeded = TopicPartitionList::new();
     for element in found.elements() {
-        // No record at or after the time: start at the end, as Lambda does.
-        let offset = match element.offset() {
-            Offset::Offset(offset) => Offset::Offset(offset),
-            _ => Offset::End,
-        };
-        if let Offset::Offset(offset) = offset {
+        // No record at or after the time: nothing is seeded, so the partition starts at the
+        // end (auto.offset.reset=latest), as Lambda does.
+        if let Offset::Offset(offset) = element.offset() {
             seeded.add_partition_offset(
                 element.topic(),
                 element.partition(),

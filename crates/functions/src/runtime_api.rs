@@ -48,7 +48,7 @@ type Reply = Result<Vec<u8>, Failure>;
 /// One invocation handed to a sandbox.
 struct Invocation {
     request_id: String,
-    event: Arc<Vec<u8>>,
+    event: Bytes,
     deadline_ms: u64,
     reply: oneshot::Sender<Reply>,
 }
@@ -133,7 +133,7 @@ impl RuntimeApi {
     }
 
     /// Invokes a warm sandbox, or a new one, with `event`.
-    pub async fn invoke(&self, request_id: &str, event: Arc<Vec<u8>>, deadline: Instant) -> Reply {
+    pub async fn invoke(&self, request_id: &str, event: Bytes, deadline: Instant) -> Reply {
         let warm = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.retain(|s| !s.is_dead());
@@ -331,7 +331,7 @@ async fn next_invocation(State(shared): State<Arc<Shared>>) -> Response {
     set("lambda-runtime-invoked-function-arn", shared.spec.function_arn.clone());
     set("lambda-runtime-trace-id", trace);
     set("content-type", "application/json".into());
-    (StatusCode::OK, headers, Body::from(event.as_ref().clone())).into_response()
+    (StatusCode::OK, headers, Body::from(event)).into_response()
 }
 
 /// `POST /runtime/invocation/{id}/response`.
