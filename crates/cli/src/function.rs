@@ -165,7 +165,7 @@ impl Running {
 /// This machine and data folder, as a static group member name (KIP-345): a restarted
 /// `sluice` takes its partitions back at once, while two data folders (or two machines)
 /// are two members sharing the partitions.
-fn instance_id(data_dir: &Path) -> String {
+pub fn instance_id(data_dir: &Path) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -43,3 +43,11 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Partitions one solution-file topic may declare; far above any local use, low enough to
 /// catch a typo (an extra zero or two) before the broker allocates files for them.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+
+/// Where the AWS-compatible API (Firehose) listens by default: LocalStack's port, so code
+/// written for LocalStack finds sluice where it expects it.
+pub const AWS_API_LISTEN_DEFAULT: &str = "127.0.0.1:4566";
+
+/// Requests the AWS-compatible API handles at once; more wait (each PutRecordBatch holds
+/// up to 4 MiB of records while its producer sends them).
+pub const AWS_API_REQUESTS_IN_FLIGHT_MAX: usize = 64;

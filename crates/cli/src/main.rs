@@ -14,11 +14,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod aws_api;
 mod bench;
 mod broker;
 mod client;
 mod cluster;
 mod consume;
+mod delivery;
 mod events;
 mod function;
 mod limits;
@@ -75,6 +77,8 @@ enum Command {
     Function(function::FunctionArgs),
     /// Print a consumer function's log (--follow to keep printing).
     Logs(function::LogsArgs),
+    /// Run delivery streams (Firehose-compatible) against a Kafka cluster.
+    Delivery(delivery::DeliveryArgs),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +118,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::Function(args) => function::run(args).await,
         Command::Logs(args) => function::logs(args).await,
+        Command::Delivery(args) => delivery::run(args).await,
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! [`SolutionConfig`] is the file as written; [`SolutionConfig::validate`] checks all of it
 //! up front and returns the [`Solution`] the launcher runs. Unknown keys are errors naming
-//! the key, so a typo never silently does nothing. Today the file has a `[broker]` table
-//! (Kafka `server.properties` names to string, integer or boolean values) and `[[topic]]`
-//! tables; later sections (`[[function]]`, `[[delivery_stream]]`) add a field each here.
+//! the key, so a typo never silently does nothing. The file has a `[broker]` table
+//! (Kafka `server.properties` names to string, integer or boolean values), `[[topic]]`
+//! tables, `[[function]]`s (pattern 2), `[[delivery_stream]]`s (pattern 3) and `[aws_api]`
+//! (where the Firehose API listens).
 //!
 //! ```toml
 //! [broker]
@@ -44,6 +45,20 @@ pub struct SolutionConfig {
     /// Consumer functions (pattern 2).
     #[serde(default, rename = "function")]
     pub functions: Vec<sluice_functions::FunctionConfig>,
+    /// Delivery streams (pattern 3).
+    #[serde(default, rename = "delivery_stream")]
+    pub delivery_streams: Vec<sluice_delivery::DeliveryStreamConfig>,
+    /// The AWS-compatible HTTP endpoint (the Firehose API).
+    #[serde(default)]
+    pub aws_api: AwsApiConfig,
+}
+
+/// `[aws_api]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsApiConfig {
+    /// HOST:PORT of the listener (default 127.0.0.1:4566, LocalStack's).
+    pub listen: Option<String>,
 }
 
 /// One `[[topic]]` table as written.
@@ -73,6 +88,10 @@ pub struct Solution {
     pub topics: Vec<Topic>,
     /// Consumer functions in file order; names are unique.
     pub functions: Vec<sluice_functions::Function>,
+    /// Delivery streams in file order; names are unique.
+    pub delivery_streams: Vec<sluice_delivery::DeliveryStream>,
+    /// Where the AWS-compatible API listens.
+    pub aws_api_listen: std::net::SocketAddr,
 }
 
 /// A validated topic.
@@ -121,7 +140,21 @@ impl SolutionConfig {
             }
             functions.push(validated);
         }
-        Ok(Solution { broker, topics, functions })
+        let mut stream_names = BTreeSet::new();
+        let mut delivery_streams = Vec::with_capacity(self.delivery_streams.len());
+        for stream in &self.delivery_streams {
+            let validated = stream.validate()?;
+            if !stream_names.insert(validated.name.clone()) {
+                bail!("[[delivery_stream]] {} is declared twice", validated.name);
+            }
+            delivery_streams.push(validated);
+        }
+        let listen =
+            self.aws_api.listen.as_deref().unwrap_or(crate::limits::AWS_API_LISTEN_DEFAULT);
+        let aws_api_listen = listen.parse().with_context(|| {
+            format!("[aws_api] listen = {listen:?} is not HOST:PORT (e.g. 127.0.0.1:4566)")
+        })?;
+        Ok(Solution { broker, topics, functions, delivery_streams, aws_api_listen })
     }
 }
 

@@ -1,7 +1,8 @@
 //! `sluice up`: runs a solution locally: starts the embedded broker with the solution's
-//! `[broker]` settings, creates its `[[topic]]`s, starts its `[[function]]`s against the
-//! broker, prints a summary, and stops cleanly on SIGTERM or Ctrl-C (functions first, so
-//! their last commits reach the broker).
+//! `[broker]` settings, creates its `[[topic]]`s, starts its `[[delivery_stream]]`s with the
+//! Firehose API and its `[[function]]`s against the broker, prints a summary, and stops
+//! cleanly on SIGTERM or Ctrl-C (functions first, then streams, so their last commits reach
+//! the broker).
 //!
 //! Settings apply in this order, later winning: the solution file (or the built-in
 //! default solution when no file is given), `--listeners`, `--override KEY=VALUE`. The data
@@ -13,6 +14,7 @@ use anyhow::{Context, Result};
 use sluice_broker::{Broker, BrokerConfig};
 
 use crate::broker::{self, print_line, BrokerFlags};
+use crate::delivery::{function_environment, Streams};
 use crate::function::Running;
 use crate::solution::{Solution, SolutionConfig, DEFAULT_SOLUTION};
 use crate::{progress, shutdown};
@@ -65,10 +67,41 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let names: Vec<String> = solution.functions.iter().map(|f| f.name.clone()).collect();
     let functions = if names.is_empty() { "(none)".to_string() } else { names.join(", ") };
     let bootstrap = bootstrap_address(&broker);
-    let mut running = Running::start(solution.functions, &bootstrap, &data_dir);
+    let stream_names: Vec<String> =
+        solution.delivery_streams.iter().map(|s| s.name.clone()).collect();
+    let mut streams = None;
+    let mut functions_to_run = solution.functions;
+    if !solution.delivery_streams.is_empty() {
+        let started = Streams::start(
+            solution.delivery_streams.clone(),
+            &bootstrap,
+            &data_dir,
+            solution.aws_api_listen,
+        )
+        .await;
+        let started = match started {
+            Ok(started) => started,
+            Err(error) => {
+                let _ = broker::stop(broker).await;
+                return Err(error);
+            }
+        };
+        let environment = function_environment(&started.api.url(), &solution.delivery_streams);
+        for function in &mut functions_to_run {
+            for (key, value) in &environment {
+                function.environment.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        streams = Some(started);
+    }
+    let mut running = Running::start(functions_to_run, &bootstrap, &data_dir);
+    let delivery =
+        if stream_names.is_empty() { "(none)".to_string() } else { stream_names.join(", ") };
+    let api = streams.as_ref().map_or("(off: no delivery streams)".to_string(), |s| s.api.url());
     print_line(&format!(
         "sluice is up\n  broker     {listeners}\n  data dir   {}\n  topics     {topics}\n\
-         \x20 functions  {functions}\nPress Ctrl-C to stop.",
+         \x20 functions  {functions}\n  delivery   {delivery}\n  aws api    {api}\n\
+         Press Ctrl-C to stop.",
         data_dir.display()
     ))?;
     let signal = tokio::select! {
@@ -76,14 +109,37 @@ pub async fn run(args: UpArgs) -> Result<()> {
         ended = running.ended() => {
             // A function stopped by itself: stop the rest and the broker, then say why.
             let _ = running.stop().await;
+            if let Some(streams) = streams {
+                let _ = streams.stop().await;
+            }
+            broker::stop(broker).await?;
+            return Err(ended);
+        }
+        ended = async {
+            match streams.as_mut() {
+                Some(streams) => streams.ended().await,
+                None => std::future::pending().await,
+            }
+        } => {
+            let _ = running.stop().await;
+            if let Some(streams) = streams {
+                let _ = streams.stop().await;
+            }
             broker::stop(broker).await?;
             return Err(ended);
         }
     };
     tracing::info!(signal = signal.as_deref().unwrap_or("unknown"), "stopping");
+    // Functions first (their last puts reach the streams), then the streams (they publish
+    // what they buffered), then the broker.
     let stopped = running.stop().await;
+    let delivered = match streams {
+        Some(streams) => streams.stop().await,
+        None => Ok(()),
+    };
     broker::stop(broker).await?;
     stopped?;
+    delivered?;
     print_line("sluice stopped")?;
     signal.map(|_| ())
 }

@@ -171,6 +171,9 @@ pub enum Runtime {
 pub enum Builtin {
     /// Logs each record's decoded value and returns a count, as the seed's consumer does.
     Log,
+    /// Sends each record to a delivery stream (PutRecordBatch), as the seed's forwarding
+    /// function does.
+    Deliver,
 }
 
 /// StartingPosition.
@@ -346,10 +349,11 @@ impl FunctionConfig {
             "command" => Ok(Runtime::Command { command: command()? }),
             "builtin" => match self.handler.as_deref() {
                 Some("log") => Ok(Runtime::Builtin(Builtin::Log)),
+                Some("deliver") => Ok(Runtime::Builtin(Builtin::Deliver)),
                 other => Err(invalid(
                     "handler",
                     other.unwrap_or("(none)").to_string(),
-                    "the builtin handlers are: log",
+                    "the builtin handlers are: log, deliver",
                 )),
             },
             other => Err(invalid("runtime", other.to_string(), "use lambda, command or builtin")),

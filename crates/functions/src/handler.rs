@@ -65,15 +65,17 @@ impl FailureKind {
 }
 
 impl Failure {
-    fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
         Failure { kind, message: message.into() }
     }
 }
 
 /// A function's handler, ready to invoke.
 pub enum Handler {
-    /// `builtin`.
+    /// `builtin` (`log`).
     Builtin(Builtin),
+    /// `builtin` `deliver`, with its settings, or why they are missing.
+    Deliver(Result<crate::deliver::Deliverer, String>),
     /// `command`.
     Command(CommandHandler),
     /// `lambda`.
@@ -91,6 +93,9 @@ impl Handler {
     /// The handler `function` names; a `lambda` runtime's processes log to `log`.
     pub fn new(function: &Function, log: Arc<FunctionLog>) -> Handler {
         match &function.runtime {
+            Runtime::Builtin(Builtin::Deliver) => {
+                Handler::Deliver(crate::deliver::Deliverer::new(&function.environment))
+            }
             Runtime::Builtin(builtin) => Handler::Builtin(*builtin),
             Runtime::Lambda { .. } => Handler::Lambda(RuntimeApi::new(function, log)),
             Runtime::Command { command } => Handler::Command(CommandHandler {
@@ -124,7 +129,11 @@ impl Handler {
             ));
         }
         let response = match self {
-            Handler::Builtin(Builtin::Log) => log_records(request_id, &event, log),
+            Handler::Builtin(_) => log_records(request_id, &event, log),
+            Handler::Deliver(Ok(deliverer)) => deliverer.invoke(&event, deadline).await,
+            Handler::Deliver(Err(missing)) => {
+                Err(Failure::new(FailureKind::Function, format!("deliver: {missing}")))
+            }
             Handler::Command(command) => command.invoke(request_id, &event, deadline, log).await,
             Handler::Lambda(api) => api.invoke(request_id, event, deadline).await,
         }?;

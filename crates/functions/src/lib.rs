@@ -11,11 +11,12 @@
 //! - [`event`]: the event JSON; [`filter`]: FilterCriteria;
 //! - [`poller`]: consuming, batching, committing;
 //! - [`invoke`]: the retry policy for one batch;
-//! - [`handler`]: builtin and command handlers; [`runtime_api`]: the Lambda Runtime API;
+//! - [`handler`]: builtin and command handlers ([`deliver`]: the Firehose forwarder); [`runtime_api`]: the Lambda Runtime API;
 //! - [`log`]: the function's log (CloudWatch-like), [`metrics`]: its counters.
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod deliver;
 pub mod error;
 pub mod event;
 pub mod filter;

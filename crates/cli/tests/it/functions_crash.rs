@@ -4,15 +4,13 @@
 //! the ids it was given before it answers, and a kill at any point may repeat ids, never lose
 //! one.
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rdkafka::producer::FutureRecord;
 
-use crate::support::{producer, SLUICE_BIN};
+use crate::support::{producer, Up};
 
 const RECORDS_PER_RUN: usize = 60;
 const KILLS: usize = 10;
@@ -48,42 +46,6 @@ starting_position = "TRIM_HORIZON"
 batch_size = 7
 maximum_batching_window_in_seconds = 0.05
 "#;
-
-/// A running `sluice up` and the broker address it printed.
-struct Up {
-    child: Child,
-    bootstrap: String,
-}
-
-impl Up {
-    fn start(dir: &Path) -> Up {
-        let mut child = Command::new(SLUICE_BIN)
-            .args(["up", "solution.toml", "--data-dir", "data"])
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sluice up starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut bootstrap = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("sluice up prints lines");
-            if let Some(address) = line.trim().strip_prefix("broker     PLAINTEXT://") {
-                bootstrap = address.to_string();
-            }
-            if line.starts_with("Press Ctrl-C") {
-                break;
-            }
-        }
-        assert!(!bootstrap.is_empty(), "sluice up printed its broker address");
-        Up { child, bootstrap }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn handled(dir: &Path) -> BTreeSet<String> {
     std::fs::read_to_string(dir.join("handled.txt"))

@@ -9,6 +9,8 @@
 
 mod bad_input;
 mod crash;
+mod delivery;
+mod delivery_crash;
 mod etl;
 mod functions;
 mod functions_crash;

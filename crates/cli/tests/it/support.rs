@@ -248,3 +248,64 @@ pub async fn read_isolated(
         }
     }
 }
+
+fn log_file(dir: &Path) -> std::process::Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("sluice-up.log"))
+        .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from)
+}
+
+/// A running `sluice up` and the addresses it printed.
+pub struct Up {
+    child: std::process::Child,
+    /// The broker's HOST:PORT.
+    pub bootstrap: String,
+    /// The AWS-compatible API's URL, when delivery streams run.
+    pub aws_api: Option<String>,
+}
+
+impl Up {
+    /// Runs `sluice up solution.toml --data-dir data` in `dir` and waits until it is up.
+    pub fn start(dir: &Path) -> Up {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(SLUICE_BIN)
+            .args(["up", "solution.toml", "--data-dir", "data"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            // Appended, so a test's failure message can point at every run's log.
+            .stderr(log_file(dir))
+            .spawn()
+            .expect("sluice up starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (mut bootstrap, mut aws_api) = (String::new(), None);
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("sluice up prints lines");
+            if let Some(address) = line.trim().strip_prefix("broker     PLAINTEXT://") {
+                bootstrap = address.to_string();
+            }
+            if let Some(url) = line.trim().strip_prefix("aws api    http://") {
+                aws_api = Some(format!("http://{url}"));
+            }
+            if line.starts_with("Press Ctrl-C") {
+                break;
+            }
+        }
+        assert!(!bootstrap.is_empty(), "sluice up printed its broker address");
+        Up { child, bootstrap, aws_api }
+    }
+
+    /// SIGKILL, and wait for the process to go.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: sending a signal to our own child process by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("sluice up exits")
+    }
+}
