@@ -21,6 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 mod consume;
+mod delivery;
 mod disk;
 mod functions;
 mod limits;
@@ -48,6 +49,9 @@ pub enum What {
     /// Consumer functions: invocations through the Lambda Runtime API with a no-op
     /// `lambda_runtime` handler, against the same work in process.
     Functions,
+    /// Delivery streams: a topic backlog into gzip objects in a folder, against one core's
+    /// gzip speed on the same records, and the memory it takes.
+    Delivery,
     /// The broker alone: disk and loopback limits, then produce and consume from a client
     /// that costs almost nothing (pre-built requests), so the broker's own ceiling shows.
     Wire,
@@ -118,6 +122,14 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
             Some(functions::run(&handler, &dir).context("the functions benchmark failed")?)
         }
     };
+    let delivery = match wants(What::Delivery) {
+        false => None,
+        true => {
+            let dir = scratch.path.join("delivery");
+            std::fs::create_dir_all(&dir).context("cannot create the delivery scratch folder")?;
+            Some(delivery::run(&dir).context("the delivery benchmark failed")?)
+        }
+    };
     let wire_only = (args.what == What::Wire)
         .then(|| load::run_wire_only(&broker_dir, bytes, args.record_bytes, &progress))
         .transpose()
@@ -132,6 +144,9 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
     if let Some(functions) = &functions {
         targets.extend(report::function_targets(functions));
     }
+    if let Some(delivery) = &delivery {
+        targets.push(report::delivery_target(delivery));
+    }
     let report = report::Report {
         machine: machine::describe(&scratch.path),
         produce_bytes: bytes,
@@ -141,6 +156,7 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         broker,
         wire_only,
         functions,
+        delivery,
         targets,
     };
     let text = if args.json {

@@ -1,5 +1,6 @@
 //! An object being built: one source partition's records for one output prefix within one
-//! round, compressed as they arrive (or gathered as Parquet rows), and its key.
+//! round, gathered as they arrive (bytes, or Parquet rows) and compressed when it is
+//! finished, on a blocking thread, while the loop consumes the next round; and its key.
 //!
 //! The key is fixed when the object opens, from its first record alone (see
 //! [`crate::template`]): the arrival time of the first record and a UUID of the stream,
@@ -43,7 +44,13 @@ pub struct Source<'a> {
 }
 
 enum Content {
-    Encoded(Encoder),
+    /// Records as they will be compressed: compression runs when the object is finished,
+    /// off the consuming loop, so it overlaps with consuming the next round.
+    Raw {
+        bytes: Vec<u8>,
+        compression: Compression,
+        entry: String,
+    },
     Parquet(Rows),
 }
 
@@ -62,11 +69,7 @@ pub struct OpenObject {
 
 impl OpenObject {
     /// Opens the object that `first` starts.
-    pub fn open(
-        stream: &DeliveryStream,
-        bucket: &Bucket,
-        first: Source<'_>,
-    ) -> std::io::Result<OpenObject> {
+    pub fn open(stream: &DeliveryStream, bucket: &Bucket, first: Source<'_>) -> OpenObject {
         let time =
             DateTime::<Utc>::from_timestamp_millis(first.timestamp_ms.max(0)).unwrap_or_default();
         let (kind, compression) = match bucket {
@@ -82,15 +85,15 @@ impl OpenObject {
         let key = format!("{}{name}", prefix(stream, bucket, time, &id));
         let content = match (&stream.conversion, bucket) {
             (Some(schema), Bucket::Data(_)) => Content::Parquet(Rows::new(Arc::clone(schema))),
-            _ => Content::Encoded(Encoder::new(compression, &name)?),
+            _ => Content::Raw { bytes: Vec::new(), compression, entry: name.clone() },
         };
-        Ok(OpenObject {
+        OpenObject {
             key,
             records: 0,
             record_bytes: 0,
             first_timestamp_ms: first.timestamp_ms,
             content,
-        })
+        }
     }
 
     /// Appends a data record; `Err` carries why Parquet conversion rejected it (nothing
@@ -98,10 +101,10 @@ impl OpenObject {
     pub fn push(&mut self, value: &[u8], delimiter: bool) -> Result<(), String> {
         match &mut self.content {
             Content::Parquet(rows) => rows.push(value)?,
-            Content::Encoded(encoder) => {
-                encoder.write(value).map_err(|e| format!("compression failed: {e}"))?;
+            Content::Raw { bytes, .. } => {
+                bytes.extend_from_slice(value);
                 if delimiter {
-                    encoder.write(b"\n").map_err(|e| format!("compression failed: {e}"))?;
+                    bytes.push(b'\n');
                 }
             }
         }
@@ -141,21 +144,22 @@ impl OpenObject {
         });
         let mut line = document.to_string().into_bytes();
         line.push(b'\n');
-        if let Content::Encoded(encoder) = &mut self.content {
-            // Writing into memory fails only if the compressor is broken; the record is
-            // then lost to the error object but counted below, which the log reports.
-            if let Err(error) = encoder.write(&line) {
-                tracing::error!(key = %self.key, %error, "cannot write an error record");
-            }
+        if let Content::Raw { bytes, .. } = &mut self.content {
+            bytes.extend_from_slice(&line);
         }
         self.records += 1;
         self.record_bytes += line.len() as u64;
     }
 
-    /// Ends the object and returns its bytes (CPU-heavy for Parquet: run off the loop).
+    /// Ends the object and returns its bytes: compression or Parquet encoding, CPU-heavy,
+    /// so callers run it off the loop.
     pub fn finish(self) -> std::io::Result<Vec<u8>> {
         match self.content {
-            Content::Encoded(encoder) => encoder.finish(),
+            Content::Raw { bytes, compression, entry } => {
+                let mut encoder = Encoder::new(compression, &entry)?;
+                encoder.write(&bytes)?;
+                encoder.finish()
+            }
             Content::Parquet(rows) => rows.finish().map_err(std::io::Error::other),
         }
     }
@@ -234,10 +238,10 @@ mod tests {
     #[test]
     fn default_keys_are_firehoses() {
         let stream = stream("");
-        let object = OpenObject::open(&stream, &Bucket::Data(vec![]), FIRST).unwrap();
+        let object = OpenObject::open(&stream, &Bucket::Data(vec![]), FIRST);
         let id = object_id("orders", "t", 2, 40, "data");
         assert_eq!(object.key, format!("2026/03/07/09/orders-1-2026-03-07-09-05-04-{id}.gz"));
-        let error = OpenObject::open(&stream, &Bucket::Error(PROCESSING_FAILED), FIRST).unwrap();
+        let error = OpenObject::open(&stream, &Bucket::Error(PROCESSING_FAILED), FIRST);
         assert!(
             error.key.starts_with("processing-failed/2026/03/07/09/orders-1-"),
             "{}",
@@ -248,10 +252,9 @@ mod tests {
     #[test]
     fn a_prefix_without_a_timestamp_gets_one_appended() {
         let stream = stream("prefix = \"lake/\"");
-        let object = OpenObject::open(&stream, &Bucket::Data(vec![]), FIRST).unwrap();
+        let object = OpenObject::open(&stream, &Bucket::Data(vec![]), FIRST);
         assert!(object.key.starts_with("lake/2026/03/07/09/orders-1-"), "{}", object.key);
-        let error =
-            OpenObject::open(&stream, &Bucket::Error(FORMAT_CONVERSION_FAILED), FIRST).unwrap();
+        let error = OpenObject::open(&stream, &Bucket::Error(FORMAT_CONVERSION_FAILED), FIRST);
         assert!(
             error.key.starts_with("lake/format-conversion-failed/2026/03/07/09/"),
             "{}",
@@ -265,14 +268,13 @@ mod tests {
             "prefix = \"data/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/hour=!{timestamp:HH}/\"\n\
              error_output_prefix = \"errors/year=!{timestamp:yyyy}/!{firehose:error-output-type}/\"",
         );
-        let object = OpenObject::open(&stream, &Bucket::Data(vec![]), FIRST).unwrap();
+        let object = OpenObject::open(&stream, &Bucket::Data(vec![]), FIRST);
         assert!(
             object.key.starts_with("data/year=2026/month=03/day=07/hour=09/orders-1-"),
             "{}",
             object.key
         );
-        let error =
-            OpenObject::open(&stream, &Bucket::Error(FORMAT_CONVERSION_FAILED), FIRST).unwrap();
+        let error = OpenObject::open(&stream, &Bucket::Error(FORMAT_CONVERSION_FAILED), FIRST);
         assert!(
             error.key.starts_with("errors/year=2026/format-conversion-failed/orders-1-"),
             "{}",

@@ -9,7 +9,10 @@
 //! `IntervalInSeconds`. A due round's objects are published one by one, then the offset
 //! after its last record is committed; only then may the partition's next round be
 //! published. Meanwhile records keep arriving into the next round; when a sealed round
-//! waits behind the one publishing (`ROUNDS_BUFFERED_MAX` rounds), the partition is paused.
+//! waits behind the one publishing (`ROUNDS_BUFFERED_MAX` rounds), the loop takes no more
+//! records until it goes out, and librdkafka's fetch queue, bounded by
+//! `queued.max.messages.kbytes` (twice the size hint), stops fetching: memory is bounded by
+//! the buffering hints, not by the backlog.
 //!
 //! **Exactly once.** Each object's key is fixed by its first record (see
 //! [`crate::template`]), and at most one round per partition is published but not
@@ -91,7 +94,13 @@ struct Partition {
     /// Full rounds waiting for the one publishing, oldest first.
     sealed: VecDeque<Round>,
     publishing: bool,
-    paused: bool,
+}
+
+impl Partition {
+    /// A sealed round waits behind the one publishing: take no more records for now.
+    fn is_full(&self) -> bool {
+        self.publishing && self.sealed.len() as u64 >= ROUNDS_BUFFERED_MAX - 1
+    }
 }
 
 struct Context {
@@ -177,6 +186,7 @@ async fn deliver(shared: &Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> R
     let (done_tx, mut done_rx) = mpsc::channel::<(PartitionKey, std::io::Result<()>)>(64);
     let (abort_tx, abort_rx) = watch::channel(false);
     let mut in_flight = 0usize;
+    let mut full = false;
     let stream = &shared.stream;
     loop {
         tokio::select! {
@@ -186,13 +196,19 @@ async fn deliver(shared: &Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> R
                 in_flight -= 1;
                 finished(shared, &mut partitions, key, outcome)?;
             }
-            message = shared.consumer.recv() => {
+            // A partition with a full round waiting stops the loop from taking records; the
+            // consumer's bounded fetch queue then stops fetching (backpressure without
+            // pausing, whose resume costs a fetch cycle).
+            message = shared.consumer.recv(), if !full => {
                 let message = message.map_err(|source| Error::Kafka { stream: stream.name.clone(), source })?;
-                take(shared, &mut partitions, &message)?;
+                full = take(shared, &mut partitions, &message)?;
                 // Take what is already fetched before looking at rounds again.
                 for _ in 0..DRAIN_RECORDS_MAX {
+                    if full {
+                        break;
+                    }
                     match shared.consumer.recv().now_or_never() {
-                        Some(Ok(message)) => take(shared, &mut partitions, &message)?,
+                        Some(Ok(message)) => full = take(shared, &mut partitions, &message)?,
                         Some(Err(error)) => tracing::warn!(stream = %stream.name, %error, "consume error"),
                         None => break,
                     }
@@ -215,11 +231,8 @@ async fn deliver(shared: &Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> R
                     in_flight += 1;
                 }
             }
-            if partition.paused && partition.sealed.is_empty() {
-                set_paused(&shared.consumer, key, false);
-                partition.paused = false;
-            }
         }
+        full = partitions.values().any(Partition::is_full);
     }
     // Stopping: publish what is buffered, within a grace period; whatever is not published
     // is not committed, and is re-read on restart.
@@ -265,12 +278,12 @@ fn due(stream: &DeliveryStream, round: &Round) -> bool {
         && round.started.is_some_and(|started| started.elapsed() >= stream.interval)
 }
 
-/// Adds one record to its partition's round.
+/// Adds one record to its partition's round; `true` when the partition is now full.
 fn take(
     shared: &Shared,
     partitions: &mut HashMap<PartitionKey, Partition>,
     message: &BorrowedMessage<'_>,
-) -> Result<()> {
+) -> Result<bool> {
     let stream = &shared.stream;
     let key: PartitionKey = (Arc::from(message.topic()), message.partition());
     let partition = partitions.entry(key.clone()).or_default();
@@ -285,13 +298,8 @@ fn take(
     round.next_offset = Some(message.offset() + 1);
     round.started.get_or_insert_with(Instant::now);
     // A record without a value (a tombstone) has nothing to deliver.
-    let Some(value) = message.payload() else { return Ok(()) };
+    let Some(value) = message.payload() else { return Ok(partition.is_full()) };
     shared.metrics.incoming(value.len());
-    let io = |source| Error::Io {
-        stream: stream.name.clone(),
-        what: "cannot start an object".into(),
-        source,
-    };
     let bucket = match &stream.partitioning {
         None => Bucket::Data(Vec::new()),
         Some(query) => {
@@ -302,7 +310,7 @@ fn take(
                 Ok(keys) => Bucket::Data(keys),
                 Err(reason) => {
                     let bucket = Bucket::Error(PROCESSING_FAILED);
-                    let object = open(stream, round, bucket, source).map_err(io)?;
+                    let object = open(stream, round, bucket, source);
                     object.push_error(
                         source,
                         value,
@@ -310,15 +318,15 @@ fn take(
                         "DynamicPartitioning.MetadataExtractionFailed",
                         &reason,
                     );
-                    return Ok(());
+                    return Ok(partition.is_full());
                 }
             }
         }
     };
-    let object = open(stream, round, bucket, source).map_err(io)?;
+    let object = open(stream, round, bucket, source);
     if let Err(reason) = object.push(value, stream.append_delimiter) {
         let bucket = Bucket::Error(FORMAT_CONVERSION_FAILED);
-        let object = open(stream, round, bucket, source).map_err(io)?;
+        let object = open(stream, round, bucket, source);
         object.push_error(
             source,
             value,
@@ -335,16 +343,7 @@ fn take(
         let round = std::mem::take(&mut partition.round);
         partition.sealed.push_back(round);
     }
-    // A full round waits while another publishes: stop fetching until it goes out. Records
-    // librdkafka already fetched still arrive, into further sealed rounds.
-    if partition.publishing
-        && partition.sealed.len() as u64 >= ROUNDS_BUFFERED_MAX - 1
-        && !partition.paused
-    {
-        set_paused(&shared.consumer, &key, true);
-        partition.paused = true;
-    }
-    Ok(())
+    Ok(partition.is_full())
 }
 
 /// The round's open object for `bucket`, opened by `first` if there is none.
@@ -353,13 +352,13 @@ fn open<'a>(
     round: &'a mut Round,
     bucket: Bucket,
     first: Source<'_>,
-) -> std::io::Result<&'a mut OpenObject> {
+) -> &'a mut OpenObject {
     use std::collections::hash_map::Entry;
     match round.objects.entry(bucket) {
-        Entry::Occupied(entry) => Ok(entry.into_mut()),
+        Entry::Occupied(entry) => entry.into_mut(),
         Entry::Vacant(entry) => {
-            let object = OpenObject::open(stream, entry.key(), first)?;
-            Ok(entry.insert(object))
+            let object = OpenObject::open(stream, entry.key(), first);
+            entry.insert(object)
         }
     }
 }
@@ -462,7 +461,7 @@ async fn commit(
     }
 }
 
-/// A round's publishing ended: allow the next one, resume a paused partition.
+/// A round's publishing ended: allow the next one.
 fn finished(
     shared: &Shared,
     partitions: &mut HashMap<PartitionKey, Partition>,
@@ -509,17 +508,7 @@ fn forget_revoked(shared: &Shared, partitions: &mut HashMap<PartitionKey, Partit
         if let Some(partition) = partitions.get_mut(&key) {
             partition.round = Round::default();
             partition.sealed.clear();
-            partition.paused = false;
         }
-    }
-}
-
-fn set_paused(consumer: &StreamConsumer<Context>, key: &PartitionKey, paused: bool) {
-    let mut list = TopicPartitionList::new();
-    list.add_partition(&key.0, key.1);
-    let result = if paused { consumer.pause(&list) } else { consumer.resume(&list) };
-    if let Err(error) = result {
-        tracing::debug!(topic = %key.0, partition = key.1, %error, paused, "pause/resume failed");
     }
 }
 
@@ -532,7 +521,8 @@ fn consumer_config(stream: &DeliveryStream, options: &Options) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        .set("queued.max.messages.kbytes", fetch_queue_kib(stream.buffer_bytes).to_string());
     if let Some(instance) = &options.instance_id {
         config.set("group.instance.id", format!("{instance}-delivery-{}", stream.name));
     }
@@ -540,6 +530,12 @@ fn consumer_config(stream: &DeliveryStream, options: &Options) -> ClientConfig {
         config.set(key, value);
     }
     config
+}
+
+/// The consumer's fetch queue: twice the size hint, at least 16 MiB so small hints still
+/// fetch in large steps.
+fn fetch_queue_kib(buffer_bytes: u64) -> u64 {
+    (buffer_bytes * 2 / 1024).max(16 * 1024)
 }
 
 /// Creates a DirectPut stream's backing topic unless it exists.

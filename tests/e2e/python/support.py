@@ -5,9 +5,14 @@ Everything here talks to the broker only through the real client libraries.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 import confluent_kafka
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -235,3 +240,60 @@ def kp_consume(consumer, count: int, timeout_secs: float = 120.0) -> dict:
                 consumed[tp.partition].append((r.offset, r.key, r.value))
                 total += 1
     return dict(consumed)
+
+
+BROKER_LINE = re.compile(r"^\s*broker\s+PLAINTEXT://(?P<address>\S+)$")
+AWS_API_LINE = re.compile(r"^\s*aws api\s+(?P<url>http://\S+)$")
+
+
+class Up:
+    """`sluice up` on a solution file in `workdir`, stopped with SIGTERM.
+
+    `bootstrap` is the broker's address and `aws_api` the Firehose API's URL (None without
+    delivery streams); `env` adds environment variables (AWS settings for an S3 destination).
+    """
+
+    def __init__(self, workdir: Path, solution: str, env: dict | None = None):
+        from conftest import SLUICE_BIN
+
+        self.workdir = workdir
+        (workdir / "solution.toml").write_text(solution)
+        self.stderr = open(workdir / "up.stderr", "wb")
+        self.process = subprocess.Popen(
+            [SLUICE_BIN, "up", "solution.toml", "--data-dir", "data"],
+            cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
+            env={**os.environ, **(env or {})},
+        )
+        self.aws_api = None
+        self.bootstrap = self._await_up()
+
+    def _await_up(self) -> str:
+        address = None
+        for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            match = BROKER_LINE.match(line)
+            if match:
+                address = match.group("address")
+            match = AWS_API_LINE.match(line)
+            if match:
+                self.aws_api = match.group("url")
+            if line.startswith("Press Ctrl-C"):
+                return address
+        raise AssertionError(f"sluice up exited: {(self.workdir / 'up.stderr').read_text()}")
+
+    def log(self, function: str) -> str:
+        path = self.workdir / "data" / "functions" / f"{function}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stderr_text(self) -> str:
+        return (self.workdir / "up.stderr").read_text(errors="replace")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.stderr.close()

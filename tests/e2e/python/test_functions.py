@@ -20,7 +20,7 @@ import confluent_kafka
 import pytest
 
 from conftest import REPO_ROOT, SLUICE_BIN
-from support import ck_producer, wait_until
+from support import Up, ck_producer, wait_until
 
 PY_HANDLER = '''
 import base64
@@ -46,46 +46,6 @@ exports.handler = async (event) => {
 '''
 
 NODE_RIC = REPO_ROOT / ".node-ric" / "node_modules" / ".bin" / "aws-lambda-ric"
-BROKER_LINE = re.compile(r"^\s*broker\s+PLAINTEXT://(?P<address>\S+)$")
-
-
-class Up:
-    """`sluice up` on a solution file, stopped with SIGTERM."""
-
-    def __init__(self, workdir: Path, solution: str):
-        self.workdir = workdir
-        (workdir / "solution.toml").write_text(solution)
-        self.stderr = open(workdir / "up.stderr", "wb")
-        self.process = subprocess.Popen(
-            [SLUICE_BIN, "up", "solution.toml", "--data-dir", "data"],
-            cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
-        )
-        self.bootstrap = self._await_up()
-
-    def _await_up(self) -> str:
-        address = None
-        for raw in self.process.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            match = BROKER_LINE.match(line)
-            if match:
-                address = match.group("address")
-            if line.startswith("Press Ctrl-C"):
-                return address
-        raise AssertionError(f"sluice up exited: {(self.workdir / 'up.stderr').read_text()}")
-
-    def log(self, function: str) -> str:
-        path = self.workdir / "data" / "functions" / f"{function}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.stderr.close()
 
 
 def solution(name: str, command: list[str], handler: str) -> str:

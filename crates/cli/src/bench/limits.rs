@@ -182,3 +182,13 @@ pub const TARGET_FUNCTION_INVOCATIONS_PER_S: f64 = 2_000.0;
 
 /// Target: records per second at batch 100 through the Runtime API.
 pub const TARGET_FUNCTION_RECORDS_PER_S: f64 = 200_000.0;
+
+/// The topic backlog `bench delivery` drains: large against the 5 MiB buffering hint, so
+/// memory that grew with the backlog would show.
+pub const DELIVERY_BACKLOG_BYTES: u64 = 256 * MIB;
+/// Bytes of one JSON event of `bench delivery`: a typical clickstream record.
+pub const DELIVERY_RECORD_BYTES: usize = 300;
+/// The longest `bench delivery` may take before it is called stalled.
+pub const DELIVERY_SECS_MAX: u64 = 600;
+/// `bench delivery`'s target: topic-to-objects speed as a fraction of one core's gzip.
+pub const TARGET_DELIVERY_GZIP_FRACTION: f64 = 0.8;

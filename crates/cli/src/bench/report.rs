@@ -9,9 +9,10 @@ use super::consume::ConsumeRun;
 use super::disk::DiskResult;
 use super::functions::FunctionsResult;
 use super::limits::{
-    MIB, TARGET_CONSUME_RATIO_MIN, TARGET_IDEMPOTENT_RATIO_MIN, TARGET_LATENCY_RATIO_MAX,
-    TARGET_PRODUCE_RATIO_MIN, TARGET_REBALANCE_SECS_MAX, TARGET_RSS_IDLE_BYTES_MAX,
-    TARGET_RSS_LOADED_BYTES_MAX, TARGET_TRANSACTIONAL_RATIO_MIN, TRANSACTION_RECORDS,
+    MIB, TARGET_CONSUME_RATIO_MIN, TARGET_DELIVERY_GZIP_FRACTION, TARGET_IDEMPOTENT_RATIO_MIN,
+    TARGET_LATENCY_RATIO_MAX, TARGET_PRODUCE_RATIO_MIN, TARGET_REBALANCE_SECS_MAX,
+    TARGET_RSS_IDLE_BYTES_MAX, TARGET_RSS_LOADED_BYTES_MAX, TARGET_TRANSACTIONAL_RATIO_MIN,
+    TRANSACTION_RECORDS,
 };
 use super::limits::{TARGET_FUNCTION_INVOCATIONS_PER_S, TARGET_FUNCTION_RECORDS_PER_S};
 use super::load::{BrokerResult, WireOnly, WireRuns};
@@ -42,6 +43,8 @@ pub struct Report {
     pub wire_only: Option<WireOnly>,
     /// `sluice bench functions`.
     pub functions: Option<FunctionsResult>,
+    /// `sluice bench delivery`.
+    pub delivery: Option<super::delivery::DeliveryResult>,
     /// Results against limits; empty unless every run ran.
     pub targets: Vec<Target>,
 }
@@ -271,6 +274,9 @@ pub fn markdown(report: &Report) -> String {
     if let Some(functions) = &report.functions {
         functions_section(&mut out, functions);
     }
+    if let Some(delivery) = &report.delivery {
+        delivery_section(&mut out, delivery);
+    }
     if !report.targets.is_empty() {
         targets_section(&mut out, &report.targets);
     }
@@ -455,6 +461,52 @@ pub fn function_targets(functions: &FunctionsResult) -> Vec<Target> {
         });
     }
     targets
+}
+
+fn delivery_section(out: &mut String, run: &super::delivery::DeliveryResult) {
+    let _ = writeln!(
+        out,
+        "## Delivery streams\n\nA topic backlog of {} ({} JSON records) drained by one \
+         delivery stream with Firehose's defaults (5 MiB, GZIP) into a folder; the limit is \
+         one core gzipping the same records (flate2, default level).\n",
+        gib(run.backlog_bytes),
+        run.records
+    );
+    let _ = writeln!(out, "| Run | Result |\n|---|---|");
+    let _ = writeln!(out, "| one core's gzip | {:.1} MiB/s |", run.gzip_mib_per_s);
+    let _ = writeln!(
+        out,
+        "| topic to gzip objects | {:.1} MiB/s ({:.2} s, {} objects, {} compressed) |",
+        run.delivery_mib_per_s,
+        run.secs,
+        run.objects,
+        gib(run.object_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "| the same, UNCOMPRESSED (consuming and publishing alone) | {:.1} MiB/s |",
+        run.uncompressed_mib_per_s
+    );
+    let _ = writeln!(
+        out,
+        "| resident memory | {:.0} MiB before the stream, {:.0} MiB at peak (backlog {}) |\n",
+        run.start_rss_mib,
+        run.peak_rss_mib,
+        gib(run.backlog_bytes)
+    );
+}
+
+/// The delivery target: topic-to-objects speed against one core's gzip.
+pub fn delivery_target(run: &super::delivery::DeliveryResult) -> Target {
+    let ratio = run.delivery_mib_per_s / run.gzip_mib_per_s;
+    Target {
+        measure: "delivery stream, topic to gzip objects in a folder".into(),
+        result: format!("{:.1} MiB/s", run.delivery_mib_per_s),
+        limit: format!("{:.1} MiB/s (one core's gzip)", run.gzip_mib_per_s),
+        ratio,
+        target: format!(">= {TARGET_DELIVERY_GZIP_FRACTION}x"),
+        met: ratio >= TARGET_DELIVERY_GZIP_FRACTION,
+    }
 }
 
 fn targets_section(out: &mut String, targets: &[Target]) {
