@@ -158,17 +158,14 @@ def s3_server():
         log.close()
 
 
-def test_s3_destination_on_a_real_s3_compatible_server(up_factory, s3_server):
+def test_seed_pattern_3_with_an_s3_destination_on_a_real_s3_compatible_server(
+        up_factory, s3_server):
     s3 = s3_server["client"]
     s3.create_bucket(Bucket="lake")
-    up = up_factory(header() + '''
-[[delivery_stream]]
-name = "to-s3"
-source_topic = "MyTopic"
-destination_url = "s3://lake/raw"
-buffering_hints = { interval_in_seconds = 1 }
-append_delimiter_to_record = true
-''', env=s3_server["env"])
+    # The seed's pipeline again (topic -> deliver function -> stream), publishing to S3.
+    solution = SEED.replace('name = "seed-stream"\n',
+                            'name = "seed-stream"\ndestination_url = "s3://lake/raw"\n')
+    up = up_factory(solution, env=s3_server["env"])
     values = [json.dumps({"id": i}).encode() for i in range(300)]
     produce(up.bootstrap, "MyTopic", values)
 
@@ -181,10 +178,12 @@ append_delimiter_to_record = true
         return (listed, lines) if len(lines) >= len(values) else None
 
     listed, lines = wait_until(delivered, WAIT_SECS, "records in S3 objects")
-    assert sorted(lines) == sorted(values), "every record exactly once"
+    decoded = sorted(base64.b64decode(json.loads(line)["value"]) for line in lines)
+    assert decoded == sorted(values), "every record once"
     for item in listed:
-        assert re.fullmatch(rf"raw/\d{{4}}/\d\d/\d\d/\d\d/to-s3-1-[0-9-]{{19}}-{UUID}\.gz",
-                            item["Key"]), item["Key"]
+        assert re.fullmatch(
+            r"raw/data/year=\d{4}/month=\d\d/day=\d\d/hour=\d\d/"
+            rf"seed-stream-1-\d{{4}}-\d\d-\d\d-\d\d-\d\d-\d\d-{UUID}\.gz", item["Key"]), item["Key"]
 
 
 DIRECT = header() + '''
