@@ -22,7 +22,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 

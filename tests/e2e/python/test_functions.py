@@ -8,18 +8,12 @@ sluice's Lambda Runtime API exactly as they talk to Lambda's.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import confluent_kafka
-import pytest
 
-from conftest import REPO_ROOT, SLUICE_BIN
+from conftest import REPO_ROOT
 from support import Up, ck_producer, wait_until
 
 PY_HANDLER = '''
