@@ -218,18 +218,9 @@ async fn deliver(shared: &Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> R
         }
         forget_revoked(shared, &mut partitions);
         for (key, partition) in partitions.iter_mut() {
-            if !partition.publishing {
-                let round = match partition.sealed.pop_front() {
-                    Some(round) => Some(round),
-                    None if due(stream, &partition.round) => {
-                        Some(std::mem::take(&mut partition.round))
-                    }
-                    None => None,
-                };
-                if let Some(round) = round {
-                    start_publish(shared, key, partition, round, &done_tx, &abort_rx);
-                    in_flight += 1;
-                }
+            if let Some(round) = next_round(stream, partition, false) {
+                start_publish(shared, key, partition, round, &done_tx, &abort_rx);
+                in_flight += 1;
             }
         }
         full = partitions.values().any(Partition::is_full);
@@ -239,17 +230,7 @@ async fn deliver(shared: &Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> R
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     loop {
         for (key, partition) in partitions.iter_mut() {
-            if partition.publishing {
-                continue;
-            }
-            let round = match partition.sealed.pop_front() {
-                Some(round) => Some(round),
-                None if partition.round.next_offset.is_some() => {
-                    Some(std::mem::take(&mut partition.round))
-                }
-                None => None,
-            };
-            if let Some(round) = round {
+            if let Some(round) = next_round(stream, partition, true) {
                 start_publish(shared, key, partition, round, &done_tx, &abort_rx);
                 in_flight += 1;
             }
@@ -271,6 +252,23 @@ async fn deliver(shared: &Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> R
         }
     }
     Ok(())
+}
+
+/// The partition's next round to publish, if none is publishing: the oldest sealed one, else
+/// the filling one when it is due (or holds anything, when `stopping`).
+fn next_round(stream: &DeliveryStream, partition: &mut Partition, stopping: bool) -> Option<Round> {
+    if partition.publishing {
+        return None;
+    }
+    if let Some(round) = partition.sealed.pop_front() {
+        return Some(round);
+    }
+    let ready = if stopping {
+        partition.round.next_offset.is_some()
+    } else {
+        due(stream, &partition.round)
+    };
+    ready.then(|| std::mem::take(&mut partition.round))
 }
 
 fn due(stream: &DeliveryStream, round: &Round) -> bool {

@@ -298,6 +298,10 @@ impl Up {
 
     /// SIGKILL, and wait for the process to go.
     pub fn kill9(mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -307,5 +311,12 @@ impl Up {
         // SAFETY: sending a signal to our own child process by its pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait().expect("sluice up exits")
+    }
+}
+
+impl Drop for Up {
+    /// A test that fails before stopping its `sluice up` must not leave it running.
+    fn drop(&mut self) {
+        self.kill_now();
     }
 }
