@@ -51,6 +51,7 @@ impl Broker {
                 ),
                 session_timeout_min_ms: settings.group_min_session_timeout_ms,
                 session_timeout_max_ms: settings.group_max_session_timeout_ms,
+                heartbeat_hold_max: Duration::from_millis(settings.group_heartbeat_hold_max_ms),
             },
             Arc::clone(&store),
         )?;

@@ -66,6 +66,10 @@ pub struct Settings {
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`.
     pub group_max_session_timeout_ms: i32,
+    /// `group.heartbeat.hold.max.ms` (sluice's own): how long the coordinator may hold a
+    /// heartbeat so the member hears of a rebalance at once; 0 answers every heartbeat at
+    /// once, as Kafka does.
+    pub group_heartbeat_hold_max_ms: u64,
     /// `offsets.retention.minutes`, in ms.
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
@@ -111,6 +115,7 @@ pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
+    ("group.heartbeat.hold.max.ms", "5000"),
     ("offsets.retention.minutes", "10080"),
     ("offsets.retention.check.interval.ms", "600000"),
     ("producer.id.expiration.ms", "86400000"),
@@ -231,6 +236,7 @@ impl BrokerConfig {
             group_min_session_timeout_ms: self.parse("group.min.session.timeout.ms", 6000i32)?,
             group_max_session_timeout_ms: self
                 .parse("group.max.session.timeout.ms", 1_800_000i32)?,
+            group_heartbeat_hold_max_ms: self.parse("group.heartbeat.hold.max.ms", 5000u64)?,
             offsets_retention_ms: self
                 .parse("offsets.retention.minutes", 10_080i64)?
                 .max(1)

@@ -22,6 +22,16 @@
 //!   revoke) and refused with REBALANCE_IN_PROGRESS only while CompletingRebalance.
 //! - Each Stable group's generation, members and assignments are written to the store, so
 //!   after a restart members keep heartbeating in their generation.
+//!
+//! Held heartbeats (sluice's own, `group.heartbeat.hold.max.ms`): in the classic protocol
+//! the members of a Stable group learn of a rebalance only from a heartbeat response, so a
+//! join waits for every other member's next heartbeat, up to `heartbeat.interval.ms` (3 s by
+//! default). The coordinator may instead hold a heartbeat that would answer NONE and answer
+//! it at once when a rebalance begins ([`Groups::hold`]). The hold ends before the client's
+//! next heartbeat is due (the interval is learnt from the member's own heartbeats), within a
+//! third of its session timeout, and as soon as another request arrives on the connection,
+//! so nothing queues behind it. Only clients that heartbeat off their poll loop may be held;
+//! the server decides which (see `handlers::Connection`).
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -122,6 +132,33 @@ struct Member {
     last_seen: Instant,
     join_waiter: Option<oneshot::Sender<JoinOutcome>>,
     sync_waiter: Option<oneshot::Sender<SyncOutcome>>,
+    beats: Beats,
+}
+
+/// A member's held heartbeat and what its heartbeats told about its interval.
+#[derive(Default)]
+struct Beats {
+    /// Fired (or dropped) to answer the held heartbeat now.
+    waiter: Option<oneshot::Sender<()>>,
+    /// When the last heartbeat arrived.
+    last: Option<Instant>,
+    /// The shortest time seen between two heartbeats: the client's interval, or a multiple
+    /// of it for a client that skips a beat while one is in flight.
+    interval: Option<Duration>,
+}
+
+impl Beats {
+    /// Whether a held heartbeat still has a connection waiting on it.
+    fn held(&self) -> bool {
+        self.waiter.as_ref().is_some_and(|w| !w.is_closed())
+    }
+
+    /// Answers the held heartbeat, if any.
+    fn release(&mut self) {
+        if let Some(waiter) = self.waiter.take() {
+            let _ = waiter.send(());
+        }
+    }
 }
 
 struct Group {
@@ -144,7 +181,16 @@ pub(crate) struct GroupSettings {
     pub initial_rebalance_delay: Duration,
     pub session_timeout_min_ms: i32,
     pub session_timeout_max_ms: i32,
+    /// `group.heartbeat.hold.max.ms`: the longest a heartbeat is held; zero holds none.
+    pub heartbeat_hold_max: Duration,
 }
+
+/// Before a member's interval is known, its first heartbeats are held this long at most,
+/// so the next one (due a whole interval after the last) shows the interval.
+const FIRST_HOLD: Duration = Duration::from_millis(1000);
+
+/// A hold ends this much before the member's next heartbeat is due, at most.
+const HOLD_MARGIN_MAX: Duration = Duration::from_millis(200);
 
 /// Every group.
 pub(crate) struct Groups {
@@ -186,6 +232,7 @@ impl Groups {
                         last_seen: now,
                         join_waiter: None,
                         sync_waiter: None,
+                        beats: Beats::default(),
                     };
                     (m.member_id, member)
                 })
@@ -343,6 +390,7 @@ impl Groups {
             return Err(code(ResponseError::GroupMaxSizeReached));
         }
         let assignment = group.members.get(&member_id).map(|m| m.assignment.clone());
+        let interval = group.members.get(&member_id).and_then(|m| m.beats.interval);
         let member = Member {
             instance_id: request.instance_id,
             client_id: request.client_id,
@@ -354,6 +402,7 @@ impl Groups {
             last_seen: now,
             join_waiter: Some(sender),
             sync_waiter: None,
+            beats: Beats { interval, ..Beats::default() },
         };
         group.protocol_type = Some(request.protocol_type);
         group.members.insert(member_id, member);
@@ -372,6 +421,7 @@ impl Groups {
         let timeout = group.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
         group.rebalance_deadline = now + timeout;
         for member in group.members.values_mut() {
+            member.beats.release();
             if let Some(waiter) = member.sync_waiter.take() {
                 member.last_seen = now;
                 let _ = waiter.send(SyncOutcome {
@@ -437,13 +487,15 @@ impl Groups {
     }
 
     /// Heartbeat: the error code to answer with, checked in Kafka's order: fenced static
-    /// member, unknown member, generation, then the group state.
+    /// member, unknown member, generation, then the group state. `arrived` is false when a
+    /// held heartbeat is answered: the member is seen, but no new heartbeat came.
     pub fn heartbeat(
         &self,
         group_id: &str,
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
+        arrived: bool,
     ) -> i16 {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
@@ -455,7 +507,16 @@ impl Groups {
         let state = group.state;
         let current = group.generation;
         if let Some(member) = group.members.get_mut(member_id) {
-            member.last_seen = Instant::now();
+            let now = Instant::now();
+            member.last_seen = now;
+            if arrived {
+                if let Some(last) = member.beats.last {
+                    let seen = now.duration_since(last);
+                    member.beats.interval =
+                        Some(member.beats.interval.map_or(seen, |known| known.min(seen)));
+                }
+                member.beats.last = Some(now);
+            }
         }
         if generation != current {
             return code(ResponseError::IllegalGeneration);
@@ -464,6 +525,39 @@ impl Groups {
             return code(ResponseError::RebalanceInProgress);
         }
         0
+    }
+
+    /// Holds a heartbeat that [`Groups::heartbeat`] answered NONE: the receiver fires (or
+    /// closes) when the member must hear of a change, and the duration is the longest to hold
+    /// it. `None` when holds are off or the member is not in a Stable group.
+    pub fn hold(
+        &self,
+        group_id: &str,
+        member_id: &str,
+    ) -> Option<(oneshot::Receiver<()>, Duration)> {
+        let max = self.settings.heartbeat_hold_max;
+        if max.is_zero() {
+            return None;
+        }
+        let mut groups = self.lock();
+        let group = groups.get_mut(group_id)?;
+        if group.state != GroupState::Stable {
+            return None;
+        }
+        let member = group.members.get_mut(member_id)?;
+        let limit = max.min(member.session_timeout / 3);
+        let hold = match member.beats.interval {
+            Some(interval) => interval.saturating_sub(HOLD_MARGIN_MAX.min(interval / 5)),
+            None => FIRST_HOLD,
+        }
+        .min(limit);
+        if hold.is_zero() {
+            return None;
+        }
+        member.beats.release();
+        let (sender, receiver) = oneshot::channel();
+        member.beats.waiter = Some(sender);
+        Some((receiver, hold))
     }
 
     /// LeaveGroup for each member id (or instance id); returns an error code per entry.
@@ -539,6 +633,7 @@ impl Groups {
                     // As Kafka: a member waiting in JoinGroup or SyncGroup is kept alive.
                     m.join_waiter.is_none()
                         && m.sync_waiter.is_none()
+                        && !m.beats.held()
                         && now.duration_since(m.last_seen) > m.session_timeout
                 })
                 .map(|(id, _)| id.clone())
@@ -890,6 +985,7 @@ fn static_owner(group: &Group, instance_id: &str) -> Option<String> {
 
 /// A replaced static member's waiting requests learn they are fenced.
 fn fence_waiters(member: &mut Member) {
+    member.beats.release();
     if let Some(waiter) = member.join_waiter.take() {
         let _ = waiter.send(JoinOutcome {
             error: code(ResponseError::FencedInstanceId),
@@ -985,6 +1081,7 @@ mod tests {
             initial_rebalance_delay: Duration::ZERO,
             session_timeout_min_ms: 1,
             session_timeout_max_ms: 600_000,
+            heartbeat_hold_max: Duration::from_millis(5000),
         };
         Groups::load(settings, store).unwrap()
     }
@@ -1023,6 +1120,70 @@ mod tests {
     }
 
     #[test]
+    fn a_held_heartbeat_is_answered_when_a_rebalance_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        let member = stable_single_member(&groups);
+        assert_eq!(groups.heartbeat("g", 1, &member, None, true), 0);
+        let (mut changed, hold) = groups.hold("g", &member).expect("a Stable member is held");
+        // The interval is not known yet: the first hold is short, and within a third of
+        // the 10 s session.
+        assert_eq!(hold, FIRST_HOLD);
+        assert!(changed.try_recv().is_err(), "nothing happened yet");
+        // A second member joins: the held heartbeat learns of the rebalance at once.
+        let _joining = groups.join(join_request("", None, false)).unwrap();
+        assert!(changed.try_recv().is_ok());
+        let answer = groups.heartbeat("g", 1, &member, None, false);
+        assert_eq!(answer, ResponseError::RebalanceInProgress.code());
+        assert!(groups.hold("g", &member).is_none(), "only Stable groups hold heartbeats");
+    }
+
+    #[test]
+    fn a_held_heartbeat_of_a_member_that_leaves_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        let member = stable_single_member(&groups);
+        assert_eq!(groups.heartbeat("g", 1, &member, None, true), 0);
+        let (mut changed, _) = groups.hold("g", &member).unwrap();
+        groups.leave("g", &[(member.clone(), None)]).unwrap();
+        assert!(matches!(changed.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
+        let answer = groups.heartbeat("g", 1, &member, None, false);
+        assert_eq!(answer, ResponseError::UnknownMemberId.code());
+    }
+
+    #[test]
+    fn holds_end_before_the_next_heartbeat_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        let member = stable_single_member(&groups);
+        assert_eq!(groups.heartbeat("g", 1, &member, None, true), 0);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(groups.heartbeat("g", 1, &member, None, true), 0);
+        let (_, hold) = groups.hold("g", &member).unwrap();
+        // Seen: one heartbeat per ~100 ms, so the hold ends a fifth of that early.
+        assert!(hold < Duration::from_millis(100) && hold >= Duration::from_millis(60), "{hold:?}");
+        // Answering a held heartbeat is not a new heartbeat: the interval stays.
+        assert_eq!(groups.heartbeat("g", 1, &member, None, false), 0);
+        let (_, again) = groups.hold("g", &member).unwrap();
+        assert!(again <= hold, "{again:?} after {hold:?}");
+    }
+
+    #[test]
+    fn heartbeats_are_not_held_when_holds_are_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(&dir.path().join("meta.redb")).unwrap());
+        let settings = GroupSettings {
+            initial_rebalance_delay: Duration::ZERO,
+            session_timeout_min_ms: 1,
+            session_timeout_max_ms: 600_000,
+            heartbeat_hold_max: Duration::ZERO,
+        };
+        let groups = Groups::load(settings, store).unwrap();
+        let member = stable_single_member(&groups);
+        assert!(groups.hold("g", &member).is_none());
+    }
+
+    #[test]
     fn kip_394_members_fetch_their_id_first() {
         let dir = tempfile::tempdir().unwrap();
         let groups = groups(dir.path());
@@ -1039,7 +1200,7 @@ mod tests {
         let second = join_now(&groups, join_request("", None, true)).member_id;
         let _pending = groups.join(join_request(&second, None, true)).unwrap();
         assert_eq!(
-            groups.heartbeat("g", 1, &first, None),
+            groups.heartbeat("g", 1, &first, None, true),
             ResponseError::RebalanceInProgress.code()
         );
         assert_eq!(groups.check_commit("g", 1, &first, None), 0, "commit on revoke");
@@ -1070,7 +1231,7 @@ mod tests {
         let mut synced =
             groups.sync("g", 1, &rejoined.member_id, Some("instance-1"), Vec::new()).unwrap();
         assert_eq!(synced.try_recv().unwrap().assignment, Bytes::from_static(b"a"));
-        let fenced = groups.heartbeat("g", 1, &old, Some("instance-1"));
+        let fenced = groups.heartbeat("g", 1, &old, Some("instance-1"), true);
         assert_eq!(fenced, ResponseError::FencedInstanceId.code());
         let wrong = groups.join(join_request(&old, Some("instance-1"), true)).unwrap_err();
         assert_eq!(wrong, ResponseError::FencedInstanceId.code());
@@ -1148,7 +1309,7 @@ mod tests {
         let _leader_sync = groups.sync("g", 2, &leader, None, assignments).unwrap();
         let again = join_now(&groups, join_request(&follower, None, true));
         assert_eq!((again.error, again.generation), (0, 2), "no rebalance");
-        assert_eq!(groups.heartbeat("g", 2, &leader, None), 0);
+        assert_eq!(groups.heartbeat("g", 2, &leader, None, true), 0);
     }
 
     #[test]
@@ -1180,7 +1341,7 @@ mod tests {
             stable_single_member(&groups)
         };
         let groups = groups(dir.path());
-        assert_eq!(groups.heartbeat("g", 1, &member, None), 0);
+        assert_eq!(groups.heartbeat("g", 1, &member, None, true), 0);
         let mut synced = groups.sync("g", 1, &member, None, Vec::new()).unwrap();
         assert_eq!(synced.try_recv().unwrap().assignment, Bytes::from_static(b"a"));
     }

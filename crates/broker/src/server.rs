@@ -1,9 +1,11 @@
 //! The TCP server: accepts connections up to `max.connections` and serves each one.
 //!
 //! A connection's requests are read and handled one at a time, in order, as Kafka does, so
-//! their effects happen in request order. Only a produce's wait for its sync is set aside:
-//! its reply joins an ordered queue that a writer task drains, and the next requests are
-//! read and appended meanwhile, so one producer's pipelined requests share a group commit.
+//! their effects happen in request order. Only a produce's wait for its sync, and a held
+//! heartbeat (see `groups`), are set aside: the reply joins an ordered queue that a writer
+//! task drains, and the next requests are read and appended meanwhile, so one producer's
+//! pipelined requests share a group commit. The start of each request (and the end of the
+//! connection) answers a held heartbeat, so no reply waits behind one.
 //! Replies always leave in request order; the queue holds at most
 //! `REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`. Writes are buffered and flushed whenever no
 //! further reply is ready.
@@ -82,7 +84,9 @@ async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr, budget: A
     let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
     let (replies, queued) = mpsc::channel(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX);
     let writing = tokio::spawn(write_replies(writer, queued));
-    read_requests(&state, &mut reader, peer, &budget, &replies).await;
+    let connection = handlers::Connection::new();
+    read_requests(&state, &mut reader, peer, &budget, &replies, &connection).await;
+    connection.next_request();
     drop(replies);
     let _ = writing.await;
 }
@@ -95,6 +99,7 @@ async fn read_requests(
     peer: SocketAddr,
     budget: &Arc<Semaphore>,
     replies: &mpsc::Sender<Queued>,
+    connection: &handlers::Connection,
 ) {
     let mut shutdown = state.shutdown.subscribe();
     let idle = std::time::Duration::from_millis(state.settings.connection_idle_ms_max);
@@ -112,6 +117,7 @@ async fn read_requests(
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = replies.closed() => return,
         }
+        connection.next_request();
         let size = match frame::body_bytes(prefix, state.settings.frame_bytes_max) {
             Ok(size) => size,
             Err(error) => {
@@ -135,7 +141,7 @@ async fn read_requests(
             }
         }
         let reply = match request::decode(body.freeze()) {
-            Ok(request) => handlers::handle(state, request, peer).await,
+            Ok(request) => handlers::handle(state, request, peer, connection).await,
             Err(error) => match refuse(peer, error) {
                 Some(frame) => Reply::Frame(frame),
                 None => Reply::Close,

@@ -471,14 +471,34 @@ fn write_markers(state: &State, record: &TxnRecord, control: ControlType) -> Txn
             }
         }
     }
-    for (partition, end) in to_sync {
-        let always = partition.with_log(|log| log.config().flush == FlushPolicy::Always);
-        if always {
-            partition.sync_to(end).map_err(|error| {
-                tracing::error!(%error, "transaction marker sync failed");
-                ResponseError::KafkaStorageError
-            })?;
+    to_sync.retain(|(partition, _)| {
+        partition.with_log(|log| log.config().flush == FlushPolicy::Always)
+    });
+    // The partitions sync in parallel, as a produce's do: their fsyncs overlap in the device
+    // and the file system's journal, so a transaction over many partitions waits about one
+    // sync rather than one per partition.
+    let failures: Vec<String> = match to_sync.as_slice() {
+        [(partition, end)] => {
+            partition.sync_to(*end).err().map(|e| e.to_string()).into_iter().collect()
         }
+        many => std::thread::scope(|scope| {
+            let syncs: Vec<_> = many
+                .iter()
+                .map(|(partition, end)| scope.spawn(move || partition.sync_to(*end)))
+                .collect();
+            syncs
+                .into_iter()
+                .filter_map(|sync| match sync.join() {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(error.to_string()),
+                    Err(_) => Some("the sync thread panicked".to_string()),
+                })
+                .collect()
+        }),
+    };
+    if let Some(error) = failures.first() {
+        tracing::error!(%error, failed = failures.len(), "transaction marker sync failed");
+        return Err(ResponseError::KafkaStorageError);
     }
     state.appended.notify_waiters();
     Ok(())

@@ -46,6 +46,9 @@ pub enum What {
     Loopback,
     /// Produce and consume through a real broker process, and its memory.
     Broker,
+    /// Consumer groups: how soon a group of two settles with a third member that joins,
+    /// with and without held heartbeats.
+    Groups,
     /// Consumer functions: invocations through the Lambda Runtime API with a no-op
     /// `lambda_runtime` handler, against the same work in process.
     Functions,
@@ -110,6 +113,10 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         .then(|| load::run(&broker_dir, bytes, args.record_bytes, &progress))
         .transpose()
         .context("the broker benchmark failed")?;
+    let groups = wants(What::Groups)
+        .then(|| rebalance::run_all(&scratch.path.join("groups"), &progress))
+        .transpose()
+        .context("the groups benchmark failed")?;
     let functions = match wants(What::Functions) {
         false => None,
         true => {
@@ -141,6 +148,9 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         }
         _ => Vec::new(),
     };
+    if let Some(groups) = &groups {
+        targets.push(report::rebalance_target(&groups.random));
+    }
     if let Some(functions) = &functions {
         targets.extend(report::function_targets(functions));
     }
@@ -155,6 +165,7 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         loopback,
         broker,
         wire_only,
+        groups,
         functions,
         delivery,
         targets,

@@ -152,14 +152,58 @@ pub(crate) async fn sync_group(state: &State, request: SyncGroupRequest) -> Sync
         .with_assignment(outcome.assignment)
 }
 
-pub(crate) fn heartbeat(state: &State, request: HeartbeatRequest) -> HeartbeatResponse {
-    let code = state.groups.heartbeat(
-        &request.group_id,
-        request.generation_id,
-        &request.member_id,
-        request.group_instance_id.as_deref(),
-    );
-    HeartbeatResponse::default().with_error_code(code)
+/// A Heartbeat's answer: now, or held until the member must hear of a change.
+pub(crate) enum Beat {
+    Now(HeartbeatResponse),
+    Held(std::pin::Pin<Box<dyn std::future::Future<Output = HeartbeatResponse> + Send>>),
+}
+
+/// Heartbeat. A heartbeat answered NONE on a `connection` whose client heartbeats off its
+/// poll loop may be held (see `groups`): it is answered when a rebalance begins or the member
+/// leaves the group, when its hold time is up, or at shutdown, with the answer that holds
+/// then; or when the next request on the connection begins, with the answer that holds
+/// before that request takes effect.
+pub(crate) fn heartbeat(
+    state: &std::sync::Arc<State>,
+    request: HeartbeatRequest,
+    connection: Option<&super::Connection>,
+) -> Beat {
+    let group_id = request.group_id.to_string();
+    let member_id = request.member_id.to_string();
+    let instance_id = request.group_instance_id.as_deref().map(str::to_string);
+    let generation = request.generation_id;
+    let code =
+        state.groups.heartbeat(&group_id, generation, &member_id, instance_id.as_deref(), true);
+    let now = || Beat::Now(HeartbeatResponse::default().with_error_code(code));
+    let Some(connection) = connection.filter(|_| code == 0) else { return now() };
+    let Some((changed, hold)) = state.groups.hold(&group_id, &member_id) else {
+        return now();
+    };
+    let answer = {
+        let state = std::sync::Arc::clone(state);
+        move || {
+            state.groups.heartbeat(&group_id, generation, &member_id, instance_id.as_deref(), false)
+        }
+    };
+    let ticket = connection.hold(Box::new(answer.clone()));
+    let mut shutdown = state.shutdown.subscribe();
+    Beat::Held(Box::pin(async move {
+        let mut ticket = ticket;
+        let settled = tokio::select! {
+            code = &mut ticket.answered => Some(code),
+            _ = changed => None,
+            _ = tokio::time::sleep(hold) => None,
+            _ = shutdown.wait_for(|stop| *stop) => None,
+        };
+        let code = match settled {
+            Some(Ok(code)) => code,
+            // The connection dropped the hold without answering: answer as of now.
+            Some(Err(_)) => answer(),
+            None => ticket.settle(answer).await,
+        };
+        tracing::trace!(?hold, code, "held heartbeat answered");
+        HeartbeatResponse::default().with_error_code(code)
+    }))
 }
 
 pub(crate) fn leave_group(

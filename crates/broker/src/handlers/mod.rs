@@ -23,6 +23,93 @@ pub(crate) struct Client {
     pub peer: std::net::SocketAddr,
 }
 
+/// What the requests of one connection share.
+pub(crate) struct Connection {
+    /// Set once the client names its software in ApiVersions (KIP-511, v3 and later).
+    /// Those clients (librdkafka, the Java client and others) heartbeat from a thread or
+    /// timer of their own, so a held heartbeat delays nothing else of theirs. kafkajs sends
+    /// ApiVersions v2 at most and awaits each heartbeat inside its fetch loop: its
+    /// heartbeats, and those of any client that does not say what it is, are never held.
+    heartbeats_off_loop: std::sync::atomic::AtomicBool,
+    /// The heartbeat held on this connection, if any.
+    held: std::sync::Arc<std::sync::Mutex<Option<Held>>>,
+    /// Numbers the holds, so a hold that ends on its own takes only itself off `held`.
+    holds: std::sync::atomic::AtomicU64,
+}
+
+/// A held heartbeat, as the connection settles it.
+struct Held {
+    id: u64,
+    /// The answer as of the moment it is called.
+    answer: Box<dyn FnOnce() -> i16 + Send>,
+    answered: tokio::sync::oneshot::Sender<i16>,
+}
+
+/// The holder's side of a held heartbeat: see [`Connection::hold`].
+pub(crate) struct HeldTicket {
+    id: u64,
+    slot: std::sync::Arc<std::sync::Mutex<Option<Held>>>,
+    /// Receives the answer if the connection settles the hold.
+    pub answered: tokio::sync::oneshot::Receiver<i16>,
+}
+
+impl HeldTicket {
+    /// Ends the hold from the holder's side: the answer as of now, unless the connection
+    /// settled it first, in which case that answer.
+    pub async fn settle(self, answer_now: impl FnOnce() -> i16) -> i16 {
+        let mine = {
+            let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(held) if held.id == self.id => slot.take(),
+                _ => None,
+            }
+        };
+        match mine {
+            Some(_) => answer_now(),
+            None => match self.answered.await {
+                Ok(code) => code,
+                Err(_) => answer_now(),
+            },
+        }
+    }
+}
+
+impl Connection {
+    pub fn new() -> Connection {
+        Connection {
+            heartbeats_off_loop: std::sync::atomic::AtomicBool::new(false),
+            held: std::sync::Arc::new(std::sync::Mutex::new(None)),
+            holds: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Holds a heartbeat whose answer `answer` computes. The connection settles it (with
+    /// the answer as of then) when the next request begins; the holder settles it otherwise.
+    pub fn hold(&self, answer: Box<dyn FnOnce() -> i16 + Send>) -> HeldTicket {
+        self.settle_held();
+        let id = self.holds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (sender, answered) = tokio::sync::oneshot::channel();
+        let mut slot = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(Held { id, answer, answered: sender });
+        HeldTicket { id, slot: std::sync::Arc::clone(&self.held), answered }
+    }
+
+    /// A request begins, or the connection ends: a held heartbeat is answered now, before
+    /// the request takes effect (as Kafka, which answers requests one at a time, would
+    /// have answered it), and no reply waits behind it.
+    pub fn next_request(&self) {
+        self.settle_held();
+    }
+
+    fn settle_held(&self) {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(held) = held {
+            let code = (held.answer)();
+            let _ = held.answered.send(code);
+        }
+    }
+}
+
 /// What to do after a request.
 pub(crate) enum Reply {
     /// Send this frame.
@@ -41,6 +128,7 @@ pub(crate) async fn handle(
     state: &std::sync::Arc<State>,
     request: Request,
     peer: std::net::SocketAddr,
+    connection: &Connection,
 ) -> Reply {
     let client = Client {
         client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
@@ -51,7 +139,12 @@ pub(crate) async fn handle(
     let version = request.version();
     let correlation_id = request.correlation_id();
     let body = match request.body {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(cluster::api_versions()),
+        RequestKind::ApiVersions(r) => {
+            if version >= 3 && !r.client_software_name.is_empty() {
+                connection.heartbeats_off_loop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            ResponseKind::ApiVersions(cluster::api_versions())
+        }
         RequestKind::Metadata(r) => ResponseKind::Metadata(cluster::metadata(state, r, version)),
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe_cluster(state, r))
@@ -115,7 +208,19 @@ pub(crate) async fn handle(
             ResponseKind::JoinGroup(group::join_group(state, r, version, &client).await)
         }
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group::sync_group(state, r).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(state, r)),
+        RequestKind::Heartbeat(r) => {
+            let off_loop =
+                connection.heartbeats_off_loop.load(std::sync::atomic::Ordering::Relaxed);
+            match group::heartbeat(state, r, off_loop.then_some(connection)) {
+                group::Beat::Now(response) => ResponseKind::Heartbeat(response),
+                group::Beat::Held(held) => {
+                    return Reply::Later(Box::pin(async move {
+                        let response = ResponseKind::Heartbeat(held.await);
+                        encode(api_key, version, correlation_id, &response, peer)
+                    }));
+                }
+            }
+        }
         RequestKind::LeaveGroup(r) => {
             ResponseKind::LeaveGroup(group::leave_group(state, r, version))
         }
@@ -458,7 +563,7 @@ mod tests {
         for api in sluice_wire::versions::SUPPORTED {
             for version in api.min..=api.max {
                 let request = sluice_wire::request::decode(frame_of(api.key, version)).unwrap();
-                let mut reply = handle(&state, request, peer).await;
+                let mut reply = handle(&state, request, peer, &Connection::new()).await;
                 if let Reply::Later(later) = reply {
                     reply = later.await;
                 }

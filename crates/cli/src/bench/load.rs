@@ -8,8 +8,8 @@
 //! target: it shows how much of that latency is the client's linger); read the broker's
 //! RSS; consume every record from the beginning with Kafka's default fetch sizes; read the
 //! RSS; consume everything again with large fetches (not a target: it shows what they cost
-//! the broker); read the RSS again, and the peak; then time a third consumer joining a
-//! group of two (see `rebalance`).
+//! the broker); read the RSS again, and the peak. (Group rebalances are timed on brokers of
+//! their own: `rebalance`.)
 //!
 //! The broker runs with its defaults, so `log.flush=always`: every acknowledgement waits for
 //! an fdatasync of each partition it wrote (shared by concurrent requests: group commit).
@@ -26,11 +26,10 @@ use super::consume::{self, ConsumeRun, FetchBytes};
 use super::limits::{
     ADMIN_TIMEOUT_SECS, BROKER_IDLE_SETTLE_MS, CONSUMER_FETCH_DEFAULT, CONSUMER_FETCH_LARGE,
     LATENCY_LOAD_FRACTION, LATENCY_RUN_SECS, PARALLEL_PRODUCERS, PRODUCER_LINGER_MS,
-    REBALANCE_PARTITIONS, TOPIC_PARTITIONS, TRANSACTION_RECORDS,
+    TOPIC_PARTITIONS, TRANSACTION_RECORDS,
 };
 use super::process::BrokerProcess;
 use super::produce::{self, Plan, ProduceRun};
-use super::rebalance::{self, RebalanceRun};
 use super::wire::{self, WireConsumeRun, WireProduceRun};
 use super::Progress;
 
@@ -58,10 +57,6 @@ pub struct BrokerResult {
     pub rss_after_large_fetches_bytes: u64,
     /// Peak RSS over the whole run (`VmHWM`), bytes.
     pub rss_peak_bytes: u64,
-    /// A third member joining a group of two, with librdkafka's default settings.
-    pub rebalance_default: RebalanceRun,
-    /// The same with a 100 ms heartbeat interval.
-    pub rebalance_fast_heartbeat: RebalanceRun,
     /// The broker alone: the same loads from a client that costs almost nothing.
     pub wire: WireRuns,
 }
@@ -99,6 +94,8 @@ pub struct ProduceRuns {
     pub single_transactional: ProduceRun,
     /// `PARALLEL_PRODUCERS` producers, closed loop.
     pub parallel: ProduceRun,
+    /// `PARALLEL_PRODUCERS` transactional producers, each with its own transactional id.
+    pub parallel_transactional: ProduceRun,
     /// One producer at half the single producer's rate.
     pub paced: ProduceRun,
     /// The same with `linger.ms=0`: how much of the latency is the client's linger.
@@ -116,12 +113,13 @@ impl ProduceRuns {
         self.all().iter().map(|run| run.bytes).sum()
     }
 
-    fn all(&self) -> [&ProduceRun; 6] {
+    fn all(&self) -> [&ProduceRun; 7] {
         [
             &self.single,
             &self.single_idempotent,
             &self.single_transactional,
             &self.parallel,
+            &self.parallel_transactional,
             &self.paced,
             &self.paced_no_linger,
         ]
@@ -162,11 +160,6 @@ pub fn run(
     let wire_consume = wire_consume(&target, progress, acknowledged)?;
     let wire = WireRuns { single, parallel, paced, consume: wire_consume };
     let rss_peak_bytes = broker.peak_rss_bytes()?;
-    create_topic_named(&broker.bootstrap, REBALANCE_TOPIC, REBALANCE_PARTITIONS)?;
-    let bar = progress.count("rebalance: a third member joins", 0);
-    let rebalance_default = rebalance::run(&broker.bootstrap, REBALANCE_TOPIC, None)?;
-    let rebalance_fast_heartbeat = rebalance::run(&broker.bootstrap, REBALANCE_TOPIC, Some(100))?;
-    bar.finish_and_clear();
     Ok(BrokerResult {
         partitions: TOPIC_PARTITIONS,
         rss_idle_bytes,
@@ -177,8 +170,6 @@ pub fn run(
         consume_large_fetches,
         rss_after_large_fetches_bytes,
         rss_peak_bytes,
-        rebalance_default,
-        rebalance_fast_heartbeat,
         wire,
     })
 }
@@ -277,6 +268,9 @@ fn produce_all(plan: &Plan<'_>, records: u64, progress: &Progress) -> Result<Pro
     let single_transactional = produce_run(&transactional, progress, label, 1, records, None)?;
     let label = "produce: 8 producers";
     let parallel = produce_run(plan, progress, label, PARALLEL_PRODUCERS, records, None)?;
+    let label = "produce: 8 transactional producers";
+    let parallel_transactional =
+        produce_run(&transactional, progress, label, PARALLEL_PRODUCERS, records, None)?;
     let rate = single.records_per_s * LATENCY_LOAD_FRACTION;
     let paced_records = ((rate * LATENCY_RUN_SECS as f64) as u64).clamp(1, records);
     let label = "produce: 1 producer, half load";
@@ -289,6 +283,7 @@ fn produce_all(plan: &Plan<'_>, records: u64, progress: &Progress) -> Result<Pro
         single_idempotent,
         single_transactional,
         parallel,
+        parallel_transactional,
         paced,
         paced_no_linger,
     })
@@ -333,11 +328,8 @@ fn create_topic(bootstrap: &str) -> Result<()> {
     create_topic_named(bootstrap, TOPIC, TOPIC_PARTITIONS)
 }
 
-/// The topic of the rebalance run.
-const REBALANCE_TOPIC: &str = "sluice-bench-rebalance";
-
 /// Creates `name` with `partitions` partitions.
-fn create_topic_named(bootstrap: &str, name: &str, partitions: i32) -> Result<()> {
+pub(super) fn create_topic_named(bootstrap: &str, name: &str, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("client.id", "sluice-bench")

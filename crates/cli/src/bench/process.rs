@@ -26,12 +26,22 @@ impl BrokerProcess {
     /// Starts `sluice broker --data-dir DIR --listeners PLAINTEXT://127.0.0.1:0` and waits
     /// for its listening line.
     pub fn start(data_dir: &Path) -> Result<BrokerProcess> {
+        BrokerProcess::start_with(data_dir, &[])
+    }
+
+    /// As [`BrokerProcess::start`], with `--override KEY=VALUE` for each of `overrides`.
+    pub fn start_with(data_dir: &Path, overrides: &[&str]) -> Result<BrokerProcess> {
         let exe = std::env::current_exe().context("cannot locate the sluice binary")?;
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .arg("broker")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listeners", "PLAINTEXT://127.0.0.1:0"])
+            .args(["--listeners", "PLAINTEXT://127.0.0.1:0"]);
+        for setting in overrides {
+            command.args(["--override", setting]);
+        }
+        let mut child = command
             .env("SLUICE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -15,6 +15,7 @@ mod etl;
 mod functions;
 mod functions_crash;
 mod groups;
+mod held_heartbeats;
 mod idempotence;
 mod lambda;
 mod pipelining;
