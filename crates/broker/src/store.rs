@@ -7,6 +7,7 @@
 //! affordable; the hot path (produce) never touches this file.
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -153,6 +154,19 @@ pub struct GroupMemberRecord {
 /// The store.
 pub struct Store {
     db: Database,
+    /// Group commit of synced transaction-state writes (see [`Store::put_transaction`]).
+    commits: GroupCommit,
+}
+
+/// Counts unsynced commits and the ones a sync has covered.
+#[derive(Default)]
+struct GroupCommit {
+    /// Unsynced commits made so far; each takes the next number after its commit.
+    written: std::sync::atomic::AtomicU64,
+    /// Every commit numbered up to this is synced.
+    synced: std::sync::atomic::AtomicU64,
+    /// Held while a sync runs; waiters queue here.
+    lock: std::sync::Mutex<()>,
 }
 
 fn store_error(what: &'static str) -> impl Fn(String) -> Error {
@@ -169,7 +183,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let db = Database::create(path)
             .map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
-        let store = Store { db };
+        let store = Store { db, commits: GroupCommit::default() };
         store.write(|tx| {
             tx.open_table(TOPICS).map_err(|e| e.to_string())?;
             tx.open_table(OFFSETS).map_err(|e| e.to_string())?;
@@ -298,6 +312,27 @@ impl Store {
         })
     }
 
+    /// Returns once the unsynced commit numbered `number` is synced. Group commit, as the
+    /// log's: the first waiter takes the lock, notes how many commits are done, and makes
+    /// one empty synced commit, which persists every commit before it (redb's
+    /// `Durability::None` commits are made durable by the next durable one); the waiters that
+    /// queued meanwhile find their commits covered and return without a sync of their own.
+    fn sync_through(&self, number: u64) -> Result<()> {
+        let commits = &self.commits;
+        if commits.synced.load(Ordering::Acquire) >= number {
+            return Ok(());
+        }
+        let _guard = commits.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if commits.synced.load(Ordering::Acquire) >= number {
+            return Ok(());
+        }
+        let target = commits.written.load(Ordering::Acquire);
+        debug_assert!(target >= number, "commit {number} counted after {target}");
+        self.write_with(redb::Durability::Immediate, |_| Ok(()))?;
+        commits.synced.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Every transactional id's coordinator state.
     pub fn transactions(&self) -> Result<BTreeMap<String, TxnRecord>> {
         let tx = self.db.begin_read().map_err(|e| Error::Store(e.to_string()))?;
@@ -315,7 +350,9 @@ impl Store {
     /// Writes a transactional id's state and, in the same store transaction, commits
     /// `offsets` (a committed transaction's offsets become visible with its completion).
     /// `None` removes the transactional id. With `durable` false the write is not synced
-    /// (see `crate::transactions` for which writes may be lost).
+    /// (see `crate::transactions` for which writes may be lost); with `durable` true it
+    /// returns once synced, sharing one sync with every durable write made meanwhile (each
+    /// write commits unsynced, then [`Store::sync_through`] covers it).
     pub fn put_transaction(
         &self,
         transactional_id: &str,
@@ -334,8 +371,7 @@ impl Store {
                 Ok((offset_key(&p.group, &p.topic, p.partition), bytes))
             })
             .collect::<Result<_>>()?;
-        let durability = if durable { redb::Durability::Immediate } else { redb::Durability::None };
-        self.write_with(durability, |tx| {
+        self.write_with(redb::Durability::None, |tx| {
             let mut table = tx.open_table(TRANSACTIONS).map_err(|e| e.to_string())?;
             match &bytes {
                 Some(bytes) => {
@@ -350,7 +386,12 @@ impl Store {
                 table.insert(key.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
             }
             Ok(())
-        })
+        })?;
+        if durable {
+            let number = self.commits.written.fetch_add(1, Ordering::AcqRel) + 1;
+            self.sync_through(number)?;
+        }
+        Ok(())
     }
 
     /// Every stored group.
@@ -467,5 +508,49 @@ mod tests {
         assert_eq!(store.groups_with_offsets().unwrap(), vec!["g".to_string()]);
         store.delete_topic("t").unwrap();
         assert!(store.group_offsets("g").unwrap().is_empty());
+    }
+
+    fn txn_record(producer_id: i64) -> TxnRecord {
+        TxnRecord {
+            producer_id,
+            producer_epoch: 0,
+            timeout_ms: 60_000,
+            state: TxnState::Ongoing,
+            partitions: [("t".to_string(), 0)].into_iter().collect(),
+            groups: Default::default(),
+            pending_offsets: Vec::new(),
+            started_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    /// Durable transaction writes from many threads share syncs, and each returns only once
+    /// a sync covers it: every one is there after a reopen.
+    #[test]
+    fn concurrent_durable_transaction_writes_are_all_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let store = Store::open(&path).unwrap();
+        std::thread::scope(|scope| {
+            for thread in 0..8i64 {
+                let store = &store;
+                scope.spawn(move || {
+                    for n in 0..25i64 {
+                        let id = format!("txn-{thread}-{n}");
+                        let record = txn_record(thread * 100 + n);
+                        store.put_transaction(&id, Some(&record), &[], true).unwrap();
+                        let synced = store.commits.synced.load(Ordering::Acquire);
+                        assert!(synced >= 1, "returned before any sync");
+                    }
+                });
+            }
+        });
+        let written = store.commits.written.load(Ordering::Acquire);
+        assert_eq!(written, 200);
+        assert_eq!(store.commits.synced.load(Ordering::Acquire), written);
+        drop(store);
+        let found = Store::open(&path).unwrap().transactions().unwrap();
+        assert_eq!(found.len(), 200);
+        assert_eq!(found["txn-7-24"], txn_record(724));
     }
 }

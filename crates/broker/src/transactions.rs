@@ -22,11 +22,15 @@
 //! found after a crash is completed again, and a second marker closes nothing), and an
 //! expired id's removal. Any later synced write makes the earlier ones durable too.
 //!
-//! One mutex serialises every coordinator operation; markers are written under it. That is
-//! simple and correct for one node; a busy broker with many transactional producers would
-//! want one lock per transactional id.
+//! Operations on one transactional id run one at a time (a lock per id); operations on
+//! different ids run at once. The in-memory map is behind a mutex held only to read or
+//! replace a record, never across a store write or a marker sync. Synced store writes from
+//! different ids share one sync (`Store::put_transaction`'s group commit), and the marker
+//! syncs of one transaction overlap, so many transactional producers do not queue behind
+//! each other's syncs. An `EndTxn` (or an abort) shows its prepare state in memory before
+//! it writes anything, so from then on a produce for the ending transaction is refused.
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kafka_protocol::ResponseError;
 use sluice_log::FlushPolicy;
@@ -77,6 +81,8 @@ impl Inner {
 /// The transaction coordinator.
 pub(crate) struct Transactions {
     inner: Mutex<Inner>,
+    /// One lock per transactional id, held for a whole operation on it.
+    ops: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     settings: TxnSettings,
 }
 
@@ -110,11 +116,36 @@ impl Transactions {
         for (id, record) in store.transactions()? {
             inner.insert(&id, record);
         }
-        Ok(Transactions { inner: Mutex::new(inner), settings })
+        Ok(Transactions { inner: Mutex::new(inner), ops: Mutex::new(HashMap::new()), settings })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The lock of one transactional id's operations (take it with [`lock_op`]).
+    fn op(&self, transactional_id: &str) -> Arc<Mutex<()>> {
+        let mut ops = self.ops.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(ops.entry(transactional_id.to_string()).or_default())
+    }
+
+    /// Forgets the lock of an id nobody holds or waits for (a holder took it from the map,
+    /// under the map's mutex, so a count of one means no holder).
+    fn forget_op(&self, transactional_id: &str) {
+        let mut ops = self.ops.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if ops.get(transactional_id).is_some_and(|op| Arc::strong_count(op) == 1) {
+            ops.remove(transactional_id);
+        }
+    }
+
+    /// A copy of one record.
+    fn get(&self, transactional_id: &str) -> Option<TxnRecord> {
+        self.lock().records.get(transactional_id).cloned()
+    }
+
+    /// Replaces one record in memory.
+    fn set(&self, transactional_id: &str, record: TxnRecord) {
+        self.lock().insert(transactional_id, record);
     }
 
     /// InitProducerId with a transactional id: returns the producer id and its new epoch.
@@ -129,9 +160,10 @@ impl Transactions {
         if timeout_ms <= 0 || timeout_ms > self.settings.max_timeout_ms {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
-        let mut inner = self.lock();
+        let op = self.op(transactional_id);
+        let _op = lock_op(&op);
         let now = now_ms();
-        let Some(mut record) = inner.records.get(transactional_id).cloned() else {
+        let Some(mut record) = self.get(transactional_id) else {
             let producer_id = state.producer_ids.next(&state.store).map_err(storage_error)?;
             let record = TxnRecord {
                 producer_id,
@@ -148,7 +180,7 @@ impl Transactions {
                 .store
                 .put_transaction(transactional_id, Some(&record), &[], true)
                 .map_err(storage_error)?;
-            inner.insert(transactional_id, record);
+            self.set(transactional_id, record);
             return Ok((producer_id, 0));
         };
         if let Some((producer_id, epoch)) = current {
@@ -160,11 +192,11 @@ impl Transactions {
             TxnState::Ongoing => {
                 // A new instance takes over: abort what the old one left open, fenced.
                 record.producer_epoch = record.producer_epoch.saturating_add(1);
-                record = prepare_and_complete(state, &mut inner, transactional_id, record, false)?;
+                record = prepare_and_complete(state, self, transactional_id, record, false)?;
             }
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
                 let commit = record.state == TxnState::PrepareCommit;
-                record = complete(state, &mut inner, transactional_id, record, commit)?;
+                record = complete(state, self, transactional_id, record, commit)?;
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {}
         }
@@ -184,19 +216,17 @@ impl Transactions {
             .put_transaction(transactional_id, Some(&record), &[], true)
             .map_err(storage_error)?;
         let answer = (record.producer_id, record.producer_epoch);
-        inner.insert(transactional_id, record);
+        self.set(transactional_id, record);
         Ok(answer)
     }
 
     /// Checks a request that adds to the transaction and returns its record, opened.
     fn open_for_add(
-        inner: &Inner,
-        transactional_id: &str,
+        current: Option<&TxnRecord>,
         producer_id: i64,
         producer_epoch: i16,
     ) -> TxnResult<TxnRecord> {
-        let mut record =
-            check_producer(inner.records.get(transactional_id), producer_id, producer_epoch)?;
+        let mut record = check_producer(current, producer_id, producer_epoch)?;
         match record.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
                 return Err(ResponseError::ConcurrentTransactions)
@@ -223,12 +253,14 @@ impl Transactions {
         producer_epoch: i16,
         partitions: &[(String, i32)],
     ) -> TxnResult<()> {
-        let mut inner = self.lock();
-        let mut record = Self::open_for_add(&inner, transactional_id, producer_id, producer_epoch)?;
+        let op = self.op(transactional_id);
+        let _op = lock_op(&op);
+        let current = self.get(transactional_id);
+        let mut record = Self::open_for_add(current.as_ref(), producer_id, producer_epoch)?;
         let before = record.partitions.len();
         record.partitions.extend(partitions.iter().cloned());
         if record.partitions.len() == before
-            && inner.records.get(transactional_id).is_some_and(|r| r.state == TxnState::Ongoing)
+            && current.is_some_and(|r| r.state == TxnState::Ongoing)
         {
             return Ok(()); // a retry: nothing new to store
         }
@@ -236,7 +268,7 @@ impl Transactions {
             .store
             .put_transaction(transactional_id, Some(&record), &[], true)
             .map_err(storage_error)?;
-        inner.insert(transactional_id, record);
+        self.set(transactional_id, record);
         Ok(())
     }
 
@@ -249,14 +281,16 @@ impl Transactions {
         producer_epoch: i16,
         group: &str,
     ) -> TxnResult<()> {
-        let mut inner = self.lock();
-        let mut record = Self::open_for_add(&inner, transactional_id, producer_id, producer_epoch)?;
+        let op = self.op(transactional_id);
+        let _op = lock_op(&op);
+        let current = self.get(transactional_id);
+        let mut record = Self::open_for_add(current.as_ref(), producer_id, producer_epoch)?;
         record.groups.insert(group.to_string());
         state
             .store
             .put_transaction(transactional_id, Some(&record), &[], false)
             .map_err(storage_error)?;
-        inner.insert(transactional_id, record);
+        self.set(transactional_id, record);
         Ok(())
     }
 
@@ -269,9 +303,10 @@ impl Transactions {
         producer_epoch: i16,
         offsets: Vec<PendingOffset>,
     ) -> TxnResult<()> {
-        let mut inner = self.lock();
+        let op = self.op(transactional_id);
+        let _op = lock_op(&op);
         let mut record =
-            check_producer(inner.records.get(transactional_id), producer_id, producer_epoch)?;
+            check_producer(self.get(transactional_id).as_ref(), producer_id, producer_epoch)?;
         if record.state != TxnState::Ongoing
             || offsets.iter().any(|o| !record.groups.contains(&o.group))
         {
@@ -290,7 +325,7 @@ impl Transactions {
             .store
             .put_transaction(transactional_id, Some(&record), &[], false)
             .map_err(storage_error)?;
-        inner.insert(transactional_id, record);
+        self.set(transactional_id, record);
         Ok(())
     }
 
@@ -303,18 +338,19 @@ impl Transactions {
         producer_epoch: i16,
         commit: bool,
     ) -> TxnResult<()> {
-        let mut inner = self.lock();
+        let op = self.op(transactional_id);
+        let _op = lock_op(&op);
         let record =
-            check_producer(inner.records.get(transactional_id), producer_id, producer_epoch)?;
+            check_producer(self.get(transactional_id).as_ref(), producer_id, producer_epoch)?;
         match (record.state, commit) {
             (TxnState::Ongoing, _) => {
-                prepare_and_complete(state, &mut inner, transactional_id, record, commit)?;
+                prepare_and_complete(state, self, transactional_id, record, commit)?;
                 Ok(())
             }
             // A retry of an EndTxn that completed.
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
             (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                complete(state, &mut inner, transactional_id, record, commit)?;
+                complete(state, self, transactional_id, record, commit)?;
                 Ok(())
             }
             (TxnState::PrepareCommit | TxnState::PrepareAbort, _) => {
@@ -364,28 +400,29 @@ impl Transactions {
     /// Aborts transactions open past their timeout (with a bumped epoch, fencing their
     /// producer), completes any left in a prepare state, and forgets idle transactional ids.
     pub fn tick(&self, state: &State) {
-        let mut inner = self.lock();
         let now = now_ms();
-        let ids: Vec<String> = inner.records.keys().cloned().collect();
+        let ids: Vec<String> = self.lock().records.keys().cloned().collect();
         for id in ids {
-            let Some(record) = inner.records.get(&id).cloned() else { continue };
+            let op = self.op(&id);
+            let _op = lock_op(&op);
+            let Some(record) = self.get(&id) else { continue };
             let outcome = match record.state {
                 TxnState::Ongoing if now - record.started_ms > i64::from(record.timeout_ms) => {
                     tracing::info!(transactional_id = %id, "aborting a transaction past its timeout");
                     let mut fenced = record;
                     fenced.producer_epoch = fenced.producer_epoch.saturating_add(1);
-                    prepare_and_complete(state, &mut inner, &id, fenced, false).map(|_| ())
+                    prepare_and_complete(state, self, &id, fenced, false).map(|_| ())
                 }
                 TxnState::PrepareCommit | TxnState::PrepareAbort => {
                     let commit = record.state == TxnState::PrepareCommit;
-                    complete(state, &mut inner, &id, record, commit).map(|_| ())
+                    complete(state, self, &id, record, commit).map(|_| ())
                 }
                 TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
                     if now - record.updated_ms > self.settings.id_expiration_ms =>
                 {
                     match state.store.put_transaction(&id, None, &[], false) {
                         Ok(()) => {
-                            inner.remove(&id);
+                            self.lock().remove(&id);
                             Ok(())
                         }
                         Err(error) => Err(storage_error(error)),
@@ -395,6 +432,11 @@ impl Transactions {
             };
             if let Err(error) = outcome {
                 tracing::warn!(transactional_id = %id, ?error, "transaction upkeep failed; retrying next tick");
+            }
+            drop(_op);
+            drop(op);
+            if self.get(&id).is_none() {
+                self.forget_op(&id);
             }
         }
     }
@@ -409,29 +451,35 @@ impl Transactions {
     }
 }
 
-/// Stores the prepare state, then completes.
+/// Stores the prepare state, then completes. The prepare state shows in memory first, so a
+/// produce for the ending transaction is refused from the moment it starts to end.
 fn prepare_and_complete(
     state: &State,
-    inner: &mut Inner,
+    txns: &Transactions,
     transactional_id: &str,
     mut record: TxnRecord,
     commit: bool,
 ) -> TxnResult<TxnRecord> {
+    let before = txns.get(transactional_id);
     record.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
     record.updated_ms = now_ms();
-    state
-        .store
-        .put_transaction(transactional_id, Some(&record), &[], true)
-        .map_err(storage_error)?;
-    inner.insert(transactional_id, record.clone());
-    complete(state, inner, transactional_id, record, commit)
+    txns.set(transactional_id, record.clone());
+    if let Err(error) = state.store.put_transaction(transactional_id, Some(&record), &[], true) {
+        // Not decided after all: memory goes back to what the store holds.
+        match before {
+            Some(before) => txns.set(transactional_id, before),
+            None => txns.lock().remove(transactional_id),
+        }
+        return Err(storage_error(error));
+    }
+    complete(state, txns, transactional_id, record, commit)
 }
 
 /// Writes the markers, then stores the completed state with a commit's offsets. On error
 /// the record stays in its prepare state for the next tick to finish.
 fn complete(
     state: &State,
-    inner: &mut Inner,
+    txns: &Transactions,
     transactional_id: &str,
     mut record: TxnRecord,
     commit: bool,
@@ -448,8 +496,13 @@ fn complete(
         .store
         .put_transaction(transactional_id, Some(&record), &offsets, false)
         .map_err(storage_error)?;
-    inner.insert(transactional_id, record.clone());
+    txns.set(transactional_id, record.clone());
     Ok(record)
+}
+
+/// Takes one transactional id's operation lock.
+fn lock_op(op: &Mutex<()>) -> MutexGuard<'_, ()> {
+    op.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Appends a marker to every partition of the transaction, then syncs them (markers must
