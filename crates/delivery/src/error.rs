@@ -22,6 +22,7 @@ pub enum Error {
         reason: String,
     },
     /// The Kafka client failed: check the bootstrap servers and the cluster.
+    #[cfg(feature = "kafka")]
     #[error("delivery stream {stream}: Kafka client error: {source}")]
     Kafka {
         /// The stream's name.

@@ -15,6 +15,7 @@
 //! - [`metrics`]: Firehose's metric names.
 #![deny(missing_docs)]
 
+#[cfg(feature = "kafka")]
 pub mod api;
 pub mod compression;
 pub mod config;
@@ -25,9 +26,11 @@ pub mod limits;
 pub mod metrics;
 pub mod object;
 pub mod query;
+#[cfg(feature = "kafka")]
 pub mod stream;
 pub mod template;
 
 pub use config::{DeliveryStream, DeliveryStreamConfig};
 pub use error::{Error, Result};
+#[cfg(feature = "kafka")]
 pub use stream::{run, Options};
