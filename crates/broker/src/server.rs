@@ -19,8 +19,10 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
+use sluice_log::LogSlice;
+use sluice_wire::response::Part;
 use sluice_wire::{frame, request, response, Error as WireError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -188,6 +190,24 @@ async fn write_replies(writer: OwnedWriteHalf, mut queued: mpsc::Receiver<Queued
                     return;
                 }
             }
+            Reply::Split(frame) => {
+                for part in frame.parts {
+                    let sent = match part {
+                        Part::Bytes(bytes) => writer.write_all(&bytes).await,
+                        Part::Records(slice) => match writer.flush().await {
+                            Ok(()) => send_slice(writer.get_ref().as_ref(), &slice).await,
+                            Err(error) => Err(error),
+                        },
+                    };
+                    if let Err(error) = sent {
+                        // The frame is cut: the connection cannot go on.
+                        if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                            tracing::error!(%error, "closing connection: a fetched segment was cut short");
+                        }
+                        return;
+                    }
+                }
+            }
             Reply::Nothing => {}
             Reply::Later(_) | Reply::Close => {
                 let _ = writer.flush().await;
@@ -200,6 +220,28 @@ async fn write_replies(writer: OwnedWriteHalf, mut queued: mpsc::Receiver<Queued
         }
     }
     let _ = writer.flush().await;
+}
+
+/// Sends a slice of a segment file straight from the page cache (`sendfile`), waiting
+/// whenever the socket's buffer is full.
+async fn send_slice(socket: &TcpStream, slice: &LogSlice) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let mut sent = 0usize;
+    while sent < slice.len {
+        socket.writable().await?;
+        match socket.try_io(Interest::WRITABLE, || slice.send_to(socket.as_fd(), sent)) {
+            Ok(0) => {
+                let path = slice.path().display();
+                let message =
+                    format!("{path} ended {} bytes before the fetched batches", slice.len - sent);
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message));
+            }
+            Ok(n) => sent += n,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// What to send for a request that did not decode; `None` closes the connection.

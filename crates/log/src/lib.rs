@@ -21,6 +21,6 @@ mod shared;
 
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{Error, Result};
-pub use partition::{AppendInfo, PartitionLog};
+pub use partition::{AppendInfo, LogSlice, PartitionLog};
 pub use producer_state::{AbortedTxn, BatchMetadata, Check, ProducerStates};
 pub use shared::Partition;

@@ -538,6 +538,21 @@ impl Located {
     /// first partition with data in a fetch, KIP-74) a first batch larger than `max_bytes` is
     /// returned whole so a consumer can always make progress; without it, nothing is.
     pub fn read(&self, max_bytes: usize, upper_offset: i64, oversized_ok: bool) -> Result<Vec<u8>> {
+        match self.slice(max_bytes, upper_offset, oversized_ok)? {
+            Some(slice) => slice.read(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Where the batches [`Located::read`] would return lie in the segment file, without
+    /// reading them: a fetch sends them from the file to the socket (`sendfile`). `None`
+    /// when no whole batch qualifies.
+    pub fn slice(
+        &self,
+        max_bytes: usize,
+        upper_offset: i64,
+        oversized_ok: bool,
+    ) -> Result<Option<LogSlice>> {
         let Some(start) = Segment::position_of(
             &self.file,
             &self.path,
@@ -546,24 +561,147 @@ impl Located {
             self.offset,
         )?
         else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let available = (self.size_bytes - start) as usize;
-        let mut buf =
-            vec![0u8; available.min(max_bytes.max(sluice_wire::limits::BATCH_HEADER_BYTES))];
-        self.file.read_exact_at(&mut buf, start).map_err(io("read segment", &self.path))?;
-        let mut keep = 0usize;
-        while let Ok(header) = batch::parse_header(buf.get(keep..).unwrap_or_default()) {
-            if header.next_offset() > upper_offset || keep + header.total_bytes > buf.len() {
-                if keep == 0 && oversized_ok && header.next_offset() <= upper_offset {
-                    return read_batch_at(&self.file, &self.path, start);
-                }
+        let mut headers = HeaderWindow::new(&self.file, &self.path);
+        let mut position = start;
+        let mut end_offset = None;
+        let mut any_zstd = false;
+        while position < self.size_bytes {
+            let Some(header) = headers.header_at(position, self.size_bytes)? else { break };
+            let taken = position - start;
+            let fits = taken + header.total_bytes as u64 <= max_bytes as u64;
+            let whole = position + header.total_bytes as u64 <= self.size_bytes;
+            if header.next_offset() > upper_offset
+                || !whole
+                || !(fits || (taken == 0 && oversized_ok))
+            {
                 break;
             }
-            keep += header.total_bytes;
+            position += header.total_bytes as u64;
+            end_offset = Some(header.next_offset());
+            any_zstd |= header.attributes & batch::ATTR_COMPRESSION_MASK == batch::COMPRESSION_ZSTD;
+            if !fits {
+                break; // the oversized first batch goes alone (KIP-74)
+            }
         }
-        buf.truncate(keep);
-        Ok(buf)
+        let Some(end_offset) = end_offset else { return Ok(None) };
+        let len = usize::try_from(position - start).map_err(|_| Error::LimitExceeded {
+            what: "bytes of one read",
+            limit: usize::MAX as u64,
+            value: position - start,
+            hint: "fetch less at once (max.partition.fetch.bytes)",
+        })?;
+        debug_assert!(len > 0, "a slice holds at least one batch");
+        Ok(Some(LogSlice {
+            file: Arc::clone(&self.file),
+            path: self.path.clone(),
+            position: start,
+            len,
+            end_offset,
+            any_zstd,
+        }))
+    }
+}
+
+/// Whole batches of one segment file, located but not read: what a fetch returns for one
+/// partition. The bytes stay valid while the slice lives: segments are append-only, and a
+/// deleted segment's file lives on while a slice holds it open.
+#[derive(Debug, Clone)]
+pub struct LogSlice {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Byte position of the first batch in the file.
+    pub position: u64,
+    /// Bytes of the batches.
+    pub len: usize,
+    /// The offset after the last batch.
+    pub end_offset: i64,
+    /// Whether any batch is zstd-compressed (a Fetch older than v10 cannot carry it).
+    pub any_zstd: bool,
+}
+
+impl LogSlice {
+    /// The segment file, for `sendfile`.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The segment file's path, for error messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sends the slice's bytes from `sent` on (relative to the slice) to `out` with one
+    /// `sendfile(2)` call: the bytes go from the page cache to the socket without passing
+    /// through this process. Returns how many went; a non-blocking `out` may take fewer, or
+    /// answer `WouldBlock`. 0 before the end means the file is shorter than the slice.
+    pub fn send_to(&self, out: std::os::fd::BorrowedFd<'_>, sent: usize) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let left = self.len.saturating_sub(sent);
+        if left == 0 {
+            return Ok(0);
+        }
+        let at = self.position + sent as u64;
+        let mut offset = libc::off_t::try_from(at).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        // SAFETY: both descriptors are open for the call (the slice holds its file, `out` is
+        // borrowed), and `offset` is a live off_t the kernel reads and updates.
+        let n =
+            unsafe { libc::sendfile(out.as_raw_fd(), self.file.as_raw_fd(), &mut offset, left) };
+        usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+    }
+
+    /// Reads the batches into memory.
+    pub fn read(&self) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; self.len];
+        self.file
+            .read_exact_at(&mut bytes, self.position)
+            .map_err(io("read segment", &self.path))?;
+        Ok(bytes)
+    }
+}
+
+/// Batch headers read through a window: small batches are read many headers per `pread`,
+/// large ones one header each.
+struct HeaderWindow<'a> {
+    file: &'a File,
+    path: &'a Path,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    at: u64,
+    /// The last batch was large: read the next header alone, not a window of records.
+    large: bool,
+}
+
+/// Bytes read at once while batches are small.
+const HEADER_WINDOW_BYTES: usize = 64 * 1024;
+
+impl<'a> HeaderWindow<'a> {
+    fn new(file: &'a File, path: &'a Path) -> HeaderWindow<'a> {
+        HeaderWindow { file, path, buf: Vec::new(), at: 0, large: false }
+    }
+
+    /// The header of the batch at `position`, or `None` when fewer than a header's bytes
+    /// remain before `size_bytes`.
+    fn header_at(&mut self, position: u64, size_bytes: u64) -> Result<Option<BatchHeader>> {
+        let end = position + BATCH_HEADER_BYTES as u64;
+        if end > size_bytes {
+            return Ok(None);
+        }
+        let inside = position >= self.at && end <= self.at + self.buf.len() as u64;
+        if !inside {
+            let want = if self.large { BATCH_HEADER_BYTES } else { HEADER_WINDOW_BYTES };
+            let want = want.min((size_bytes - position) as usize).max(BATCH_HEADER_BYTES);
+            self.buf.resize(want, 0);
+            self.file
+                .read_exact_at(&mut self.buf, position)
+                .map_err(io("read segment", self.path))?;
+            self.at = position;
+        }
+        let from = (position - self.at) as usize;
+        let header = batch::parse_header(self.buf.get(from..).unwrap_or_default())?;
+        self.large = header.total_bytes >= HEADER_WINDOW_BYTES / 4;
+        Ok(Some(header))
     }
 }
 

@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
     ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId,
 };
 use kafka_protocol::ResponseError;
-use sluice_log::{FlushPolicy, Partition};
+use sluice_log::{FlushPolicy, LogSlice, Partition};
 use sluice_wire::batch;
 
 use super::text;
@@ -285,7 +285,15 @@ fn sync_all(to_sync: Vec<ToSync>) -> std::result::Result<(), String> {
     Ok(())
 }
 
-pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) -> FetchResponse {
+/// A Fetch answer: the response, with each partition's records left as a [`LogSlice`] of
+/// its segment file (indexed like `responses` and their `partitions`) for the connection's
+/// writer to send from the file (`sendfile`), never copied through the broker.
+pub(crate) struct Fetched {
+    pub(crate) response: FetchResponse,
+    pub(crate) slices: Vec<Vec<Option<LogSlice>>>,
+}
+
+pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) -> Fetched {
     let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
@@ -294,28 +302,29 @@ pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) ->
         let notified = state.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (response, bytes, errors) = fetch_once(state, &request, version);
+        let (fetched, bytes, errors) = fetch_once(state, &request, version);
         // min_bytes = 0 answers at once, data or not, as Kafka does.
         let enough = min_bytes == 0 || (bytes > 0 && bytes >= min_bytes);
         let done = enough || errors || tokio::time::Instant::now() >= deadline;
         if done {
-            return response;
+            return fetched;
         }
         tokio::select! {
             _ = notified => {}
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return response,
+            _ = shutdown.wait_for(|stop| *stop) => return fetched,
         }
     }
 }
 
-/// Reads every requested partition once: `(response, bytes returned, any error)`.
-fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+/// Locates every requested partition's batches once: `(answer, bytes returned, any error)`.
+fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (Fetched, usize, bool) {
     let asked = usize::try_from(request.max_bytes).unwrap_or(0);
     let mut remaining = asked.min(state.settings.fetch_bytes_max);
     let mut total = 0usize;
     let mut errors = false;
     let mut responses = Vec::with_capacity(request.topics.len());
+    let mut slices = Vec::with_capacity(request.topics.len());
     for wanted in &request.topics {
         let topic = if version >= 13 {
             state.topics.get_by_id(wanted.topic_id)
@@ -328,11 +337,13 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
             ResponseError::UnknownTopicOrPartition
         };
         let mut partitions = Vec::with_capacity(wanted.partitions.len());
+        let mut topic_slices = Vec::with_capacity(wanted.partitions.len());
         for p in &wanted.partitions {
             let partition = topic.as_ref().and_then(|t| t.partition(p.partition));
             let Some(partition) = partition else {
                 errors = true;
                 partitions.push(partition_error(p.partition, unknown));
+                topic_slices.push(None);
                 continue;
             };
             let (last_stable, high_watermark) = partition.stable_offsets();
@@ -344,26 +355,29 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
             // Only the first partition with data may return a batch larger than the limits
             // (KIP-74), so a consumer always makes progress; the others stay within them.
             let oversized_ok = total == 0;
-            let read = if limit == 0 && !oversized_ok {
-                Ok(Vec::new())
+            let located = if limit == 0 && !oversized_ok {
+                Ok(None)
             } else {
-                partition.read_below(p.fetch_offset, limit.max(1), oversized_ok, upper)
+                partition.slice_below(p.fetch_offset, limit.max(1), oversized_ok, upper)
             };
-            let data = match read {
+            let mut slice = None;
+            let data = match located {
                 // A Fetch older than v10 cannot carry zstd batches (KIP-110).
-                Ok(bytes) if version < 10 && batch::any_zstd(&bytes) => {
+                Ok(Some(found)) if version < 10 && found.any_zstd => {
                     errors = true;
                     partition_error(p.partition, ResponseError::UnsupportedCompressionType)
                         .with_high_watermark(high_watermark)
                         .with_log_start_offset(log_start)
                 }
-                Ok(bytes) => {
-                    remaining = remaining.saturating_sub(bytes.len());
-                    total += bytes.len();
+                Ok(found) => {
+                    let bytes = found.as_ref().map_or(0, |f| f.len);
+                    remaining = remaining.saturating_sub(bytes);
+                    total += bytes;
                     let aborted = read_committed.then(|| {
-                        let end = batch::end_offset(&bytes).unwrap_or(p.fetch_offset);
+                        let end = found.as_ref().map_or(p.fetch_offset, |f| f.end_offset);
                         aborted_transactions(partition, p.fetch_offset, end)
                     });
+                    slice = found;
                     PartitionData::default()
                         .with_partition_index(p.partition)
                         .with_high_watermark(high_watermark)
@@ -371,7 +385,7 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
                         .with_log_start_offset(log_start)
                         .with_aborted_transactions(aborted)
                         .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
-                        .with_records(Some(Bytes::from(bytes)))
+                        .with_records(Some(Bytes::new()))
                 }
                 Err(error) => {
                     errors = true;
@@ -380,6 +394,7 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
                         .with_log_start_offset(log_start)
                 }
             };
+            topic_slices.push(slice);
             partitions.push(data);
         }
         responses.push(
@@ -388,8 +403,10 @@ fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (FetchResp
                 .with_topic_id(wanted.topic_id)
                 .with_partitions(partitions),
         );
+        slices.push(topic_slices);
     }
-    (FetchResponse::default().with_responses(responses), total, errors)
+    let response = FetchResponse::default().with_responses(responses);
+    (Fetched { response, slices }, total, errors)
 }
 
 /// `isolation_level` of a `read_committed` consumer.

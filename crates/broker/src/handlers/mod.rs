@@ -114,6 +114,9 @@ impl Connection {
 pub(crate) enum Reply {
     /// Send this frame.
     Frame(BytesMut),
+    /// Send this frame, whose record batches go from their segment files to the socket
+    /// (a Fetch answer).
+    Split(sluice_wire::response::SplitFrame<sluice_log::LogSlice>),
     /// Wait for this (a produce's sync), then do what it says; later requests on the
     /// connection are read and served meanwhile, and replies still leave in order.
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
@@ -161,7 +164,26 @@ pub(crate) async fn handle(
                 encode(api_key, version, correlation_id, &ResponseKind::Produce(response), peer)
             }));
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(state, r, version).await),
+        RequestKind::Fetch(r) => {
+            let data::Fetched { response, mut slices } = data::fetch(state, r, version).await;
+            let take = |topic: usize, partition: usize| {
+                let slice = slices.get_mut(topic)?.get_mut(partition)?.take()?;
+                let len = slice.len;
+                Some((slice, len))
+            };
+            return match sluice_wire::response::encode_fetch(
+                version,
+                correlation_id,
+                &response,
+                take,
+            ) {
+                Ok(frame) => Reply::Split(frame),
+                Err(error) => {
+                    tracing::error!(%peer, %error, "closing connection: cannot encode response");
+                    Reply::Close
+                }
+            };
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(data::list_offsets(state, r, version))
         }
@@ -571,7 +593,7 @@ mod tests {
                     Reply::Later(_) => {
                         panic!("{:?} v{version}: a later reply waits again", api.key)
                     }
-                    Reply::Frame(_) => {}
+                    Reply::Frame(_) | Reply::Split(_) => {}
                     Reply::Nothing => panic!("{:?} v{version}: no reply", api.key),
                     Reply::Close => panic!("{:?} v{version}: cannot encode", api.key),
                 }

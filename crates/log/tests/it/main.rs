@@ -311,3 +311,65 @@ fn log_append_time_topics_store_the_append_time_with_a_valid_crc() {
     assert_eq!(header.max_timestamp, 77_000);
     assert_ne!(header.attributes & batch::ATTR_LOG_APPEND_TIME, 0);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A slice holds exactly the whole batches a plain walk of the log picks: from the
+    /// batch holding `from`, in order, within `max_bytes` (a first batch over it only when
+    /// allowed), below `upper`. Batches from a few bytes to past the header window (64
+    /// KiB) exercise both ways headers are read.
+    #[test]
+    fn a_slice_is_the_batches_a_walk_picks(
+        sizes in proptest::collection::vec(prop_oneof![3 => 1usize..600, 1 => 10_000usize..90_000], 1..40),
+        from_pick in any::<prop::sample::Index>(),
+        upper_back in 0i64..5,
+        max_bytes in 1usize..300_000,
+        oversized_ok in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 64 << 20, ..LogConfig::default() };
+        let mut log = PartitionLog::open(dir.path(), config, 0).unwrap();
+        let mut batches = Vec::new();
+        for (i, size) in sizes.iter().enumerate() {
+            let records: Vec<Vec<u8>> = (0..1 + i % 3).map(|_| vec![b'v'; *size]).collect();
+            let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+            let info = log.append(&batch::build(0, i as i64, &refs), 0).unwrap();
+            batches.push((info.base_offset, info.last_offset + 1));
+        }
+        let end = log.log_end_offset();
+        let from = from_pick.index(end as usize) as i64;
+        let upper = (end - upper_back).max(0);
+        let slice = log.locate(from).unwrap().unwrap().slice(max_bytes, upper, oversized_ok).unwrap();
+        // The walk: whole batches whose end is at or below `upper`, from the one holding `from`.
+        let whole = std::fs::read(segment_files(dir.path(), "log")[0].clone()).unwrap();
+        let mut at = 0usize;
+        let mut picked: Option<(usize, usize, i64)> = None;
+        while at < whole.len() {
+            let header = batch::validate(&whole[at..]).unwrap();
+            let next = header.next_offset();
+            if next > from {
+                let (start, len, _) = picked.unwrap_or((at, 0, 0));
+                let fits = len + header.total_bytes <= max_bytes;
+                if next > upper || !(fits || (len == 0 && oversized_ok)) {
+                    break;
+                }
+                picked = Some((start, len + header.total_bytes, next));
+                if !fits {
+                    break;
+                }
+            }
+            at += header.total_bytes;
+        }
+        match (slice, picked) {
+            (None, None) => {}
+            (Some(slice), Some((start, len, end_offset))) => {
+                prop_assert_eq!(slice.position, start as u64);
+                prop_assert_eq!(slice.len, len);
+                prop_assert_eq!(slice.end_offset, end_offset);
+                prop_assert_eq!(&slice.read().unwrap()[..], &whole[start..start + len]);
+            }
+            (slice, picked) => prop_assert!(false, "slice {:?} but the walk picked {:?}", slice, picked),
+        }
+    }
+}
