@@ -33,7 +33,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kafka_protocol::ResponseError;
-use sluice_log::FlushPolicy;
+use sluice_log::{FlushPolicy, Partition};
 use sluice_wire::batch::ControlType;
 
 use crate::clock::now_ms;
@@ -255,7 +255,7 @@ impl Transactions {
     ) -> TxnResult<()> {
         let op = self.op(transactional_id);
         let _op = lock_op(&op);
-        let current = self.get(transactional_id);
+        let current = self.settled(state, transactional_id)?;
         let mut record = Self::open_for_add(current.as_ref(), producer_id, producer_epoch)?;
         let before = record.partitions.len();
         record.partitions.extend(partitions.iter().cloned());
@@ -283,7 +283,7 @@ impl Transactions {
     ) -> TxnResult<()> {
         let op = self.op(transactional_id);
         let _op = lock_op(&op);
-        let current = self.get(transactional_id);
+        let current = self.settled(state, transactional_id)?;
         let mut record = Self::open_for_add(current.as_ref(), producer_id, producer_epoch)?;
         record.groups.insert(group.to_string());
         state
@@ -305,8 +305,11 @@ impl Transactions {
     ) -> TxnResult<()> {
         let op = self.op(transactional_id);
         let _op = lock_op(&op);
-        let mut record =
-            check_producer(self.get(transactional_id).as_ref(), producer_id, producer_epoch)?;
+        let mut record = check_producer(
+            self.settled(state, transactional_id)?.as_ref(),
+            producer_id,
+            producer_epoch,
+        )?;
         if record.state != TxnState::Ongoing
             || offsets.iter().any(|o| !record.groups.contains(&o.group))
         {
@@ -329,7 +332,10 @@ impl Transactions {
         Ok(())
     }
 
-    /// EndTxn: commits or aborts the open transaction.
+    /// EndTxn: decides the open transaction. Returns once the decision (the prepare state)
+    /// is durable; `true` means its markers are still to be written: call
+    /// [`Transactions::complete_pending`] (any other operation on the id completes it first
+    /// too, so a producer never sees the transaction it ended as still ending).
     pub fn end_txn(
         &self,
         state: &State,
@@ -337,26 +343,45 @@ impl Transactions {
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
-    ) -> TxnResult<()> {
+    ) -> TxnResult<bool> {
         let op = self.op(transactional_id);
         let _op = lock_op(&op);
-        let record =
-            check_producer(self.get(transactional_id).as_ref(), producer_id, producer_epoch)?;
+        // A decided transaction completes first, so a retry of its EndTxn finds it complete.
+        let current = self.settled(state, transactional_id)?;
+        let record = check_producer(current.as_ref(), producer_id, producer_epoch)?;
         match (record.state, commit) {
             (TxnState::Ongoing, _) => {
-                prepare_and_complete(state, self, transactional_id, record, commit)?;
-                Ok(())
+                prepare(state, self, transactional_id, record, commit)?;
+                Ok(true)
             }
             // A retry of an EndTxn that completed.
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
-            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                complete(state, self, transactional_id, record, commit)?;
-                Ok(())
-            }
-            (TxnState::PrepareCommit | TxnState::PrepareAbort, _) => {
-                Err(ResponseError::ConcurrentTransactions)
-            }
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(false),
             _ => Err(ResponseError::InvalidTxnState),
+        }
+    }
+
+    /// Writes the markers of a transaction EndTxn decided, and stores it complete, unless
+    /// another operation on the id did first. A failure leaves the prepare state for the
+    /// next operation on the id, or the next tick, to complete.
+    pub fn complete_pending(&self, state: &State, transactional_id: &str) {
+        let op = self.op(transactional_id);
+        let _op = lock_op(&op);
+        if let Err(error) = self.settled(state, transactional_id) {
+            tracing::warn!(%transactional_id, ?error, "transaction markers not written; retrying later");
+        }
+    }
+
+    /// The id's record, with a decided transaction (a prepare state) completed first: the
+    /// start of every operation that follows an EndTxn. Call with the id's lock held.
+    fn settled(&self, state: &State, transactional_id: &str) -> TxnResult<Option<TxnRecord>> {
+        match self.get(transactional_id) {
+            Some(record)
+                if matches!(record.state, TxnState::PrepareCommit | TxnState::PrepareAbort) =>
+            {
+                let commit = record.state == TxnState::PrepareCommit;
+                complete(state, self, transactional_id, record, commit).map(Some)
+            }
+            current => Ok(current),
         }
     }
 
@@ -451,9 +476,21 @@ impl Transactions {
     }
 }
 
-/// Stores the prepare state, then completes. The prepare state shows in memory first, so a
-/// produce for the ending transaction is refused from the moment it starts to end.
+/// Stores the prepare state, then completes.
 fn prepare_and_complete(
+    state: &State,
+    txns: &Transactions,
+    transactional_id: &str,
+    record: TxnRecord,
+    commit: bool,
+) -> TxnResult<TxnRecord> {
+    let prepared = prepare(state, txns, transactional_id, record, commit)?;
+    complete(state, txns, transactional_id, prepared, commit)
+}
+
+/// Stores the prepare state (synced: it holds the decision). It shows in memory first, so
+/// a produce for the ending transaction is refused from the moment it starts to end.
+fn prepare(
     state: &State,
     txns: &Transactions,
     transactional_id: &str,
@@ -472,7 +509,7 @@ fn prepare_and_complete(
         }
         return Err(storage_error(error));
     }
-    complete(state, txns, transactional_id, record, commit)
+    Ok(record)
 }
 
 /// Writes the markers, then stores the completed state with a commit's offsets. On error
@@ -527,28 +564,10 @@ fn write_markers(state: &State, record: &TxnRecord, control: ControlType) -> Txn
     to_sync.retain(|(partition, _)| {
         partition.with_log(|log| log.config().flush == FlushPolicy::Always)
     });
-    // The partitions sync in parallel, as a produce's do: their fsyncs overlap in the device
-    // and the file system's journal, so a transaction over many partitions waits about one
-    // sync rather than one per partition.
-    let failures: Vec<String> = match to_sync.as_slice() {
-        [(partition, end)] => {
-            partition.sync_to(*end).err().map(|e| e.to_string()).into_iter().collect()
-        }
-        many => std::thread::scope(|scope| {
-            let syncs: Vec<_> = many
-                .iter()
-                .map(|(partition, end)| scope.spawn(move || partition.sync_to(*end)))
-                .collect();
-            syncs
-                .into_iter()
-                .filter_map(|sync| match sync.join() {
-                    Ok(Ok(())) => None,
-                    Ok(Err(error)) => Some(error.to_string()),
-                    Err(_) => Some("the sync thread panicked".to_string()),
-                })
-                .collect()
-        }),
-    };
+    let failures: Vec<String> = Partition::sync_each(&to_sync)
+        .into_iter()
+        .filter_map(|outcome| outcome.err().map(|error| error.to_string()))
+        .collect();
     if let Some(error) = failures.first() {
         tracing::error!(%error, failed = failures.len(), "transaction marker sync failed");
         return Err(ResponseError::KafkaStorageError);

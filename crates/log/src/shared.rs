@@ -10,7 +10,7 @@
 //! With `log.flush = always` the high watermark is the synced offset: consumers never see a
 //! record that a crash could take back.
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Arc, Mutex};
 
 use crate::error::io;
 use crate::partition::Located;
@@ -68,6 +68,38 @@ impl Partition {
         }
         self.synced_offset.fetch_max(target, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Syncs every partition up to its end offset, the partitions in parallel on the sync
+    /// threads (their fsyncs overlap in the device and the file system's journal, so many
+    /// partitions cost about one sync), and returns each outcome in order. Blocking.
+    pub fn sync_each(targets: &[(Arc<Partition>, i64)]) -> Vec<Result<()>> {
+        if let [(partition, end)] = targets {
+            return vec![partition.sync_to(*end)];
+        }
+        let (done, outcomes) = mpsc::channel();
+        for (index, (partition, end)) in targets.iter().enumerate() {
+            let (partition, end, done) = (Arc::clone(partition), *end, done.clone());
+            sync_threads::run(Box::new(move || {
+                let _ = done.send((index, partition.sync_to(end)));
+            }));
+        }
+        drop(done);
+        let mut results: Vec<Option<Result<()>>> = targets.iter().map(|_| None).collect();
+        for (index, outcome) in outcomes {
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Some(outcome);
+            }
+        }
+        results
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    let stopped = std::io::Error::other("the sync thread stopped");
+                    Err(io("sync segment", std::path::Path::new(""))(stopped))
+                })
+            })
+            .collect()
     }
 
     /// Offsets below this are synced.
@@ -141,5 +173,57 @@ impl Partition {
         self.with_log(|log| {
             log.append_marker(producer_id, producer_epoch, control, coordinator_epoch, now_ms)
         })
+    }
+}
+
+/// A few threads that only run syncs, for [`Partition::sync_each`]. A job never waits on
+/// anything but its fsync (and another sync of the same partition), so a caller waiting for
+/// its jobs cannot deadlock the pool, whatever the callers are; and no thread is created
+/// per sync.
+mod sync_threads {
+    use std::sync::{mpsc, Mutex, OnceLock};
+
+    /// Threads in the pool: enough for the partitions of a typical transaction to sync at once.
+    const SYNC_THREADS: usize = 8;
+
+    type Job = Box<dyn FnOnce() + Send>;
+
+    static JOBS: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+
+    /// Runs `job` on a sync thread, or here if the pool could not start.
+    pub(super) fn run(job: Job) {
+        let jobs = JOBS.get_or_init(start);
+        let job = match jobs {
+            Some(jobs) => match jobs.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        job();
+    }
+
+    fn start() -> Option<mpsc::Sender<Job>> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = std::sync::Arc::new(Mutex::new(queue));
+        let mut started = 0;
+        for index in 0..SYNC_THREADS {
+            let queue = std::sync::Arc::clone(&queue);
+            let spawned =
+                std::thread::Builder::new().name(format!("sluice-sync-{index}")).spawn(move || {
+                    loop {
+                        let next =
+                            queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
+                        match next {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if spawned.is_ok() {
+                started += 1;
+            }
+        }
+        (started > 0).then_some(jobs)
     }
 }

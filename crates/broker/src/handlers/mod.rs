@@ -156,12 +156,22 @@ pub(crate) async fn handle(
             let acks = r.acks;
             let staged = data::produce_append(state, r, version, &client).await;
             let state = std::sync::Arc::clone(state);
-            return Reply::Later(Box::pin(async move {
+            // The sync starts now, not when the writer reaches this reply: the requests a
+            // producer pipelines to different partitions (one partition each, as librdkafka
+            // sends with linger.ms=0) then sync together, and the file system's journal
+            // commits their fsyncs at once instead of one after another.
+            let finish = tokio::spawn(async move {
                 let response = data::produce_finish(&state, staged).await;
                 if acks == 0 {
                     return Reply::Nothing;
                 }
                 encode(api_key, version, correlation_id, &ResponseKind::Produce(response), peer)
+            });
+            return Reply::Later(Box::pin(async move {
+                finish.await.unwrap_or_else(|error| {
+                    tracing::error!(%peer, %error, "closing connection: a produce task failed");
+                    Reply::Close
+                })
             }));
         }
         RequestKind::Fetch(r) => {
@@ -599,6 +609,44 @@ mod tests {
                 }
             }
         }
+        broker.shutdown().await.unwrap();
+    }
+
+    /// EndTxn answers once its decision is stored; the markers follow, and the next
+    /// operation on the transactional id writes them first if they are not written yet, so
+    /// a producer that begins its next transaction at once is never refused.
+    #[tokio::test]
+    async fn markers_follow_end_txn_and_the_next_operation_completes_it_first() {
+        use crate::store::TxnState;
+        let (broker, state, _dir) = broker_with_topic(1).await;
+        let txns = &state.transactions;
+        let log_end = || {
+            let topic = state.topics.get("t").unwrap();
+            let end = topic.partition(0).unwrap().with_log(|log| log.log_end_offset());
+            end
+        };
+        let txn_state = || txns.snapshot().into_iter().find(|(id, _)| id == "x").unwrap().1.state;
+        let partitions = [("t".to_string(), 0)];
+        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
+        txns.add_partitions(&state, "x", producer, epoch, &partitions).unwrap();
+        assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true), "markers to come");
+        assert_eq!(txn_state(), TxnState::PrepareCommit);
+        assert_eq!(log_end(), 0, "no marker yet");
+        // The next transaction begins before the markers are written: they are written first.
+        txns.add_partitions(&state, "x", producer, epoch, &partitions).unwrap();
+        assert_eq!(log_end(), 1, "the commit marker");
+        assert_eq!(txn_state(), TxnState::Ongoing);
+        assert_eq!(txns.end_txn(&state, "x", producer, epoch, false), Ok(true));
+        txns.complete_pending(&state, "x");
+        assert_eq!((log_end(), txn_state()), (2, TxnState::CompleteAbort));
+        txns.complete_pending(&state, "x");
+        assert_eq!(log_end(), 2, "completing twice writes no second marker");
+        // A retry of the EndTxn that completed succeeds; the other outcome does not.
+        assert_eq!(txns.end_txn(&state, "x", producer, epoch, false), Ok(false));
+        assert_eq!(
+            txns.end_txn(&state, "x", producer, epoch, true),
+            Err(ResponseError::InvalidTxnState)
+        );
         broker.shutdown().await.unwrap();
     }
 

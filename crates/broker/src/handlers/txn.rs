@@ -219,11 +219,18 @@ pub(crate) async fn end_txn(
     let id = request.transactional_id.to_string();
     let (producer_id, epoch, commit) =
         (request.producer_id.0, request.producer_epoch, request.committed);
+    let ending = id.clone();
     let outcome = blocking(state, move |state| {
-        state.transactions.end_txn(state, &id, producer_id, epoch, commit)
+        state.transactions.end_txn(state, &ending, producer_id, epoch, commit)
     })
     .await
     .and_then(|result| result);
+    if outcome == Ok(true) {
+        // The decision is durable and answered; the markers follow (as in Kafka). The next
+        // operation on this transactional id completes it first if this has not yet.
+        let state = Arc::clone(state);
+        tokio::task::spawn_blocking(move || state.transactions.complete_pending(&state, &id));
+    }
     let code = outcome.err().map_or(0, |e| fenced_for(e, version, 2).code());
     EndTxnResponse::default()
         .with_error_code(code)
