@@ -71,8 +71,9 @@ impl Partition {
     }
 
     /// Syncs every partition up to its end offset, the partitions in parallel on the sync
-    /// threads (their fsyncs overlap in the device and the file system's journal, so many
-    /// partitions cost about one sync), and returns each outcome in order. Blocking.
+    /// threads (their fsyncs overlap in the device, and in the file system's journal where
+    /// it has one, so many partitions cost about one sync), and returns each outcome in
+    /// order. Blocking.
     pub fn sync_each(targets: &[(Arc<Partition>, i64)]) -> Vec<Result<()>> {
         if let [(partition, end)] = targets {
             return vec![partition.sync_to(*end)];

@@ -186,8 +186,9 @@ pub(crate) async fn produce(
 /// long-polling fetches, and builds the response.
 pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> ProduceResponse {
     let StagedProduce { mut topics, mut results, to_sync, wait_for_sync } = staged;
-    // Partitions sync in parallel: their fsyncs overlap in the device and the file
-    // system's journal, so a request that wrote many partitions waits about one sync.
+    // Partitions sync in parallel: their fsyncs overlap in the device (and in the file
+    // system's journal, where it has one), so a request that wrote many partitions waits
+    // about one sync.
     let syncs: Vec<_> = to_sync
         .into_iter()
         .map(|one| tokio::task::spawn_blocking(move || sync_all(vec![one])))

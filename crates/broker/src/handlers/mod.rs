@@ -158,8 +158,8 @@ pub(crate) async fn handle(
             let state = std::sync::Arc::clone(state);
             // The sync starts now, not when the writer reaches this reply: the requests a
             // producer pipelines to different partitions (one partition each, as librdkafka
-            // sends with linger.ms=0) then sync together, and the file system's journal
-            // commits their fsyncs at once instead of one after another.
+            // sends with linger.ms=0) then sync together: their fsyncs overlap in the device
+            // instead of running one after another.
             let finish = tokio::spawn(async move {
                 let response = data::produce_finish(&state, staged).await;
                 if acks == 0 {

@@ -69,6 +69,85 @@ pub fn run(dir: &Path, progress: &Progress) -> Result<DiskResult> {
     })
 }
 
+/// The disk alone at a paced produce run's load: what the latency of a durable
+/// acknowledgement can be at that load, whatever the broker does.
+#[derive(Debug, Clone, Serialize)]
+pub struct PacedDisk {
+    /// Rounds started per second (the paced run's requests per second).
+    pub rounds_per_s: f64,
+    /// Files appended to in each round, in parallel (the topic's partitions).
+    pub files: usize,
+    /// Bytes appended to each file in each round (one partition's batch).
+    pub bytes_per_file: u64,
+    /// Per round: from its due time until every file's append and fdatasync returned.
+    pub latency_ms: LatencyMs,
+}
+
+/// Appends `bytes_per_file` to each of `files` fresh files, one thread per file, and
+/// fdatasyncs each, in rounds due `rounds_per_s` times a second for `secs`: the shape of a
+/// paced produce run (one request = one batch per partition, each partition synced), with
+/// nothing but the disk under it. A round that starts late counts from its due time, as a
+/// request queued behind a slow one does.
+pub fn paced(
+    dir: &Path,
+    (rounds_per_s, secs): (f64, u64),
+    (files, bytes_per_file): (usize, usize),
+    bar: &ProgressBar,
+) -> Result<PacedDisk> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let paths: Vec<_> = (0..files).map(|i| dir.join(format!("paced-{i}.probe"))).collect();
+    let mut handles = paths.iter().map(|path| create(path)).collect::<Result<Vec<File>>>()?;
+    let chunk = pattern(bytes_per_file);
+    let rounds = ((rounds_per_s * secs as f64) as usize).max(1);
+    let interval = Duration::from_secs_f64(1.0 / rounds_per_s.max(f64::MIN_POSITIVE));
+    let started = Instant::now();
+    let due = move |round: usize| started + interval.mul_f64(round as f64);
+    let finished: Vec<Vec<Instant>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = handles
+            .iter_mut()
+            .zip(&paths)
+            .map(|(file, path)| {
+                let chunk = &chunk;
+                scope.spawn(move || -> Result<Vec<Instant>> {
+                    let mut done = Vec::with_capacity(rounds);
+                    for round in 0..rounds {
+                        if let Some(wait) = due(round).checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        append_and_sync(file, chunk, path)?;
+                        done.push(Instant::now());
+                        bar.inc(1);
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker.join().map_err(|_| anyhow::anyhow!("a paced disk thread panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let samples: Vec<Duration> = (0..rounds)
+        .map(|round| {
+            let last = finished.iter().filter_map(|done| done.get(round)).max();
+            last.map_or(Duration::ZERO, |last| last.saturating_duration_since(due(round)))
+        })
+        .collect();
+    drop(handles);
+    for path in &paths {
+        remove(path)?;
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(PacedDisk {
+        rounds_per_s,
+        files,
+        bytes_per_file: bytes_per_file as u64,
+        latency_ms: summarise(&samples),
+    })
+}
+
 /// Appends 1 MiB and syncs until `DISK_NAIVE_BYTES` are written; returns the seconds taken.
 fn naive(path: &Path, bar: &ProgressBar) -> Result<f64> {
     let mut file = create(path)?;

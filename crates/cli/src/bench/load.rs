@@ -23,6 +23,7 @@ use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use super::consume::{self, ConsumeRun, FetchBytes};
+use super::disk::{self, PacedDisk};
 use super::limits::{
     ADMIN_TIMEOUT_SECS, BROKER_IDLE_SETTLE_MS, CONSUMER_FETCH_DEFAULT, CONSUMER_FETCH_LARGE,
     LATENCY_LOAD_FRACTION, LATENCY_RUN_SECS, PARALLEL_PRODUCERS, PRODUCER_LINGER_MS,
@@ -70,6 +71,8 @@ pub struct WireRuns {
     pub parallel: WireProduceRun,
     /// One connection at half the single connection's request rate.
     pub paced: WireProduceRun,
+    /// The disk alone at the paced run's load.
+    pub paced_disk: PacedDisk,
     /// One consumer reading the whole topic, Kafka's default fetch sizes.
     pub consume: WireConsumeRun,
 }
@@ -148,8 +151,8 @@ pub fn run(
     };
     let produce = produce_all(&plan, bytes / record_bytes as u64, progress)?;
     let target = wire_target(&broker, record_bytes);
-    let (single, parallel, paced) =
-        wire_produce_all(&target, bytes / record_bytes as u64, progress)?;
+    let (single, parallel, paced, paced_disk) =
+        wire_produce_all(&target, bytes / record_bytes as u64, dir, progress)?;
     let acknowledged = produce.records()
         + [&single, &parallel, &paced].iter().map(|r| r.records + r.warm_up_records).sum::<u64>();
     let rss_after_produce_bytes = broker.rss_bytes()?;
@@ -158,7 +161,7 @@ pub fn run(
     let consume_large_fetches = consume_all(&broker, CONSUMER_FETCH_LARGE, progress, acknowledged)?;
     let rss_after_large_fetches_bytes = broker.rss_bytes()?;
     let wire_consume = wire_consume(&target, progress, acknowledged)?;
-    let wire = WireRuns { single, parallel, paced, consume: wire_consume };
+    let wire = WireRuns { single, parallel, paced, paced_disk, consume: wire_consume };
     let rss_peak_bytes = broker.peak_rss_bytes()?;
     Ok(BrokerResult {
         partitions: TOPIC_PARTITIONS,
@@ -184,14 +187,14 @@ pub fn run_wire_only(
     let broker = BrokerProcess::start(dir)?;
     create_topic(&broker.bootstrap)?;
     let target = wire_target(&broker, record_bytes);
-    let (single, parallel, paced) =
-        wire_produce_all(&target, bytes / record_bytes as u64, progress)?;
+    let (single, parallel, paced, paced_disk) =
+        wire_produce_all(&target, bytes / record_bytes as u64, dir, progress)?;
     let acknowledged =
         [&single, &parallel, &paced].iter().map(|r| r.records + r.warm_up_records).sum::<u64>();
     let consume = wire_consume(&target, progress, acknowledged)?;
     Ok(WireOnly {
         partitions: TOPIC_PARTITIONS,
-        wire: WireRuns { single, parallel, paced, consume },
+        wire: WireRuns { single, parallel, paced, paced_disk, consume },
     })
 }
 
@@ -206,12 +209,14 @@ fn wire_target(broker: &BrokerProcess, record_bytes: usize) -> wire::Target<'_> 
 }
 
 /// The wire produce runs: one connection, `PARALLEL_PRODUCERS` connections, and one
-/// connection at `LATENCY_LOAD_FRACTION` of the first's request rate for `LATENCY_RUN_SECS`.
+/// connection at `LATENCY_LOAD_FRACTION` of the first's request rate for `LATENCY_RUN_SECS`;
+/// then the disk alone at that paced load, in a folder beside the broker's `dir`.
 fn wire_produce_all(
     target: &wire::Target<'_>,
     records: u64,
+    dir: &Path,
     progress: &Progress,
-) -> Result<(WireProduceRun, WireProduceRun, WireProduceRun)> {
+) -> Result<(WireProduceRun, WireProduceRun, WireProduceRun, PacedDisk)> {
     let run = |label: &'static str, connections: usize, records: u64, rate: Option<f64>| {
         let bar = progress.bytes(label, records * target.record_bytes as u64);
         let run = wire::produce(target, connections, records, rate, &bar)
@@ -226,8 +231,20 @@ fn wire_produce_all(
     let request_records = (single.batch_records * TOPIC_PARTITIONS as usize) as f64;
     let paced_records = ((record_rate * LATENCY_RUN_SECS as f64) as u64).clamp(1, records);
     let label = "wire produce: 1 connection, half load";
-    let paced = run(label, 1, paced_records, Some(record_rate / request_records))?;
-    Ok((single, parallel, paced))
+    let requests_per_s = record_rate / request_records;
+    let paced = run(label, 1, paced_records, Some(requests_per_s))?;
+    let files = TOPIC_PARTITIONS as usize;
+    let rounds = (requests_per_s * LATENCY_RUN_SECS as f64) as u64;
+    let bar = progress.count("disk at the paced load", rounds.max(1) * files as u64);
+    let batch_bytes = single.batch_records * target.record_bytes;
+    let paced_disk = disk::paced(
+        &dir.with_extension("paced-disk"),
+        (requests_per_s, LATENCY_RUN_SECS),
+        (files, batch_bytes),
+        &bar,
+    )?;
+    bar.finish_and_clear();
+    Ok((single, parallel, paced, paced_disk))
 }
 
 /// The wire consume run, checked against the records acknowledged.
