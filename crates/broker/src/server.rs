@@ -8,7 +8,8 @@
 //! connection) answers a held heartbeat, so no reply waits behind one.
 //! Replies always leave in request order; the queue holds at most
 //! `REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`. Writes are buffered and flushed whenever no
-//! further reply is ready.
+//! further reply is ready. A Fetch answer comes in parts: its encoded fields are written as
+//! any reply is, and its record batches go from their segment files with `sendfile`.
 //!
 //! Bad input never panics and never affects another connection: a bad size prefix, a
 //! truncated header, an unknown API key, an unsupported version or an undecodable body is
