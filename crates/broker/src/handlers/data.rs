@@ -96,16 +96,28 @@ pub(crate) async fn produce_append(
         }
     }
     let targets: Vec<(usize, i32)> = jobs.iter().map(|j| (j.topic_index, j.index)).collect();
-    let appended = tokio::task::spawn_blocking(move || append_all(jobs, peer)).await;
-    let (results, to_sync) = appended.unwrap_or_else(|error| {
+    let (appended, appended_rx) = tokio::sync::oneshot::channel();
+    let (synced, first_sync) = tokio::sync::oneshot::channel();
+    // The thread that appends goes on to sync the first partition, one thread hop fewer
+    // than a sync task of its own; the connection reads its next request as soon as the
+    // append is done. Any other partitions sync in parallel from `produce_finish`.
+    tokio::task::spawn_blocking(move || {
+        let (results, mut to_sync) = append_all(jobs, peer);
+        let first = (!to_sync.is_empty()).then(|| to_sync.remove(0));
+        let _ = appended.send((results, to_sync));
+        if let Some(first) = first {
+            let _ = synced.send(sync_all(vec![first]));
+        }
+    });
+    let (results, to_sync) = appended_rx.await.unwrap_or_else(|_| {
         // The append panicked (a bug): nothing is acknowledged, every partition says why.
-        tracing::error!(%peer, %error, "produce task failed");
+        tracing::error!(%peer, "produce task failed");
         let failed = || {
             Err(Refused::new(ResponseError::UnknownServerError, "internal error; see broker log"))
         };
         (targets.into_iter().map(|(topic, index)| (topic, index, failed())).collect(), Vec::new())
     });
-    StagedProduce { topics, results, to_sync, wait_for_sync: acks != 0 }
+    StagedProduce { topics, results, first_sync, to_sync, wait_for_sync: acks != 0 }
 }
 
 /// A transactional batch must belong to its producer's open transaction, which must hold
@@ -165,9 +177,19 @@ type ToSync = (Arc<Partition>, i64);
 pub(crate) struct StagedProduce {
     topics: Vec<TopicProduceResponse>,
     results: Vec<(usize, i32, Appended)>,
-    /// Partitions to sync, each with the end offset this request needs synced.
+    /// The outcome of the first partition's sync, run by the thread that appended (closed
+    /// without a value when nothing was appended).
+    first_sync: tokio::sync::oneshot::Receiver<std::result::Result<(), String>>,
+    /// The other partitions to sync, each with the end offset this request needs synced.
     to_sync: Vec<ToSync>,
     wait_for_sync: bool,
+}
+
+impl StagedProduce {
+    /// Whether partitions beyond the first wait to be synced (the first syncs already).
+    pub(crate) fn syncs_more_partitions(&self) -> bool {
+        !self.to_sync.is_empty()
+    }
 }
 
 /// Appends and syncs, then answers: [`produce_append`] then [`produce_finish`].
@@ -185,7 +207,7 @@ pub(crate) async fn produce(
 /// Waits until the staged produce's records are synced (under `log.flush = always`), wakes
 /// long-polling fetches, and builds the response.
 pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> ProduceResponse {
-    let StagedProduce { mut topics, mut results, to_sync, wait_for_sync } = staged;
+    let StagedProduce { mut topics, mut results, first_sync, to_sync, wait_for_sync } = staged;
     // Partitions sync in parallel: their fsyncs overlap in the device (and in the file
     // system's journal, where it has one), so a request that wrote many partitions waits
     // about one sync.
@@ -193,7 +215,8 @@ pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> Prod
         .into_iter()
         .map(|one| tokio::task::spawn_blocking(move || sync_all(vec![one])))
         .collect();
-    let mut failure = None;
+    // Nothing appended closes `first_sync` without a value, which is no failure.
+    let mut failure = first_sync.await.ok().and_then(|outcome| outcome.err());
     for sync in syncs {
         let outcome = match sync.await {
             Ok(result) => result.err(),

@@ -156,17 +156,22 @@ pub(crate) async fn handle(
             let acks = r.acks;
             let staged = data::produce_append(state, r, version, &client).await;
             let state = std::sync::Arc::clone(state);
-            // The sync starts now, not when the writer reaches this reply: the requests a
-            // producer pipelines to different partitions (one partition each, as librdkafka
-            // sends with linger.ms=0) then sync together: their fsyncs overlap in the device
-            // instead of running one after another.
-            let finish = tokio::spawn(async move {
+            let spawn = staged.syncs_more_partitions();
+            let finish = async move {
                 let response = data::produce_finish(&state, staged).await;
                 if acks == 0 {
                     return Reply::Nothing;
                 }
                 encode(api_key, version, correlation_id, &ResponseKind::Produce(response), peer)
-            });
+            };
+            if !spawn {
+                // Its one sync already runs on the thread that appended.
+                return Reply::Later(Box::pin(finish));
+            }
+            // The other partitions' syncs start now, not when the writer reaches this reply:
+            // pipelined requests then sync together, their fsyncs overlapping in the device
+            // instead of running one after another.
+            let finish = tokio::spawn(finish);
             return Reply::Later(Box::pin(async move {
                 finish.await.unwrap_or_else(|error| {
                     tracing::error!(%peer, %error, "closing connection: a produce task failed");
