@@ -163,7 +163,8 @@ impl Transactions {
         let op = self.op(transactional_id);
         let _op = lock_op(&op);
         let now = now_ms();
-        let Some(mut record) = self.get(transactional_id) else {
+        // A decided transaction completes first (`settled`), whoever left it.
+        let Some(mut record) = self.settled(state, transactional_id)? else {
             let producer_id = state.producer_ids.next(&state.store).map_err(storage_error)?;
             let record = TxnRecord {
                 producer_id,
@@ -194,11 +195,12 @@ impl Transactions {
                 record.producer_epoch = record.producer_epoch.saturating_add(1);
                 record = prepare_and_complete(state, self, transactional_id, record, false)?;
             }
-            TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                let commit = record.state == TxnState::PrepareCommit;
-                record = complete(state, self, transactional_id, record, commit)?;
-            }
-            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {}
+            // `settled` completed any prepare state above.
+            TxnState::PrepareCommit
+            | TxnState::PrepareAbort
+            | TxnState::Empty
+            | TxnState::CompleteCommit
+            | TxnState::CompleteAbort => {}
         }
         if record.producer_epoch >= i16::MAX - 1 {
             // Epochs are exhausted: a new producer id starts again at epoch 0.
@@ -439,8 +441,7 @@ impl Transactions {
                     prepare_and_complete(state, self, &id, fenced, false).map(|_| ())
                 }
                 TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                    let commit = record.state == TxnState::PrepareCommit;
-                    complete(state, self, &id, record, commit).map(|_| ())
+                    self.settled(state, &id).map(|_| ())
                 }
                 TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
                     if now - record.updated_ms > self.settings.id_expiration_ms =>
