@@ -76,6 +76,10 @@ impl Broker {
             appended: tokio::sync::Notify::new(),
             shutdown,
         });
+        let recovering = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || recovering.transactions.recover(&recovering))
+            .await
+            .map_err(|e| Error::Unavailable(format!("transaction recovery stopped: {e}")))??;
         let tasks = vec![
             tokio::spawn(server::accept_loop(Arc::clone(&state), listener)),
             tokio::spawn(ticker(Arc::clone(&state))),

@@ -33,3 +33,8 @@ pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// sync runs). Java and librdkafka idempotent producers keep at most 5 requests in flight;
 /// more only queue memory.
 pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 16;
+
+/// How long after EndTxn's markers are written their syncs wait for a produce's sync of the
+/// same partitions to cover them, before syncing on their own (the partitions' high
+/// watermarks stay below the markers until then).
+pub const MARKER_SYNC_DELAY_MS: u64 = 5;

@@ -109,6 +109,11 @@ pub struct TxnRecord {
     pub started_ms: i64,
     /// The last state change, epoch ms.
     pub updated_ms: i64,
+    /// In a prepare state: each partition's log end offset when the transaction was
+    /// decided. Every record of the transaction is below it and its marker at or after it,
+    /// so recovery can tell a marker already in the log from one still to write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prepared_ends: Vec<(String, i32, i64)>,
 }
 
 /// A Stable consumer group as stored, so members keep their generation across a restart.
@@ -156,6 +161,9 @@ pub struct Store {
     db: Database,
     /// Group commit of synced transaction-state writes (see [`Store::put_transaction`]).
     commits: GroupCommit,
+    /// Transaction markers appended but not yet synced: `(partition, end offset)`. Every
+    /// synced commit syncs them first (see [`Store::defer_marker_syncs`]).
+    unsynced_markers: std::sync::Mutex<Vec<(std::sync::Arc<sluice_log::Partition>, i64)>>,
 }
 
 /// Counts unsynced commits and the ones a sync has covered.
@@ -183,7 +191,8 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let db = Database::create(path)
             .map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
-        let store = Store { db, commits: GroupCommit::default() };
+        let store =
+            Store { db, commits: GroupCommit::default(), unsynced_markers: Default::default() };
         store.write(|tx| {
             tx.open_table(TOPICS).map_err(|e| e.to_string())?;
             tx.open_table(OFFSETS).map_err(|e| e.to_string())?;
@@ -210,10 +219,56 @@ impl Store {
         f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, String>,
     ) -> Result<T> {
         let mut tx = self.db.begin_write().map_err(|e| Error::Store(e.to_string()))?;
+        if !matches!(durability, redb::Durability::None) {
+            // Under the write lock: every unsynced commit before this one has registered
+            // its markers by now, and none commits until this one has.
+            self.sync_markers()?;
+        }
         tx.set_durability(durability);
         let value = f(&tx).map_err(store_error("write"))?;
         tx.commit().map_err(|e| Error::Store(format!("commit: {e}")))?;
         Ok(value)
+    }
+
+    /// Registers transaction markers appended without a sync. The completed transaction
+    /// state written after them may be written unsynced, and no synced commit happens
+    /// before they are synced ([`Store::sync_markers`]), so the store never durably holds a
+    /// completion whose markers a crash could take back. Until then a marker's partition
+    /// keeps its high watermark below it; a produce's sync of the partition covers it too.
+    pub fn defer_marker_syncs(&self, markers: Vec<(std::sync::Arc<sluice_log::Partition>, i64)>) {
+        if markers.is_empty() {
+            return;
+        }
+        let mut pending =
+            self.unsynced_markers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pending.extend(markers);
+    }
+
+    /// Syncs every marker registered so far (a partition already synced past its marker
+    /// costs nothing). On failure the markers stay registered and the error is returned.
+    pub fn sync_markers(&self) -> Result<()> {
+        let markers = std::mem::take(
+            &mut *self.unsynced_markers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if markers.is_empty() {
+            return Ok(());
+        }
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for (outcome, marker) in sluice_log::Partition::sync_each(&markers).into_iter().zip(markers)
+        {
+            if let Err(error) = outcome {
+                first_error.get_or_insert(error);
+                failed.push(marker);
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(error) => {
+                self.defer_marker_syncs(failed);
+                Err(Error::Store(format!("transaction marker sync: {error}")))
+            }
+        }
     }
 
     /// The cluster id, created on first start.
@@ -521,6 +576,7 @@ mod tests {
             pending_offsets: Vec::new(),
             started_ms: 1,
             updated_ms: 1,
+            prepared_ends: Vec::new(),
         }
     }
 

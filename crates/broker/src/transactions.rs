@@ -1,34 +1,36 @@
 //! The transaction coordinator (KIP-98): transactional ids, their producer ids and epochs,
 //! the partitions and offsets of each open transaction, and the markers that end it.
 //!
-//! State lives in the metadata store (`transactions` table) and is written before every
-//! answer that depends on it, so a restart resumes where the last answer left off:
+//! What the metadata store (`transactions` table) holds, and when:
 //! - `InitProducerId` binds a transactional id to a producer id and bumps its epoch, which
-//!   fences older instances of the producer. An open transaction is aborted first.
-//! - `AddPartitionsToTxn` / `AddOffsetsToTxn` open the transaction (`Ongoing`).
-//! - `TxnOffsetCommit` keeps offsets pending in the transaction's record.
-//! - `EndTxn` stores `PrepareCommit`/`PrepareAbort`, writes a marker (control batch) to every
-//!   partition of the transaction and syncs it, then stores `CompleteCommit`/`CompleteAbort`
-//!   together with the pending offsets in one store transaction.
+//!   fences older instances of the producer (synced). An open transaction is aborted first.
+//! - An open transaction (`AddPartitionsToTxn`, `AddOffsetsToTxn`, `TxnOffsetCommit`) lives
+//!   in memory only.
+//! - `EndTxn` stores `PrepareCommit`/`PrepareAbort` (synced: it holds the decision, the
+//!   partitions, the groups, the pending offsets, and each partition's log end offset), then
+//!   writes a marker (control batch) to every partition, and stores
+//!   `CompleteCommit`/`CompleteAbort` with the pending offsets in one store transaction
+//!   (unsynced). The markers' syncs are deferred: a produce's sync of the partition covers
+//!   them, or a sync a few milliseconds later, and every synced store commit syncs them
+//!   first (`Store::defer_marker_syncs`), so the store never durably holds a completion
+//!   whose markers a crash could take back.
 //! - A transaction open longer than its timeout is aborted with a bumped epoch, fencing the
-//!   producer that left it open; a record left in a prepare state (a crash, or a failed
-//!   marker write) is completed at start-up and on every tick.
+//!   producer that left it open.
 //!
-//! Which writes are synced: binding an id to a producer id and epoch, AddPartitionsToTxn
-//! (after a crash the open transaction's partitions must get abort markers) and the prepare
-//! state (it holds the decision, the partitions and the pending offsets). The rest may be
-//! lost with the page cache: AddOffsetsToTxn and TxnOffsetCommit (the prepare write carries
-//! them; a crash before it aborts the transaction), the complete state (a prepare state
-//! found after a crash is completed again, and a second marker closes nothing), and an
-//! expired id's removal. Any later synced write makes the earlier ones durable too.
+//! After a crash (`Transactions::recover`, before any request): a prepare state is
+//! completed, except in a partition where the producer already has a transaction open from
+//! the decision's log end onwards (the marker is there, and the open one is a later
+//! transaction); then every transaction still open in a partition was never decided, so it
+//! is aborted and its producer fenced (epoch bumped), as a timeout abort does. A producer
+//! cannot commit a transaction a restart interrupted; it sees PRODUCER_FENCED and starts
+//! again with InitProducerId.
 //!
 //! Operations on one transactional id run one at a time (a lock per id); operations on
 //! different ids run at once. The in-memory map is behind a mutex held only to read or
-//! replace a record, never across a store write or a marker sync. Synced store writes from
-//! different ids share one sync (`Store::put_transaction`'s group commit), and the marker
-//! syncs of one transaction overlap, so many transactional producers do not queue behind
-//! each other's syncs. An `EndTxn` (or an abort) shows its prepare state in memory before
-//! it writes anything, so from then on a produce for the ending transaction is refused.
+//! replace a record, never across a store write or a sync. Synced store writes from
+//! different ids share one sync (`Store::put_transaction`'s group commit). An `EndTxn` (or
+//! an abort) shows its prepare state in memory before it writes anything, so from then on a
+//! produce for the ending transaction is refused.
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -176,6 +178,7 @@ impl Transactions {
                 pending_offsets: Vec::new(),
                 started_ms: -1,
                 updated_ms: now,
+                prepared_ends: Vec::new(),
             };
             state
                 .store
@@ -264,12 +267,10 @@ impl Transactions {
         if record.partitions.len() == before
             && current.is_some_and(|r| r.state == TxnState::Ongoing)
         {
-            return Ok(()); // a retry: nothing new to store
+            return Ok(()); // a retry: nothing new
         }
-        state
-            .store
-            .put_transaction(transactional_id, Some(&record), &[], true)
-            .map_err(storage_error)?;
+        // Not stored: an open transaction lives in memory, and after a crash the
+        // partitions' own open-transaction state says where its records are (`recover`).
         self.set(transactional_id, record);
         Ok(())
     }
@@ -288,10 +289,6 @@ impl Transactions {
         let current = self.settled(state, transactional_id)?;
         let mut record = Self::open_for_add(current.as_ref(), producer_id, producer_epoch)?;
         record.groups.insert(group.to_string());
-        state
-            .store
-            .put_transaction(transactional_id, Some(&record), &[], false)
-            .map_err(storage_error)?;
         self.set(transactional_id, record);
         Ok(())
     }
@@ -326,10 +323,6 @@ impl Transactions {
             record.pending_offsets.push(offset);
         }
         record.updated_ms = now_ms();
-        state
-            .store
-            .put_transaction(transactional_id, Some(&record), &[], false)
-            .map_err(storage_error)?;
         self.set(transactional_id, record);
         Ok(())
     }
@@ -381,7 +374,7 @@ impl Transactions {
                 if matches!(record.state, TxnState::PrepareCommit | TxnState::PrepareAbort) =>
             {
                 let commit = record.state == TxnState::PrepareCommit;
-                complete(state, self, transactional_id, record, commit).map(Some)
+                complete(state, self, transactional_id, record, commit, false).map(Some)
             }
             current => Ok(current),
         }
@@ -427,6 +420,9 @@ impl Transactions {
     /// Aborts transactions open past their timeout (with a bumped epoch, fencing their
     /// producer), completes any left in a prepare state, and forgets idle transactional ids.
     pub fn tick(&self, state: &State) {
+        if let Err(error) = state.store.sync_markers() {
+            tracing::warn!(%error, "transaction marker sync failed; retrying next tick");
+        }
         let now = now_ms();
         let ids: Vec<String> = self.lock().records.keys().cloned().collect();
         for id in ids {
@@ -467,6 +463,97 @@ impl Transactions {
         }
     }
 
+    /// Start-up recovery, before any request: completes every decided transaction (a
+    /// prepare state), then aborts every transaction still open in a partition, because
+    /// nothing decided it and its producer's state in memory is gone. The producer of such
+    /// a transaction is fenced (its epoch bumped, as a timeout abort does), so it cannot
+    /// go on to commit a transaction that lost its records' abort. Blocking.
+    pub fn recover(&self, state: &State) -> Result<()> {
+        let failed = |what: &str, id: &str, error: ResponseError| {
+            crate::Error::Unavailable(format!(
+                "transaction recovery: {what} for transactional id {id:?} failed ({error:?}); \
+                 check the data folder's disk and restart"
+            ))
+        };
+        let ids: Vec<String> = self.lock().records.keys().cloned().collect();
+        for id in &ids {
+            let Some(record) = self.get(id) else { continue };
+            match record.state {
+                TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                    let commit = record.state == TxnState::PrepareCommit;
+                    complete(state, self, id, record, commit, true)
+                        .map_err(|e| failed("completing a decided transaction", id, e))?;
+                }
+                TxnState::Ongoing => {
+                    // Stored by an older version, which stored open transactions.
+                    let mut fenced = record;
+                    fenced.producer_epoch = fenced.producer_epoch.saturating_add(1);
+                    prepare_and_complete(state, self, id, fenced, false)
+                        .map_err(|e| failed("aborting an open transaction", id, e))?;
+                }
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {}
+            }
+        }
+        // Every transaction still open in a partition: (partition, its name, the open one).
+        let mut open = Vec::new();
+        for topic in state.topics.all() {
+            for (index, partition) in (0i32..).zip(&topic.partitions) {
+                for txn in partition.with_log(|log| log.producers().open_transactions()) {
+                    open.push((Arc::clone(partition), topic.name.clone(), index, txn));
+                }
+            }
+        }
+        // Fence each producer that still holds the epoch of a transaction left open.
+        let mut fenced: HashMap<String, TxnRecord> = HashMap::new();
+        for (_, _, _, txn) in &open {
+            let owner = {
+                let inner = self.lock();
+                inner
+                    .by_producer
+                    .get(&txn.producer_id)
+                    .and_then(|id| inner.records.get(id).map(|record| (id.clone(), record.clone())))
+            };
+            let Some((id, record)) = owner else { continue };
+            let current = fenced.get(&id).map_or(record.producer_epoch, |r| r.producer_epoch);
+            if current <= txn.producer_epoch {
+                fenced.entry(id).or_insert(record).producer_epoch =
+                    txn.producer_epoch.saturating_add(1);
+            }
+        }
+        let now = now_ms();
+        let mut markers = Vec::new();
+        for (partition, topic, index, txn) in &open {
+            let epoch = fenced
+                .values()
+                .find(|record| record.producer_id == txn.producer_id)
+                .map_or(txn.producer_epoch, |record| record.producer_epoch.max(txn.producer_epoch));
+            tracing::info!(%topic, partition = index, producer_id = txn.producer_id, first_offset = txn.first_offset, "aborting a transaction a restart left open");
+            let info = partition
+                .append_marker(txn.producer_id, epoch, ControlType::Abort, 0, now)
+                .map_err(crate::Error::Log)?;
+            markers.push((Arc::clone(partition), info.last_offset + 1));
+        }
+        for outcome in Partition::sync_each(&markers) {
+            outcome.map_err(crate::Error::Log)?;
+        }
+        for (id, mut record) in fenced {
+            record.state = TxnState::CompleteAbort;
+            record.partitions.clear();
+            record.groups.clear();
+            record.pending_offsets.clear();
+            record.prepared_ends.clear();
+            record.started_ms = -1;
+            record.updated_ms = now;
+            state.store.put_transaction(&id, Some(&record), &[], true)?;
+            self.set(&id, record);
+        }
+        state.store.sync_markers()?;
+        if !open.is_empty() {
+            state.appended.notify_waiters();
+        }
+        Ok(())
+    }
+
     /// Every transactional id with its record, for DescribeTransactions/ListTransactions.
     pub fn snapshot(&self) -> Vec<(String, TxnRecord)> {
         let inner = self.lock();
@@ -486,7 +573,7 @@ fn prepare_and_complete(
     commit: bool,
 ) -> TxnResult<TxnRecord> {
     let prepared = prepare(state, txns, transactional_id, record, commit)?;
-    complete(state, txns, transactional_id, prepared, commit)
+    complete(state, txns, transactional_id, prepared, commit, false)
 }
 
 /// Stores the prepare state (synced: it holds the decision). It shows in memory first, so
@@ -502,6 +589,8 @@ fn prepare(
     record.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
     record.updated_ms = now_ms();
     txns.set(transactional_id, record.clone());
+    // After the prepare state shows, so no record of the transaction comes after these.
+    record.prepared_ends = log_ends(state, &record);
     if let Err(error) = state.store.put_transaction(transactional_id, Some(&record), &[], true) {
         // Not decided after all: memory goes back to what the store holds.
         match before {
@@ -513,21 +602,27 @@ fn prepare(
     Ok(record)
 }
 
-/// Writes the markers, then stores the completed state with a commit's offsets. On error
-/// the record stays in its prepare state for the next tick to finish.
+/// Writes the markers (their syncs deferred), then stores the completed state with a
+/// commit's offsets, unsynced. On error the record stays in its prepare state for the next
+/// tick to finish. `recovering`: see [`write_markers`].
 fn complete(
     state: &State,
     txns: &Transactions,
     transactional_id: &str,
     mut record: TxnRecord,
     commit: bool,
+    recovering: bool,
 ) -> TxnResult<TxnRecord> {
     let control = if commit { ControlType::Commit } else { ControlType::Abort };
-    write_markers(state, &record, control)?;
+    let markers = write_markers(state, &record, control, recovering)?;
+    // Registered before the completed state is written: no synced commit can make that
+    // state durable before the markers are (`Store::defer_marker_syncs`).
+    state.store.defer_marker_syncs(markers);
     let offsets = if commit { std::mem::take(&mut record.pending_offsets) } else { Vec::new() };
     record.pending_offsets.clear();
     record.partitions.clear();
     record.groups.clear();
+    record.prepared_ends.clear();
     record.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
     record.updated_ms = now_ms();
     state
@@ -543,36 +638,70 @@ fn lock_op(op: &Mutex<()>) -> MutexGuard<'_, ()> {
     op.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Appends a marker to every partition of the transaction, then syncs them (markers must
-/// be durable before the transaction counts as complete). A partition whose topic was
-/// deleted needs no marker.
-fn write_markers(state: &State, record: &TxnRecord, control: ControlType) -> TxnResult<()> {
+/// Each partition's log end offset now, for a prepare state (`TxnRecord::prepared_ends`).
+fn log_ends(state: &State, record: &TxnRecord) -> Vec<(String, i32, i64)> {
+    record
+        .partitions
+        .iter()
+        .filter_map(|(topic, index)| {
+            let partition = state.topics.get(topic)?.partition(*index).map(Arc::clone)?;
+            Some((topic.clone(), *index, partition.with_log(|log| log.log_end_offset())))
+        })
+        .collect()
+}
+
+/// A marker to sync: the partition and the offset after the marker.
+type Marker = (Arc<Partition>, i64);
+
+/// Appends a marker to every partition of the transaction and returns the ones to sync
+/// (partitions with `log.flush = always`); the caller defers their syncs
+/// (`Store::defer_marker_syncs`). A partition whose topic was deleted needs no marker.
+///
+/// `recovering` (a prepare state found at start): a partition where the producer has a
+/// transaction open from the decision's log end onwards already has this marker (that
+/// open transaction is a later one, which only a durable marker could precede), so it
+/// gets none; anywhere else a marker is written, and one that closes nothing is harmless.
+fn write_markers(
+    state: &State,
+    record: &TxnRecord,
+    control: ControlType,
+    recovering: bool,
+) -> TxnResult<Vec<Marker>> {
     let now = now_ms();
     let mut to_sync = Vec::with_capacity(record.partitions.len());
     for (topic_name, index) in &record.partitions {
         let Some(topic) = state.topics.get(topic_name) else { continue };
         let Some(partition) = topic.partition(*index) else { continue };
+        if recovering {
+            let end = record
+                .prepared_ends
+                .iter()
+                .find(|(t, p, _)| t == topic_name && p == index)
+                .map(|(_, _, end)| *end);
+            let later_open = partition.with_log(|log| {
+                log.producers().open_transactions().iter().any(|open| {
+                    open.producer_id == record.producer_id
+                        && end.is_some_and(|end| open.first_offset >= end)
+                })
+            });
+            if later_open {
+                continue;
+            }
+        }
         let appended =
             partition.append_marker(record.producer_id, record.producer_epoch, control, 0, now);
         match appended {
-            Ok(info) => to_sync.push((std::sync::Arc::clone(partition), info.last_offset + 1)),
+            Ok(info) => {
+                if partition.with_log(|log| log.config().flush == FlushPolicy::Always) {
+                    to_sync.push((Arc::clone(partition), info.last_offset + 1));
+                }
+            }
             Err(error) => {
                 tracing::error!(topic = %topic_name, partition = index, %error, "transaction marker not written");
                 return Err(crate::Error::Log(error).kafka_error());
             }
         }
     }
-    to_sync.retain(|(partition, _)| {
-        partition.with_log(|log| log.config().flush == FlushPolicy::Always)
-    });
-    let failures: Vec<String> = Partition::sync_each(&to_sync)
-        .into_iter()
-        .filter_map(|outcome| outcome.err().map(|error| error.to_string()))
-        .collect();
-    if let Some(error) = failures.first() {
-        tracing::error!(%error, failed = failures.len(), "transaction marker sync failed");
-        return Err(ResponseError::KafkaStorageError);
-    }
     state.appended.notify_waiters();
-    Ok(())
+    Ok(to_sync)
 }

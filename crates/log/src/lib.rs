@@ -22,5 +22,5 @@ mod shared;
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{Error, Result};
 pub use partition::{AppendInfo, LogSlice, PartitionLog};
-pub use producer_state::{AbortedTxn, BatchMetadata, Check, ProducerStates};
+pub use producer_state::{AbortedTxn, BatchMetadata, Check, OpenTxn, ProducerStates};
 pub use shared::Partition;

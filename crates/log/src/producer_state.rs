@@ -68,6 +68,17 @@ pub struct AbortedTxn {
     pub last_offset: i64,
 }
 
+/// A producer's transaction open in a partition (no marker has closed it yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTxn {
+    /// The producer.
+    pub producer_id: i64,
+    /// The producer's epoch in this partition.
+    pub producer_epoch: i16,
+    /// The transaction's first offset here.
+    pub first_offset: i64,
+}
+
 /// The outcome of checking a batch against the producer state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
@@ -215,6 +226,17 @@ impl ProducerStates {
                 });
             }
         }
+    }
+
+    /// Every open transaction, oldest first.
+    pub fn open_transactions(&self) -> Vec<OpenTxn> {
+        self.ongoing
+            .iter()
+            .filter_map(|&(first_offset, producer_id)| {
+                let entry = self.entries.get(&producer_id)?;
+                Some(OpenTxn { producer_id, producer_epoch: entry.epoch, first_offset })
+            })
+            .collect()
     }
 
     /// The first offset of the oldest open transaction: the LSO may not pass it.

@@ -655,6 +655,64 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
+    /// At start: a decided transaction whose marker a crash kept, with its producer's next
+    /// transaction already open after it, gets no second marker (which would close the next
+    /// one with the first one's outcome); a transaction nothing decided is aborted, and its
+    /// producer fenced so it cannot commit it.
+    #[tokio::test]
+    async fn a_restart_completes_decided_transactions_and_aborts_open_ones() {
+        use crate::store::TxnState;
+        use sluice_wire::batch::{build_batch, BatchSpec, ControlType, ATTR_TRANSACTIONAL};
+        let (broker, state, dir) = broker_with_topic(1).await;
+        let txns = &state.transactions;
+        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
+        let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
+        let append = |sequence: i32| {
+            let spec = BatchSpec {
+                attributes: ATTR_TRANSACTIONAL,
+                producer_id: producer,
+                producer_epoch: epoch,
+                base_sequence: sequence,
+                ..BatchSpec::default()
+            };
+            let batch = build_batch(&spec, &[(None, Some(b"v".as_slice()))]);
+            let end = partition.append(&batch, 0).unwrap().last_offset + 1;
+            partition.sync_to(end).unwrap();
+        };
+        // Transaction 1 (offset 0) is decided: its prepare state is stored.
+        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+        append(0);
+        assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true));
+        // Its marker (offset 1) and transaction 2's record (offset 2) reach the log, but the
+        // crash comes before the store holds anything after the prepare state.
+        let marker = partition.append_marker(producer, epoch, ControlType::Commit, 0, 0).unwrap();
+        partition.sync_to(marker.last_offset + 1).unwrap();
+        append(1);
+        drop(partition);
+        broker.shutdown().await.unwrap();
+        drop(state);
+
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        let broker = crate::Broker::start(config).await.unwrap();
+        let state = broker.state_for_tests();
+        let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
+        let (stable, high_watermark) = partition.stable_offsets();
+        assert_eq!((stable, high_watermark), (4, 4), "one abort marker, nothing left open");
+        let aborted = partition.with_log(|log| log.aborted_transactions(0, 4));
+        assert_eq!(aborted.len(), 1, "only transaction 2 aborted: {aborted:?}");
+        assert_eq!((aborted[0].first_offset, aborted[0].last_offset), (2, 3));
+        let (_, record) =
+            state.transactions.snapshot().into_iter().find(|(id, _)| id == "x").unwrap();
+        assert_eq!((record.state, record.producer_epoch), (TxnState::CompleteAbort, epoch + 1));
+        assert_eq!(
+            state.transactions.end_txn(&state, "x", producer, epoch, true),
+            Err(ResponseError::ProducerFenced),
+            "the producer that left transaction 2 open cannot commit it"
+        );
+        broker.shutdown().await.unwrap();
+    }
+
     /// A zstd batch in a Produce older than v7 is refused with UNSUPPORTED_COMPRESSION_TYPE
     /// (KIP-110); at v7 it is stored.
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! The coordinator's operations sync the metadata store and, for EndTxn, the log, so they
 //! run on the blocking pool.
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -23,7 +24,7 @@ use kafka_protocol::ResponseError;
 
 use super::text;
 use crate::clock::now_ms;
-use crate::limits::OFFSET_METADATA_BYTES_MAX;
+use crate::limits::{MARKER_SYNC_DELAY_MS, OFFSET_METADATA_BYTES_MAX};
 use crate::state::State;
 use crate::store::{OffsetRecord, PendingOffset};
 
@@ -227,9 +228,28 @@ pub(crate) async fn end_txn(
     .and_then(|result| result);
     if outcome == Ok(true) {
         // The decision is durable and answered; the markers follow (as in Kafka). The next
-        // operation on this transactional id completes it first if this has not yet.
+        // operation on this transactional id completes it first if this has not yet. Their
+        // syncs wait a moment for a produce's sync of the same partitions to cover them.
         let state = Arc::clone(state);
-        tokio::task::spawn_blocking(move || state.transactions.complete_pending(&state, &id));
+        tokio::spawn(async move {
+            let completing = Arc::clone(&state);
+            let completed = tokio::task::spawn_blocking(move || {
+                completing.transactions.complete_pending(&completing, &id)
+            })
+            .await;
+            if completed.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(MARKER_SYNC_DELAY_MS)).await;
+            let syncing = Arc::clone(&state);
+            match tokio::task::spawn_blocking(move || syncing.store.sync_markers()).await {
+                Ok(Ok(())) => state.appended.notify_waiters(),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "transaction marker sync failed; retrying later")
+                }
+                Err(_) => {}
+            }
+        });
     }
     let code = outcome.err().map_or(0, |e| fenced_for(e, version, 2).code());
     EndTxnResponse::default()

@@ -12,7 +12,7 @@
 //! includes `linger.ms`, time queued behind earlier records, the broker's append and fsync,
 //! and the response: what an application waiting on the ack sees.
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -179,6 +179,8 @@ fn create(plan: &Plan<'_>, bar: &ProgressBar) -> Result<ThreadedProducer<Tracker
         failures: AtomicU64::new(0),
         first_failure: Mutex::new(None),
         bar: bar.clone(),
+        reports: Mutex::new(0),
+        reported: Condvar::new(),
     };
     let producer: ThreadedProducer<Tracker> = config
         .create_with_context(tracker)
@@ -205,6 +207,7 @@ fn warm_up(producer: &ThreadedProducer<Tracker>, topic: &str, payload: &[u8]) ->
     }
     producer.context().check()?;
     *producer.context().latencies.lock().expect("no holder panics") = Histogram::default();
+    *producer.context().reports.lock().expect("no holder panics") = 0;
     producer.context().bar.set_position(0);
     Ok(())
 }
@@ -235,14 +238,13 @@ fn send_in_transactions(
             enqueue(producer, topic, payload)?;
         }
         // rust-rdkafka's commit flushes by polling for up to 100 ms at a time, racing the
-        // producer's own polling thread for the delivery reports: wait for them here, so the
-        // commit finds nothing left to flush.
-        let deadline = Instant::now() + timeout;
+        // producer's own polling thread for the delivery reports: wait for them here (woken
+        // by the last one, not by a timer, so the wait adds nothing to the transaction), so
+        // the commit finds nothing left to flush.
+        producer.context().wait_reports(sent + count, timeout)?;
+        // librdkafka counts a record out once its report's callback has returned: moments.
         while producer.in_flight_count() > 0 {
-            if Instant::now() > deadline {
-                bail!("records still unacknowledged after {PRODUCER_FLUSH_TIMEOUT_SECS} s");
-            }
-            std::thread::sleep(Duration::from_millis(PRODUCER_TICK_MS));
+            std::thread::yield_now();
         }
         producer
             .commit_transaction(timeout)
@@ -311,12 +313,28 @@ struct Tracker {
     failures: AtomicU64,
     first_failure: Mutex<Option<String>>,
     bar: ProgressBar,
+    /// Delivery reports received (acknowledged or failed), signalled on `reported`.
+    reports: Mutex<u64>,
+    reported: Condvar,
 }
 
 impl Tracker {
     /// Microseconds since `started`; fits a `usize` on every 64-bit target.
     fn now_us(&self) -> usize {
         self.started.elapsed().as_micros() as usize
+    }
+
+    /// Waits until `count` delivery reports have arrived in all, at most `timeout`.
+    fn wait_reports(&self, count: u64, timeout: Duration) -> Result<()> {
+        let reports = self.reports.lock().expect("no holder panics");
+        let (reports, waited) = self
+            .reported
+            .wait_timeout_while(reports, timeout, |reports| *reports < count)
+            .expect("no holder panics");
+        if waited.timed_out() && *reports < count {
+            bail!("records still unacknowledged after {} s", timeout.as_secs());
+        }
+        Ok(())
     }
 
     /// Fails if any record was not acknowledged.
@@ -350,5 +368,7 @@ impl ProducerContext for Tracker {
                 first.get_or_insert_with(|| error.to_string());
             }
         }
+        *self.reports.lock().expect("no holder panics") += 1;
+        self.reported.notify_all();
     }
 }
