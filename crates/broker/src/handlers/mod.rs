@@ -655,6 +655,26 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
+    /// A marker's sync is deferred, and no synced store commit (of any id, or of anything
+    /// else) happens before it: the completed state written after the marker can never be
+    /// durable without it.
+    #[tokio::test]
+    async fn a_synced_store_commit_syncs_the_markers_before_it() {
+        let (broker, state, _dir) = broker_with_topic(1).await;
+        let txns = &state.transactions;
+        let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
+        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
+        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+        assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true));
+        txns.complete_pending(&state, "x");
+        let end = partition.with_log(|log| log.log_end_offset());
+        assert_eq!((end, partition.synced_offset()), (1, 0), "the marker is written, not synced");
+        // Another id's InitProducerId is a synced commit.
+        txns.init_producer_id(&state, "y", 60_000, None).unwrap();
+        assert_eq!(partition.synced_offset(), 1, "the marker was synced first");
+        broker.shutdown().await.unwrap();
+    }
+
     /// At start: a decided transaction whose marker a crash kept, with its producer's next
     /// transaction already open after it, gets no second marker (which would close the next
     /// one with the first one's outcome); a transaction nothing decided is aborted, and its
