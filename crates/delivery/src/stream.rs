@@ -59,6 +59,8 @@ const TICK: Duration = Duration::from_millis(50);
 const DRAIN_RECORDS_MAX: usize = 4096;
 /// How long a stopping stream keeps publishing what it has buffered.
 const STOP_GRACE: Duration = Duration::from_secs(20);
+/// How long rewinding a partition waits for its committed offset, and then for the seek.
+const REWIND_TIMEOUT_SECS: u64 = 10;
 
 /// Where a stream runs.
 #[derive(Debug, Clone)]
@@ -189,13 +191,13 @@ async fn deliver(shared: &Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> R
     let mut full = false;
     let stream = &shared.stream;
     loop {
+        // A round that ended, handled after the select (whose outputs include the shutdown
+        // watch's guard, which may not be held across the rewind's await).
+        let mut ended = None;
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
-            Some((key, outcome)) = done_rx.recv() => {
-                in_flight -= 1;
-                finished(shared, &mut partitions, key, outcome)?;
-            }
+            Some(round) = done_rx.recv() => ended = Some(round),
             // A partition with a full round waiting stops the loop from taking records; the
             // consumer's bounded fetch queue then stops fetching (backpressure without
             // pausing, whose resume costs a fetch cycle).
@@ -215,6 +217,10 @@ async fn deliver(shared: &Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> R
                 }
             }
             _ = tokio::time::sleep(TICK) => {}
+        }
+        if let Some((key, outcome)) = ended {
+            in_flight -= 1;
+            finished(shared, &mut partitions, key, outcome).await?;
         }
         forget_revoked(shared, &mut partitions);
         for (key, partition) in partitions.iter_mut() {
@@ -241,7 +247,7 @@ async fn deliver(shared: &Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> R
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(Some((key, outcome))) => {
                 in_flight -= 1;
-                finished(shared, &mut partitions, key, outcome)?;
+                finished(shared, &mut partitions, key, outcome).await?;
             }
             _ => {
                 let _ = abort_tx.send(true);
@@ -460,7 +466,7 @@ async fn commit(
 }
 
 /// A round's publishing ended: allow the next one.
-fn finished(
+async fn finished(
     shared: &Shared,
     partitions: &mut HashMap<PartitionKey, Partition>,
     key: PartitionKey,
@@ -477,24 +483,35 @@ fn finished(
         // partition again from its committed offset.
         partition.round = Round::default();
         partition.sealed.clear();
-        rewind(shared, &key);
+        rewind(shared, &key).await;
     }
     Ok(())
 }
 
-/// Seeks a partition back to its committed offset.
-fn rewind(shared: &Shared, key: &PartitionKey) {
-    let mut list = TopicPartitionList::new();
-    list.add_partition(&key.0, key.1);
-    let committed = shared.consumer.committed_offsets(list, Duration::from_secs(10));
-    let offset = committed
-        .ok()
-        .and_then(|list| list.find_partition(&key.0, key.1).map(|p| p.offset()))
-        .unwrap_or(Offset::Beginning);
-    let offset = if matches!(offset, Offset::Offset(_)) { offset } else { Offset::Beginning };
-    if let Err(error) = shared.consumer.seek(&key.0, key.1, offset, Duration::from_secs(10)) {
-        tracing::warn!(stream = %shared.stream.name, topic = %key.0, partition = key.1, %error, "cannot rewind");
-    }
+/// Seeks a partition back to its committed offset. The loop waits for it (nothing of the
+/// partition may be taken before), on a blocking thread: asking for the committed offset is
+/// a round trip to the group coordinator.
+async fn rewind(shared: &Shared, key: &PartitionKey) {
+    let consumer = Arc::clone(&shared.consumer);
+    let (topic, index) = (Arc::clone(&key.0), key.1);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&topic, index);
+        let committed = consumer.committed_offsets(list, Duration::from_secs(REWIND_TIMEOUT_SECS));
+        let offset = committed
+            .ok()
+            .and_then(|list| list.find_partition(&topic, index).map(|p| p.offset()))
+            .unwrap_or(Offset::Beginning);
+        let offset = if matches!(offset, Offset::Offset(_)) { offset } else { Offset::Beginning };
+        consumer.seek(&topic, index, offset, Duration::from_secs(REWIND_TIMEOUT_SECS))
+    })
+    .await;
+    let error = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(error)) => error.to_string(),
+        Err(stopped) => stopped.to_string(),
+    };
+    tracing::warn!(stream = %shared.stream.name, topic = %key.0, partition = key.1, %error, "cannot rewind");
 }
 
 /// Drops the rounds of revoked partitions: their next owner re-reads from the last commit.
