@@ -247,9 +247,21 @@ impl Store {
     /// Syncs every marker registered so far (a partition already synced past its marker
     /// costs nothing). On failure the markers stay registered and the error is returned.
     pub fn sync_markers(&self) -> Result<()> {
-        let markers = std::mem::take(
+        let registered = std::mem::take(
             &mut *self.unsynced_markers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
+        // One sync per partition, up to its last marker, and none where a produce's sync
+        // already covered them (the usual case: no sync thread is woken for nothing).
+        let mut markers: Vec<(std::sync::Arc<sluice_log::Partition>, i64)> = Vec::new();
+        for (partition, end) in registered {
+            if partition.synced_offset() >= end {
+                continue;
+            }
+            match markers.iter_mut().find(|(p, _)| std::sync::Arc::ptr_eq(p, &partition)) {
+                Some((_, known)) => *known = (*known).max(end),
+                None => markers.push((partition, end)),
+            }
+        }
         if markers.is_empty() {
             return Ok(());
         }
