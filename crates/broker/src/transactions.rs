@@ -533,9 +533,8 @@ impl Transactions {
                 .map_err(crate::Error::Log)?;
             markers.push((Arc::clone(partition), info.last_offset + 1));
         }
-        for outcome in Partition::sync_each(&markers) {
-            outcome.map_err(crate::Error::Log)?;
-        }
+        // Synced before any synced commit below (the fences), and at the latest at the end.
+        state.store.defer_marker_syncs(markers);
         for (id, mut record) in fenced {
             record.state = TxnState::CompleteAbort;
             record.partitions.clear();
