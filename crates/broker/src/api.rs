@@ -142,6 +142,16 @@ impl Broker {
             let _ = task.await;
         }
         let mut first_error = None;
+        let saving = Arc::clone(&self.state);
+        let saved = tokio::task::spawn_blocking(move || {
+            saving.transactions.save_completions(&saving, true)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("storing transactions stopped: {e}")));
+        if let Err(error) = saved.and_then(|saved| saved) {
+            tracing::error!(%error, "storing completed transactions at shutdown failed");
+            first_error.get_or_insert(error);
+        }
         for topic in self.state.topics.all() {
             for partition in &topic.partitions {
                 if let Err(error) = partition.with_log(|log| log.close()) {

@@ -169,7 +169,8 @@ pub struct Store {
 /// Counts unsynced commits and the ones a sync has covered.
 #[derive(Default)]
 struct GroupCommit {
-    /// Unsynced commits made so far; each takes the next number after its commit.
+    /// Transaction-state commits made so far; each takes the next number inside its write
+    /// transaction, so numbers follow commit order.
     written: std::sync::atomic::AtomicU64,
     /// Every commit numbered up to this is synced.
     synced: std::sync::atomic::AtomicU64,
@@ -380,10 +381,12 @@ impl Store {
     }
 
     /// Returns once the unsynced commit numbered `number` is synced. Group commit, as the
-    /// log's: the first waiter takes the lock, notes how many commits are done, and makes
-    /// one empty synced commit, which persists every commit before it (redb's
-    /// `Durability::None` commits are made durable by the next durable one); the waiters that
-    /// queued meanwhile find their commits covered and return without a sync of their own.
+    /// log's: the first waiter takes the lock, notes the last number taken, and makes one
+    /// empty synced commit, which persists every commit before it (redb's
+    /// `Durability::None` commits are made durable by the next durable one, and a commit
+    /// that took its number has committed before the empty one begins: redb runs one write
+    /// transaction at a time); the waiters that queued meanwhile find their commits covered
+    /// and return without a sync of their own.
     fn sync_through(&self, number: u64) -> Result<()> {
         let commits = &self.commits;
         if commits.synced.load(Ordering::Acquire) >= number {
@@ -398,6 +401,12 @@ impl Store {
         self.write_with(redb::Durability::Immediate, |_| Ok(()))?;
         commits.synced.fetch_max(target, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// One synced commit: every commit before it is durable once this returns (and every
+    /// deferred marker is synced first, as before any synced commit).
+    pub fn sync(&self) -> Result<()> {
+        self.write(|_| Ok(()))
     }
 
     /// Every transactional id's coordinator state.
@@ -418,8 +427,9 @@ impl Store {
     /// `offsets` (a committed transaction's offsets become visible with its completion).
     /// `None` removes the transactional id. With `durable` false the write is not synced
     /// (see `crate::transactions` for which writes may be lost); with `durable` true it
-    /// returns once synced, sharing one sync with every durable write made meanwhile (each
-    /// write commits unsynced, then [`Store::sync_through`] covers it).
+    /// returns once synced: with a synced commit of its own when no sync is running, and
+    /// otherwise sharing one sync with every durable write made meanwhile (each such write
+    /// commits unsynced, then [`Store::sync_through`] covers it).
     pub fn put_transaction(
         &self,
         transactional_id: &str,
@@ -438,7 +448,10 @@ impl Store {
                 Ok((offset_key(&p.group, &p.topic, p.partition), bytes))
             })
             .collect::<Result<_>>()?;
-        self.write_with(redb::Durability::None, |tx| {
+        let commits = &self.commits;
+        // Each commit takes its number inside its write transaction, so numbers follow
+        // redb's commit order: a synced commit covers every number before its own.
+        let body = |tx: &redb::WriteTransaction| {
             let mut table = tx.open_table(TRANSACTIONS).map_err(|e| e.to_string())?;
             match &bytes {
                 Some(bytes) => {
@@ -452,13 +465,25 @@ impl Store {
             for (key, bytes) in &encoded {
                 table.insert(key.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
             }
-            Ok(())
-        })?;
-        if durable {
-            let number = self.commits.written.fetch_add(1, Ordering::AcqRel) + 1;
-            self.sync_through(number)?;
+            Ok(commits.written.fetch_add(1, Ordering::AcqRel) + 1)
+        };
+        if !durable {
+            self.write_with(redb::Durability::None, body)?;
+            return Ok(());
         }
-        Ok(())
+        let alone = match commits.lock.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(_guard) = alone {
+            // No sync is running: one synced commit carries this write.
+            let number = self.write_with(redb::Durability::Immediate, body)?;
+            commits.synced.fetch_max(number, Ordering::AcqRel);
+            return Ok(());
+        }
+        let number = self.write_with(redb::Durability::None, body)?;
+        self.sync_through(number)
     }
 
     /// Every stored group.

@@ -9,11 +9,13 @@
 //! - `EndTxn` stores `PrepareCommit`/`PrepareAbort` (synced: it holds the decision, the
 //!   partitions, the groups, the pending offsets, and each partition's log end offset), then
 //!   writes a marker (control batch) to every partition, and stores
-//!   `CompleteCommit`/`CompleteAbort` with the pending offsets in one store transaction
-//!   (unsynced). The markers' syncs are deferred: a produce's sync of the partition covers
-//!   them, or a sync a few milliseconds later, and every synced store commit syncs them
-//!   first (`Store::defer_marker_syncs`), so the store never durably holds a completion
-//!   whose markers a crash could take back.
+//!   `CompleteCommit`/`CompleteAbort` with a commit's offsets in one store transaction
+//!   (unsynced). A completion without offsets is stored later, by the next tick or at
+//!   shutdown, unless the id's next write (its next decision, say) supersedes it first: it
+//!   only spares a restart from writing the markers again. The markers' syncs are deferred:
+//!   a produce's sync of the partition covers them, or a sync a few milliseconds later, and
+//!   every synced store commit syncs them first (`Store::defer_marker_syncs`), so the store
+//!   never durably holds a completion whose markers a crash could take back.
 //! - A transaction open longer than its timeout is aborted with a bumped epoch, fencing the
 //!   producer that left it open.
 //!
@@ -27,8 +29,9 @@
 //!
 //! Operations on one transactional id run one at a time (a lock per id); operations on
 //! different ids run at once. The in-memory map is behind a mutex held only to read or
-//! replace a record, never across a store write or a sync. Synced store writes from
-//! different ids share one sync (`Store::put_transaction`'s group commit). An `EndTxn` (or
+//! replace a record, never across a store write or a sync. A synced store write commits
+//! synced itself when no other sync is running, and otherwise shares one sync with the
+//! writes of other ids (`Store::put_transaction`'s group commit). An `EndTxn` (or
 //! an abort) shows its prepare state in memory before it writes anything, so from then on a
 //! produce for the ending transaction is refused.
 use std::collections::{BTreeSet, HashMap};
@@ -85,6 +88,10 @@ pub(crate) struct Transactions {
     inner: Mutex<Inner>,
     /// One lock per transactional id, held for a whole operation on it.
     ops: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Completions not yet stored (a commit without offsets, or an abort): the completed
+    /// record per transactional id, written by the next tick or at shutdown unless a later
+    /// write of the id stores something newer first (see [`Transactions::save`]).
+    unsaved: Mutex<HashMap<String, TxnRecord>>,
     settings: TxnSettings,
 }
 
@@ -118,7 +125,12 @@ impl Transactions {
         for (id, record) in store.transactions()? {
             inner.insert(&id, record);
         }
-        Ok(Transactions { inner: Mutex::new(inner), ops: Mutex::new(HashMap::new()), settings })
+        Ok(Transactions {
+            inner: Mutex::new(inner),
+            ops: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(HashMap::new()),
+            settings,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -148,6 +160,47 @@ impl Transactions {
     /// Replaces one record in memory.
     fn set(&self, transactional_id: &str, record: TxnRecord) {
         self.lock().insert(transactional_id, record);
+    }
+
+    /// Every store write of an id goes through here, with the id's lock held: it stores
+    /// `record` (`None` removes the id) and drops the id's unsaved completion, which the
+    /// write supersedes.
+    fn save(
+        &self,
+        state: &State,
+        transactional_id: &str,
+        record: Option<&TxnRecord>,
+        offsets: &[PendingOffset],
+        durable: bool,
+    ) -> Result<()> {
+        self.unsaved_lock().remove(transactional_id);
+        state.store.put_transaction(transactional_id, record, offsets, durable)
+    }
+
+    fn unsaved_lock(&self) -> MutexGuard<'_, HashMap<String, TxnRecord>> {
+        self.unsaved.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores every completion not stored yet (unsynced, or synced with `durable`). A
+    /// completion only spares a restart from completing the transaction again: until it
+    /// is stored, the store holds the prepare state, whose markers recovery would write
+    /// again (a marker that closes nothing is harmless).
+    pub fn save_completions(&self, state: &State, durable: bool) -> Result<()> {
+        let ids: Vec<String> = self.unsaved_lock().keys().cloned().collect();
+        for id in ids {
+            let op = self.op(&id);
+            let _op = lock_op(&op);
+            // Taken under the id's lock: a newer write of the id removed it already.
+            let Some(record) = self.unsaved_lock().remove(&id) else { continue };
+            if let Err(error) = state.store.put_transaction(&id, Some(&record), &[], false) {
+                self.unsaved_lock().entry(id).or_insert(record);
+                return Err(error);
+            }
+        }
+        if durable {
+            state.store.sync()?;
+        }
+        Ok(())
     }
 
     /// InitProducerId with a transactional id: returns the producer id and its new epoch.
@@ -180,10 +233,7 @@ impl Transactions {
                 updated_ms: now,
                 prepared_ends: Vec::new(),
             };
-            state
-                .store
-                .put_transaction(transactional_id, Some(&record), &[], true)
-                .map_err(storage_error)?;
+            self.save(state, transactional_id, Some(&record), &[], true).map_err(storage_error)?;
             self.set(transactional_id, record);
             return Ok((producer_id, 0));
         };
@@ -216,10 +266,7 @@ impl Transactions {
         record.state = TxnState::Empty;
         record.started_ms = -1;
         record.updated_ms = now;
-        state
-            .store
-            .put_transaction(transactional_id, Some(&record), &[], true)
-            .map_err(storage_error)?;
+        self.save(state, transactional_id, Some(&record), &[], true).map_err(storage_error)?;
         let answer = (record.producer_id, record.producer_epoch);
         self.set(transactional_id, record);
         Ok(answer)
@@ -423,6 +470,9 @@ impl Transactions {
         if let Err(error) = state.store.sync_markers() {
             tracing::warn!(%error, "transaction marker sync failed; retrying next tick");
         }
+        if let Err(error) = self.save_completions(state, false) {
+            tracing::warn!(%error, "storing completed transactions failed; retrying next tick");
+        }
         let now = now_ms();
         let ids: Vec<String> = self.lock().records.keys().cloned().collect();
         for id in ids {
@@ -442,7 +492,7 @@ impl Transactions {
                 TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
                     if now - record.updated_ms > self.settings.id_expiration_ms =>
                 {
-                    match state.store.put_transaction(&id, None, &[], false) {
+                    match self.save(state, &id, None, &[], false) {
                         Ok(()) => {
                             self.lock().remove(&id);
                             Ok(())
@@ -543,7 +593,7 @@ impl Transactions {
             record.prepared_ends.clear();
             record.started_ms = -1;
             record.updated_ms = now;
-            state.store.put_transaction(&id, Some(&record), &[], true)?;
+            self.save(state, &id, Some(&record), &[], true)?;
             self.set(&id, record);
         }
         state.store.sync_markers()?;
@@ -590,7 +640,7 @@ fn prepare(
     txns.set(transactional_id, record.clone());
     // After the prepare state shows, so no record of the transaction comes after these.
     record.prepared_ends = log_ends(state, &record);
-    if let Err(error) = state.store.put_transaction(transactional_id, Some(&record), &[], true) {
+    if let Err(error) = txns.save(state, transactional_id, Some(&record), &[], true) {
         // Not decided after all: memory goes back to what the store holds.
         match before {
             Some(before) => txns.set(transactional_id, before),
@@ -624,10 +674,14 @@ fn complete(
     record.prepared_ends.clear();
     record.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
     record.updated_ms = now_ms();
-    state
-        .store
-        .put_transaction(transactional_id, Some(&record), &offsets, false)
-        .map_err(storage_error)?;
+    if offsets.is_empty() && !recovering {
+        // Nothing but the state changes: stored by the next tick, unless the id's next
+        // write (its next decision, say) stores something newer first.
+        txns.unsaved_lock().insert(transactional_id.to_string(), record.clone());
+    } else {
+        txns.save(state, transactional_id, Some(&record), &offsets, false)
+            .map_err(storage_error)?;
+    }
     txns.set(transactional_id, record.clone());
     Ok(record)
 }

@@ -5,6 +5,9 @@
 //! - The cluster id and controller id (`rd_kafka_clusterid`, `rd_kafka_controllerid`), which
 //!   the crate's `Metadata` lacks.
 //! - Topic ids from the DescribeTopics admin API (KIP-516 ids), for `topics --describe`.
+//! - librdkafka's own `rd_kafka_commit_transaction`, for the transactional benchmark: the
+//!   crate's `commit_transaction` first flushes by polling the main queue for up to 100 ms
+//!   at a time, racing a `ThreadedProducer`'s polling thread for the delivery reports.
 //!
 //! Invariants: every pointer passed in comes from a live `rdkafka` client borrowed for the
 //! whole call; every object created here is destroyed here, on every path; all calls block
@@ -72,6 +75,30 @@ pub fn controller_id<C: ClientContext>(client: &Client<C>, timeout_ms: i32) -> O
     // SAFETY: the native handle is live while `client` is borrowed.
     let id = unsafe { sys::rd_kafka_controllerid(client.native_ptr(), timeout_ms) };
     (id >= 0).then_some(id)
+}
+
+/// Commits the producer's current transaction as librdkafka's
+/// `rd_kafka_commit_transaction` does it: flush (sending at once, whatever `linger.ms`, and
+/// waiting until every record is acknowledged), then EndTxn. Call it only on a producer
+/// whose delivery reports another thread serves, as a `ThreadedProducer`'s does: with
+/// delivery reports as events, the flush waits for the count of records in flight to reach
+/// zero and leaves the event queue to that thread.
+pub fn commit_transaction<C: ClientContext>(
+    client: &Client<C>,
+    timeout_ms: i32,
+) -> Result<(), String> {
+    // SAFETY: the native handle is live while `client` is borrowed; a returned error
+    // object is read, then destroyed here.
+    unsafe {
+        let error = sys::rd_kafka_commit_transaction(client.native_ptr(), timeout_ms);
+        if error.is_null() {
+            return Ok(());
+        }
+        let name = error_name(sys::rd_kafka_error_code(error).into());
+        let message = cstr_to_string(sys::rd_kafka_error_string(error));
+        sys::rd_kafka_error_destroy(error);
+        Err(format!("{name}: {message}"))
+    }
 }
 
 /// Topic ids by topic name, as Kafka prints them (URL-safe base64, no padding). Topics

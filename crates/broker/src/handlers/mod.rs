@@ -733,6 +733,38 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
+    /// A completion without offsets is stored later (by the tick, or at shutdown), and
+    /// never over a decision the id stored after it: the store would lose that decision.
+    #[tokio::test]
+    async fn a_completion_is_stored_later_and_never_over_a_newer_decision() {
+        use crate::store::TxnState;
+        let (broker, state, dir) = broker_with_topic(1).await;
+        let txns = &state.transactions;
+        let stored = || state.store.transactions().unwrap()["x"].state;
+        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
+        let decide = || {
+            txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+            assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true));
+            txns.complete_pending(&state, "x");
+        };
+        decide();
+        assert_eq!(stored(), TxnState::PrepareCommit, "the completion waits for the tick");
+        txns.save_completions(&state, false).unwrap();
+        assert_eq!(stored(), TxnState::CompleteCommit);
+        // The next transaction completes, unsaved; the one after stores its decision.
+        decide();
+        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+        assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true));
+        txns.save_completions(&state, false).unwrap();
+        assert_eq!(stored(), TxnState::PrepareCommit, "the newer decision stays stored");
+        txns.complete_pending(&state, "x");
+        broker.shutdown().await.unwrap();
+        drop(state);
+        let reopened = crate::store::Store::open(&dir.path().join("meta.redb")).unwrap();
+        let record = &reopened.transactions().unwrap()["x"];
+        assert_eq!(record.state, TxnState::CompleteCommit, "shutdown stores the completion");
+    }
+
     /// A zstd batch in a Produce older than v7 is refused with UNSUPPORTED_COMPRESSION_TYPE
     /// (KIP-110); at v7 it is stored.
     #[tokio::test]

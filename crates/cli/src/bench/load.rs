@@ -69,6 +69,10 @@ pub struct WireRuns {
     pub single: WireProduceRun,
     /// `PARALLEL_PRODUCERS` connections, closed loop.
     pub parallel: WireProduceRun,
+    /// One transactional producer, transactions of `TRANSACTION_RECORDS` records.
+    pub single_transactional: WireProduceRun,
+    /// `PARALLEL_PRODUCERS` transactional producers, each with its own transactional id.
+    pub parallel_transactional: WireProduceRun,
     /// One connection at half the single connection's request rate.
     pub paced: WireProduceRun,
     /// The disk alone at the paced run's load.
@@ -151,17 +155,14 @@ pub fn run(
     };
     let produce = produce_all(&plan, bytes / record_bytes as u64, progress)?;
     let target = wire_target(&broker, record_bytes);
-    let (single, parallel, paced, paced_disk) =
-        wire_produce_all(&target, bytes / record_bytes as u64, dir, progress)?;
-    let acknowledged = produce.records()
-        + [&single, &parallel, &paced].iter().map(|r| r.records + r.warm_up_records).sum::<u64>();
+    let wire_produced = wire_produce_all(&target, bytes / record_bytes as u64, dir, progress)?;
+    let acknowledged = produce.records() + wire_produced.records();
     let rss_after_produce_bytes = broker.rss_bytes()?;
     let consume = consume_all(&broker, CONSUMER_FETCH_DEFAULT, progress, acknowledged)?;
     let rss_after_consume_bytes = broker.rss_bytes()?;
     let consume_large_fetches = consume_all(&broker, CONSUMER_FETCH_LARGE, progress, acknowledged)?;
     let rss_after_large_fetches_bytes = broker.rss_bytes()?;
-    let wire_consume = wire_consume(&target, progress, acknowledged)?;
-    let wire = WireRuns { single, parallel, paced, paced_disk, consume: wire_consume };
+    let wire = wire_produced.with_consume(wire_consume(&target, progress, acknowledged)?);
     let rss_peak_bytes = broker.peak_rss_bytes()?;
     Ok(BrokerResult {
         partitions: TOPIC_PARTITIONS,
@@ -187,15 +188,9 @@ pub fn run_wire_only(
     let broker = BrokerProcess::start(dir)?;
     create_topic(&broker.bootstrap)?;
     let target = wire_target(&broker, record_bytes);
-    let (single, parallel, paced, paced_disk) =
-        wire_produce_all(&target, bytes / record_bytes as u64, dir, progress)?;
-    let acknowledged =
-        [&single, &parallel, &paced].iter().map(|r| r.records + r.warm_up_records).sum::<u64>();
-    let consume = wire_consume(&target, progress, acknowledged)?;
-    Ok(WireOnly {
-        partitions: TOPIC_PARTITIONS,
-        wire: WireRuns { single, parallel, paced, paced_disk, consume },
-    })
+    let produced = wire_produce_all(&target, bytes / record_bytes as u64, dir, progress)?;
+    let consume = wire_consume(&target, progress, produced.records())?;
+    Ok(WireOnly { partitions: TOPIC_PARTITIONS, wire: produced.with_consume(consume) })
 }
 
 fn wire_target(broker: &BrokerProcess, record_bytes: usize) -> wire::Target<'_> {
@@ -208,15 +203,54 @@ fn wire_target(broker: &BrokerProcess, record_bytes: usize) -> wire::Target<'_> 
     }
 }
 
-/// The wire produce runs: one connection, `PARALLEL_PRODUCERS` connections, and one
-/// connection at `LATENCY_LOAD_FRACTION` of the first's request rate for `LATENCY_RUN_SECS`;
-/// then the disk alone at that paced load, in a folder beside the broker's `dir`.
+/// The wire produce runs and the disk at the paced load: [`WireRuns`] but the consume run.
+struct WireProduced {
+    single: WireProduceRun,
+    parallel: WireProduceRun,
+    single_transactional: WireProduceRun,
+    parallel_transactional: WireProduceRun,
+    paced: WireProduceRun,
+    paced_disk: PacedDisk,
+}
+
+impl WireProduced {
+    /// Records acknowledged over all runs, warm-up records included.
+    fn records(&self) -> u64 {
+        [
+            &self.single,
+            &self.parallel,
+            &self.single_transactional,
+            &self.parallel_transactional,
+            &self.paced,
+        ]
+        .iter()
+        .map(|run| run.records + run.warm_up_records)
+        .sum()
+    }
+
+    fn with_consume(self, consume: WireConsumeRun) -> WireRuns {
+        WireRuns {
+            single: self.single,
+            parallel: self.parallel,
+            single_transactional: self.single_transactional,
+            parallel_transactional: self.parallel_transactional,
+            paced: self.paced,
+            paced_disk: self.paced_disk,
+            consume,
+        }
+    }
+}
+
+/// The wire produce runs: one connection, `PARALLEL_PRODUCERS` connections, as many
+/// transactional producers, and one connection at `LATENCY_LOAD_FRACTION` of the first's
+/// request rate for `LATENCY_RUN_SECS`; then the disk alone at that paced load, in a folder
+/// beside the broker's `dir`.
 fn wire_produce_all(
     target: &wire::Target<'_>,
     records: u64,
     dir: &Path,
     progress: &Progress,
-) -> Result<(WireProduceRun, WireProduceRun, WireProduceRun, PacedDisk)> {
+) -> Result<WireProduced> {
     let run = |label: &'static str, connections: usize, records: u64, rate: Option<f64>| {
         let bar = progress.bytes(label, records * target.record_bytes as u64);
         let run = wire::produce(target, connections, records, rate, &bar)
@@ -226,6 +260,16 @@ fn wire_produce_all(
     };
     let single = run("wire produce: 1 connection", 1, records, None)?;
     let parallel = run("wire produce: 8 connections", PARALLEL_PRODUCERS, records, None)?;
+    let transactional = |label: &'static str, connections: usize| {
+        let bar = progress.bytes(label, records * target.record_bytes as u64);
+        let run = wire::produce_transactional(target, connections, records, &bar)
+            .with_context(|| format!("the run {label:?} failed"))?;
+        bar.finish_and_clear();
+        anyhow::Ok(run)
+    };
+    let single_transactional = transactional("wire produce: 1 transactional producer", 1)?;
+    let label = "wire produce: 8 transactional producers";
+    let parallel_transactional = transactional(label, PARALLEL_PRODUCERS)?;
     let records_per_s = single.records as f64 / single.secs.max(f64::MIN_POSITIVE);
     let record_rate = records_per_s * LATENCY_LOAD_FRACTION;
     let request_records = (single.batch_records * TOPIC_PARTITIONS as usize) as f64;
@@ -244,7 +288,14 @@ fn wire_produce_all(
         &bar,
     )?;
     bar.finish_and_clear();
-    Ok((single, parallel, paced, paced_disk))
+    Ok(WireProduced {
+        single,
+        parallel,
+        single_transactional,
+        parallel_transactional,
+        paced,
+        paced_disk,
+    })
 }
 
 /// The wire consume run, checked against the records acknowledged.
@@ -272,15 +323,10 @@ fn produce_all(plan: &Plan<'_>, records: u64, progress: &Progress) -> Result<Pro
     let idempotent = Plan { idempotent: true, ..*plan };
     let label = "produce: 1 idempotent producer";
     let single_idempotent = produce_run(&idempotent, progress, label, 1, records, None)?;
-    // linger.ms=0: a transaction's records are all handed over before its commit, which
-    // flushes at once in librdkafka; the bench waits for the acks itself (see
-    // `send_in_transactions`) and would otherwise wait out the linger in every transaction.
-    let transactional = Plan {
-        transaction_records: Some(TRANSACTION_RECORDS),
-        idempotent: true,
-        linger_ms: 0,
-        ..*plan
-    };
+    // The plain run's linger.ms: librdkafka's commit sends a transaction's queued records
+    // at once, whatever the linger (see `send_in_transactions`).
+    let transactional =
+        Plan { transaction_records: Some(TRANSACTION_RECORDS), idempotent: true, ..*plan };
     let label = "produce: 1 transactional producer";
     let single_transactional = produce_run(&transactional, progress, label, 1, records, None)?;
     let label = "produce: 8 producers";

@@ -12,7 +12,7 @@
 //! includes `linger.ms`, time queued behind earlier records, the broker's append and fsync,
 //! and the response: what an application waiting on the ack sees.
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -21,6 +21,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
 use serde::Serialize;
+
+use crate::native;
 
 use super::disk::pattern;
 use super::limits::{
@@ -179,8 +181,6 @@ fn create(plan: &Plan<'_>, bar: &ProgressBar) -> Result<ThreadedProducer<Tracker
         failures: AtomicU64::new(0),
         first_failure: Mutex::new(None),
         bar: bar.clone(),
-        reports: Mutex::new(0),
-        reported: Condvar::new(),
     };
     let producer: ThreadedProducer<Tracker> = config
         .create_with_context(tracker)
@@ -207,7 +207,6 @@ fn warm_up(producer: &ThreadedProducer<Tracker>, topic: &str, payload: &[u8]) ->
     }
     producer.context().check()?;
     *producer.context().latencies.lock().expect("no holder panics") = Histogram::default();
-    *producer.context().reports.lock().expect("no holder panics") = 0;
     producer.context().bar.set_position(0);
     Ok(())
 }
@@ -220,8 +219,9 @@ fn uuid_like() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-/// Sends `records` records in transactions of `per_txn` records: begin, enqueue, commit
-/// (which waits for every record of the transaction to be acknowledged).
+/// Sends `records` records in transactions of `per_txn` records: begin, enqueue, commit.
+/// The commit is librdkafka's own, as a librdkafka application's: it sends the queued
+/// records at once (whatever `linger.ms`), waits for their acks, then ends the transaction.
 fn send_in_transactions(
     producer: &ThreadedProducer<Tracker>,
     topic: &str,
@@ -229,7 +229,7 @@ fn send_in_transactions(
     records: u64,
     per_txn: u64,
 ) -> Result<()> {
-    let timeout = Duration::from_secs(PRODUCER_FLUSH_TIMEOUT_SECS);
+    let timeout_ms = i32::try_from(PRODUCER_FLUSH_TIMEOUT_SECS * 1000).unwrap_or(i32::MAX);
     let mut sent = 0u64;
     while sent < records {
         let count = per_txn.min(records - sent);
@@ -237,17 +237,7 @@ fn send_in_transactions(
         for _ in 0..count {
             enqueue(producer, topic, payload)?;
         }
-        // rust-rdkafka's commit flushes by polling for up to 100 ms at a time, racing the
-        // producer's own polling thread for the delivery reports: wait for them here (woken
-        // by the last one, not by a timer, so the wait adds nothing to the transaction), so
-        // the commit finds nothing left to flush.
-        producer.context().wait_reports(sent + count, timeout)?;
-        // librdkafka counts a record out once its report's callback has returned: moments.
-        while producer.in_flight_count() > 0 {
-            std::thread::yield_now();
-        }
-        producer
-            .commit_transaction(timeout)
+        native::commit_transaction(producer.client(), timeout_ms)
             .map_err(|e| anyhow!("cannot commit a transaction: {e}"))?;
         sent += count;
     }
@@ -313,28 +303,12 @@ struct Tracker {
     failures: AtomicU64,
     first_failure: Mutex<Option<String>>,
     bar: ProgressBar,
-    /// Delivery reports received (acknowledged or failed), signalled on `reported`.
-    reports: Mutex<u64>,
-    reported: Condvar,
 }
 
 impl Tracker {
     /// Microseconds since `started`; fits a `usize` on every 64-bit target.
     fn now_us(&self) -> usize {
         self.started.elapsed().as_micros() as usize
-    }
-
-    /// Waits until `count` delivery reports have arrived in all, at most `timeout`.
-    fn wait_reports(&self, count: u64, timeout: Duration) -> Result<()> {
-        let reports = self.reports.lock().expect("no holder panics");
-        let (reports, waited) = self
-            .reported
-            .wait_timeout_while(reports, timeout, |reports| *reports < count)
-            .expect("no holder panics");
-        if waited.timed_out() && *reports < count {
-            bail!("records still unacknowledged after {} s", timeout.as_secs());
-        }
-        Ok(())
     }
 
     /// Fails if any record was not acknowledged.
@@ -368,7 +342,5 @@ impl ProducerContext for Tracker {
                 first.get_or_insert_with(|| error.to_string());
             }
         }
-        *self.reports.lock().expect("no holder panics") += 1;
-        self.reported.notify_all();
     }
 }

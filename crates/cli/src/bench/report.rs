@@ -120,6 +120,8 @@ pub fn wire_targets(disk: &DiskResult, loopback: &LoopbackResult, wire: &WireRun
     vec![
         produce("1 connection", &wire.single),
         produce("8 connections", &wire.parallel),
+        wire_transactional_target(&wire.single, &wire.single_transactional),
+        wire_transactional_target(&wire.parallel, &wire.parallel_transactional),
         Target {
             measure: format!(
                 "p99 produce latency at half load, broker alone ({:.1} MiB/s in requests of {})",
@@ -192,6 +194,30 @@ fn transactional_target(plain: &ProduceRun, transactional: &ProduceRun) -> Targe
         ),
         result: format!("{:.1} MiB/s", transactional.mib_per_s),
         limit: format!("{:.1} MiB/s plain produce, {producers}", plain.mib_per_s),
+        ratio,
+        target: format!(">= {TARGET_TRANSACTIONAL_RATIO_MIN:.1}x"),
+        met: ratio >= TARGET_TRANSACTIONAL_RATIO_MIN,
+    }
+}
+
+/// The broker alone: transactional against plain produce over as many connections.
+fn wire_transactional_target(plain: &WireProduceRun, transactional: &WireProduceRun) -> Target {
+    let ratio = transactional.mib_per_s / plain.mib_per_s;
+    let producers = match transactional.connections {
+        1 => "1 producer".to_string(),
+        n => format!("{n} producers"),
+    };
+    let connections = match plain.connections {
+        1 => "1 connection".to_string(),
+        n => format!("{n} connections"),
+    };
+    Target {
+        measure: format!(
+            "transactional produce, broker alone (wire client), {producers}, \
+             {TRANSACTION_RECORDS} records per transaction"
+        ),
+        result: format!("{:.1} MiB/s", transactional.mib_per_s),
+        limit: format!("{:.1} MiB/s broker-alone produce, {connections}", plain.mib_per_s),
         ratio,
         target: format!(">= {TARGET_TRANSACTIONAL_RATIO_MIN:.1}x"),
         met: ratio >= TARGET_TRANSACTIONAL_RATIO_MIN,
@@ -415,18 +441,28 @@ fn wire_section(out: &mut String, wire: &WireRuns, record_bytes: usize, partitio
         out,
         "## Broker alone (wire client)\n\n{record_bytes}-byte records, acks=all, topic of \
          {partitions} partitions, log.flush=always; pre-built Produce requests of one \
-         {}-record batch per partition, {} in flight per connection; one Fetch at a time with \
-         Kafka's default sizes (`bench/wire.rs`).\n",
-        wire.single.batch_records, wire.single.in_flight,
+         {}-record batch per partition, {} in flight per connection; transactional producers \
+         run one transaction at a time (AddPartitionsToTxn, one Produce of one \
+         {}-record batch, EndTxn commit, each awaited; latency per transaction); one Fetch at \
+         a time with Kafka's default sizes (`bench/wire.rs`).\n",
+        wire.single.batch_records, wire.single.in_flight, wire.single_transactional.batch_records,
     );
     let _ = writeln!(
         out,
         "| Run | Records | MiB/s | Records/s | Latency (request to response) | CPU cores: broker, client |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
-    let runs: [(&str, &WireProduceRun); 3] = [
+    let runs: [(&str, &WireProduceRun); 5] = [
         ("produce, 1 connection", &wire.single),
         ("produce, 8 connections", &wire.parallel),
+        (
+            "produce, 1 transactional producer (100 records per transaction)",
+            &wire.single_transactional,
+        ),
+        (
+            "produce, 8 transactional producers (100 records per transaction each)",
+            &wire.parallel_transactional,
+        ),
         ("produce, 1 connection at half load", &wire.paced),
     ];
     for (name, run) in runs {

@@ -11,6 +11,14 @@
 //!   connection (the Java client's `max.in.flight.requests.per.connection`). The latency is
 //!   per request, from the write to its response: a record waits for the response of the
 //!   request that carried it.
+//! - **transactional produce**: each connection is a transactional producer of its own
+//!   (InitProducerId with a transactional id), and runs one transaction at a time as a
+//!   Kafka client does: AddPartitionsToTxn for one partition, one Produce of one batch of
+//!   [`TRANSACTION_RECORDS`] records (its sequence numbers and CRC set per transaction),
+//!   awaited, then EndTxn (commit), awaited. Each transaction goes to the next partition, as
+//!   a sticky partitioner moves on. The latency is per transaction, from the AddPartitionsToTxn
+//!   write to the EndTxn response. This shows what a transaction costs the broker without
+//!   librdkafka's own costs (its 1 ms timer before AddPartitionsToTxn, its CPU).
 //! - **consume**: one connection sends one Fetch at a time (as a consumer does) with Kafka's
 //!   default sizes, and walks each response batch by batch without decoding records.
 //!
@@ -26,11 +34,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use indicatif::ProgressBar;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, BrokerId, EndTxnRequest, EndTxnResponse,
+    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest,
+    ProduceResponse, ProducerId, RequestHeader, ResponseHeader, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use serde::Serialize;
@@ -38,14 +48,21 @@ use sluice_wire::batch::{self, BatchSpec, KeyValue};
 
 use super::disk::pattern;
 use super::limits::{
-    ADMIN_TIMEOUT_SECS, MIB, WIRE_BATCH_RECORDS, WIRE_FETCH_WAIT_MS, WIRE_IN_FLIGHT,
-    WIRE_RESPONSE_BYTES_MAX,
+    ADMIN_TIMEOUT_SECS, MIB, TRANSACTION_RECORDS, WIRE_BATCH_RECORDS, WIRE_FETCH_WAIT_MS,
+    WIRE_IN_FLIGHT, WIRE_RESPONSE_BYTES_MAX,
 };
 use super::process::{CpuMeter, CpuUse};
 use super::stats::{Histogram, LatencyMs};
 
 /// Produce v9: the first flexible version; every client sluice is tested with speaks it.
 const PRODUCE_VERSION: i16 = 9;
+/// InitProducerId v3, AddPartitionsToTxn v3 and EndTxn v3: flexible, and what librdkafka
+/// sends to sluice (AddPartitionsToTxn v4+ is the brokers' batched form).
+const INIT_PRODUCER_ID_VERSION: i16 = 3;
+const ADD_PARTITIONS_VERSION: i16 = 3;
+const END_TXN_VERSION: i16 = 3;
+/// `transaction.timeout.ms` of the wire transactional producers (Kafka's default).
+const TRANSACTION_TIMEOUT_MS: i32 = 60_000;
 /// Fetch v12: flexible, topics by name.
 const FETCH_VERSION: i16 = 12;
 /// Kafka's default `fetch.max.bytes` and `max.partition.fetch.bytes`.
@@ -191,6 +208,214 @@ pub fn produce(
     })
 }
 
+/// Sends at least `records` records over `connections` transactional producers, in
+/// transactions of [`TRANSACTION_RECORDS`] records, each committed before the next begins.
+pub fn produce_transactional(
+    target: &Target<'_>,
+    connections: usize,
+    records: u64,
+    bar: &ProgressBar,
+) -> Result<WireProduceRun> {
+    assert!(connections > 0, "a run needs a connection");
+    let per_txn = TRANSACTION_RECORDS;
+    let transactions = records.div_ceil(per_txn).max(connections as u64);
+    let payload = pattern(target.record_bytes);
+    let mut producers: Vec<TxnProducer> =
+        (0..connections).map(|index| TxnProducer::start(target, index)).collect::<Result<_>>()?;
+    // One transaction first on each connection: connection set-up, the producer's first
+    // batch of each kind and the transactional id's first decision are not timed.
+    for producer in &mut producers {
+        producer.transaction(target, &payload)?;
+    }
+    let share = |index: u64| {
+        transactions / connections as u64 + u64::from(index < transactions % connections as u64)
+    };
+    let sent_records = AtomicU64::new(0);
+    let meter = CpuMeter::start(target.broker_pid)?;
+    let started = Instant::now();
+    let outcomes: Vec<Result<Histogram>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = producers
+            .into_iter()
+            .zip(0u64..)
+            .map(|(mut producer, index)| {
+                let (payload, sent_records) = (&payload, &sent_records);
+                let count = share(index);
+                scope.spawn(move || -> Result<Histogram> {
+                    let mut histogram = Histogram::default();
+                    for _ in 0..count {
+                        let at = Instant::now();
+                        producer.transaction(target, payload)?;
+                        histogram.record(at.elapsed().as_micros() as u64);
+                        sent_records.fetch_add(per_txn, Ordering::Relaxed);
+                        bar.inc(per_txn * target.record_bytes as u64);
+                    }
+                    Ok(histogram)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err(anyhow!("a wire producer panicked"))))
+            .collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = meter.stop()?;
+    let mut histogram = Histogram::default();
+    for outcome in outcomes {
+        histogram.merge(&outcome?);
+    }
+    let records = sent_records.load(Ordering::Relaxed);
+    let bytes = records * target.record_bytes as u64;
+    Ok(WireProduceRun {
+        connections,
+        in_flight: 1,
+        batch_records: per_txn as usize,
+        records,
+        warm_up_records: per_txn * connections as u64,
+        bytes,
+        target_requests_per_s: None,
+        secs,
+        mib_per_s: bytes as f64 / MIB as f64 / secs,
+        records_per_s: records as f64 / secs,
+        latency_ms: histogram.summary(),
+        cpu,
+    })
+}
+
+/// One transactional producer on a connection of its own.
+struct TxnProducer {
+    stream: TcpStream,
+    buffer: BytesMut,
+    transactional_id: String,
+    producer_id: i64,
+    producer_epoch: i16,
+    /// The next sequence number of each partition.
+    sequences: Vec<i32>,
+    /// The partition of the next transaction.
+    partition: i32,
+    correlation_id: i32,
+}
+
+impl TxnProducer {
+    /// Connects and takes a producer id for a transactional id unique to this run.
+    fn start(target: &Target<'_>, index: usize) -> Result<TxnProducer> {
+        let mut stream = connect(target.bootstrap)?;
+        let mut buffer = BytesMut::new();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let transactional_id = format!("sluice-bench-wire-{}-{nanos}-{index}", std::process::id());
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
+                transactional_id.clone(),
+            ))))
+            .with_transaction_timeout_ms(TRANSACTION_TIMEOUT_MS)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        stream
+            .write_all(&encode_frame(&request, INIT_PRODUCER_ID_VERSION, 0)?)
+            .context("cannot send InitProducerId")?;
+        let response: InitProducerIdResponse =
+            read_response(&mut stream, &mut buffer, INIT_PRODUCER_ID_VERSION)?;
+        if response.error_code != 0 {
+            bail!("InitProducerId failed with error code {}", response.error_code);
+        }
+        Ok(TxnProducer {
+            stream,
+            buffer,
+            transactional_id,
+            producer_id: response.producer_id.0,
+            producer_epoch: response.producer_epoch,
+            sequences: vec![0; usize::try_from(target.partitions).unwrap_or(0).max(1)],
+            partition: i32::try_from(index).unwrap_or(0) % target.partitions.max(1),
+            correlation_id: 1,
+        })
+    }
+
+    /// One committed transaction of `TRANSACTION_RECORDS` records to the next partition.
+    fn transaction(&mut self, target: &Target<'_>, payload: &[u8]) -> Result<()> {
+        let partition = self.partition;
+        self.partition = (partition + 1) % target.partitions.max(1);
+        let topic = TopicName(StrBytes::from_string(target.topic.to_string()));
+        let id = TransactionalId(StrBytes::from_string(self.transactional_id.clone()));
+        let add = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(id.clone())
+            .with_v3_and_below_producer_id(ProducerId(self.producer_id))
+            .with_v3_and_below_producer_epoch(self.producer_epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(topic.clone())
+                .with_partitions(vec![partition])]);
+        let added: AddPartitionsToTxnResponse = self.round_trip(&add, ADD_PARTITIONS_VERSION)?;
+        let refused = added
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| &t.results_by_partition)
+            .find(|p| p.partition_error_code != 0);
+        if added.error_code != 0 || refused.is_some() {
+            bail!("AddPartitionsToTxn failed: {added:?}");
+        }
+        let slot = usize::try_from(partition).ok().and_then(|i| self.sequences.get_mut(i));
+        let Some(sequence) = slot else { bail!("partition {partition} out of range") };
+        let values: Vec<KeyValue<'_>> =
+            (0..TRANSACTION_RECORDS).map(|_| (None, Some(payload))).collect();
+        let spec = BatchSpec {
+            timestamp_ms: now_ms(),
+            attributes: batch::ATTR_TRANSACTIONAL,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: *sequence,
+            ..BatchSpec::default()
+        };
+        *sequence = sequence.wrapping_add(TRANSACTION_RECORDS as i32);
+        let produce = ProduceRequest::default()
+            .with_transactional_id(Some(id.clone()))
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic)
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(Bytes::from(batch::build_batch(&spec, &values))))])]);
+        let frame = encode_frame(&produce, PRODUCE_VERSION, self.next_correlation_id())?;
+        self.stream.write_all(&frame).context("cannot send a Produce request")?;
+        read_produce_response(&mut self.stream, &mut self.buffer)?;
+        let end = EndTxnRequest::default()
+            .with_transactional_id(id)
+            .with_producer_id(ProducerId(self.producer_id))
+            .with_producer_epoch(self.producer_epoch)
+            .with_committed(true);
+        let ended: EndTxnResponse = self.round_trip(&end, END_TXN_VERSION)?;
+        if ended.error_code != 0 {
+            bail!("EndTxn failed with error code {}", ended.error_code);
+        }
+        Ok(())
+    }
+
+    fn next_correlation_id(&mut self) -> i32 {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        self.correlation_id
+    }
+
+    /// Sends one request and reads its response.
+    fn round_trip<R, T>(&mut self, request: &R, version: i16) -> Result<T>
+    where
+        R: Request + Encodable,
+        T: Decodable + HeaderVersion,
+    {
+        let frame = encode_frame(request, version, self.next_correlation_id())?;
+        self.stream.write_all(&frame).context("cannot send a request")?;
+        read_response(&mut self.stream, &mut self.buffer, version)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// One connection's closed (or paced) loop: a writer thread keeps up to `WIRE_IN_FLIGHT`
 /// requests outstanding, this thread reads the responses in order.
 fn produce_on(
@@ -327,12 +552,8 @@ fn produce_frame(target: &Target<'_>) -> Result<Vec<u8>> {
     let payload = pattern(target.record_bytes);
     let values: Vec<KeyValue<'_>> =
         (0..WIRE_BATCH_RECORDS).map(|_| (None, Some(&payload[..]))).collect();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
     let batch = Bytes::from(batch::build_batch(
-        &BatchSpec { timestamp_ms: now_ms, ..BatchSpec::default() },
+        &BatchSpec { timestamp_ms: now_ms(), ..BatchSpec::default() },
         &values,
     ));
     let partitions = (0..target.partitions)
