@@ -164,6 +164,9 @@ pub struct Store {
     /// Transaction markers appended but not yet synced: `(partition, end offset)`. Every
     /// synced commit syncs them first (see [`Store::defer_marker_syncs`]).
     unsynced_markers: std::sync::Mutex<Vec<(std::sync::Arc<sluice_log::Partition>, i64)>>,
+    /// Held by [`Store::sync_markers`] from taking the registered markers until their syncs
+    /// returned, so a synced commit's own call waits for markers another call took.
+    marker_syncs: std::sync::Mutex<()>,
 }
 
 /// Counts unsynced commits and the ones a sync has covered.
@@ -192,8 +195,12 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let db = Database::create(path)
             .map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
-        let store =
-            Store { db, commits: GroupCommit::default(), unsynced_markers: Default::default() };
+        let store = Store {
+            db,
+            commits: GroupCommit::default(),
+            unsynced_markers: Default::default(),
+            marker_syncs: Default::default(),
+        };
         store.write(|tx| {
             tx.open_table(TOPICS).map_err(|e| e.to_string())?;
             tx.open_table(OFFSETS).map_err(|e| e.to_string())?;
@@ -248,6 +255,9 @@ impl Store {
     /// Syncs every marker registered so far (a partition already synced past its marker
     /// costs nothing). On failure the markers stay registered and the error is returned.
     pub fn sync_markers(&self) -> Result<()> {
+        // Held until the syncs return: a synced commit that calls this meanwhile must not
+        // find the registry empty and commit before those markers are durable.
+        let _syncing = self.marker_syncs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let registered = std::mem::take(
             &mut *self.unsynced_markers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
@@ -282,6 +292,14 @@ impl Store {
                 Err(Error::Store(format!("transaction marker sync: {error}")))
             }
         }
+    }
+
+    /// Whether a registered marker's partition is not yet synced past it: what
+    /// [`Store::sync_markers`] would sync. Cheap (no I/O), for deciding whether to call it.
+    pub fn markers_unsynced(&self) -> bool {
+        let registered =
+            self.unsynced_markers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        registered.iter().any(|(partition, end)| partition.synced_offset() < *end)
     }
 
     /// The cluster id, created on first start.
@@ -619,6 +637,26 @@ mod tests {
 
     /// Durable transaction writes from many threads share syncs, and each returns only once
     /// a sync covers it: every one is there after a reopen.
+    /// A synced commit waits for marker syncs another caller has in flight: it must not
+    /// find the registry empty and commit a completion before its markers are durable.
+    #[test]
+    fn a_synced_commit_waits_for_marker_syncs_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        let in_flight = store.marker_syncs.lock().unwrap();
+        let committed = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                store.sync().unwrap();
+                committed.store(true, Ordering::Release);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(!committed.load(Ordering::Acquire), "committed ahead of a marker sync");
+            drop(in_flight);
+        });
+        assert!(committed.load(Ordering::Acquire));
+    }
+
     #[test]
     fn concurrent_durable_transaction_writes_are_all_synced() {
         let dir = tempfile::tempdir().unwrap();

@@ -220,27 +220,41 @@ pub(crate) async fn end_txn(
     let id = request.transactional_id.to_string();
     let (producer_id, epoch, commit) =
         (request.producer_id.0, request.producer_epoch, request.committed);
-    let ending = id.clone();
-    let outcome = blocking(state, move |state| {
-        state.transactions.end_txn(state, &ending, producer_id, epoch, commit)
-    })
-    .await
-    .and_then(|result| result);
+    // One blocking task decides, hands the answer back, then writes the markers (as in
+    // Kafka, behind the answer; the next operation on this transactional id completes the
+    // transaction first if this has not yet).
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let deciding = Arc::clone(state);
+    let task = tokio::task::spawn_blocking(move || {
+        let state = &deciding;
+        let outcome = state.transactions.end_txn(state, &id, producer_id, epoch, commit);
+        let pending = outcome == Ok(true);
+        let _ = answer.send(outcome);
+        if pending {
+            state.transactions.complete_pending(state, &id);
+        }
+        pending
+    });
+    let outcome = match answered.await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::error!("transaction task failed");
+            Err(ResponseError::UnknownServerError)
+        }
+    };
     if outcome == Ok(true) {
-        // The decision is durable and answered; the markers follow (as in Kafka). The next
-        // operation on this transactional id completes it first if this has not yet. Their
-        // syncs wait a moment for a produce's sync of the same partitions to cover them.
+        // The markers' syncs wait a moment for a produce's sync of the same partitions to
+        // cover them; only markers still unsynced then cost a sync.
         let state = Arc::clone(state);
         tokio::spawn(async move {
-            let completing = Arc::clone(&state);
-            let completed = tokio::task::spawn_blocking(move || {
-                completing.transactions.complete_pending(&completing, &id)
-            })
-            .await;
-            if completed.is_err() {
+            if !matches!(task.await, Ok(true)) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(MARKER_SYNC_DELAY_MS)).await;
+            if !state.store.markers_unsynced() {
+                state.appended.notify_waiters();
+                return;
+            }
             let syncing = Arc::clone(&state);
             match tokio::task::spawn_blocking(move || syncing.store.sync_markers()).await {
                 Ok(Ok(())) => state.appended.notify_waiters(),
