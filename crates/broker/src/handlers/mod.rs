@@ -261,7 +261,17 @@ pub(crate) async fn handle(
         RequestKind::LeaveGroup(r) => {
             ResponseKind::LeaveGroup(group::leave_group(state, r, version))
         }
-        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(group::offset_commit(state, r)),
+        RequestKind::OffsetCommit(r) => {
+            // A synced store commit: off the async workers.
+            let committing = std::sync::Arc::clone(state);
+            match tokio::task::spawn_blocking(move || group::offset_commit(&committing, r)).await {
+                Ok(response) => ResponseKind::OffsetCommit(response),
+                Err(error) => {
+                    tracing::error!(%peer, %error, "closing connection: OffsetCommit failed");
+                    return Reply::Close;
+                }
+            }
+        }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(group::offset_fetch(state, r, version))
         }
