@@ -212,7 +212,7 @@ fn warm_up(producer: &ThreadedProducer<Tracker>, topic: &str, payload: &[u8]) ->
 }
 
 /// A transactional id unique to this process and moment.
-fn uuid_like() -> String {
+pub(super) fn uuid_like() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

@@ -27,7 +27,6 @@
 //! before it acknowledges, and serves fetches from its segment files.
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
@@ -46,12 +45,15 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use serde::Serialize;
 use sluice_wire::batch::{self, BatchSpec, KeyValue};
 
+use crate::events::now_ms;
+
 use super::disk::pattern;
 use super::limits::{
     ADMIN_TIMEOUT_SECS, MIB, TRANSACTION_RECORDS, WIRE_BATCH_RECORDS, WIRE_FETCH_WAIT_MS,
     WIRE_IN_FLIGHT, WIRE_RESPONSE_BYTES_MAX,
 };
 use super::process::{CpuMeter, CpuUse};
+use super::produce;
 use super::stats::{Histogram, LatencyMs};
 
 /// Produce v9: the first flexible version; every client sluice is tested with speaks it.
@@ -155,57 +157,12 @@ pub fn produce(
         stream.write_all(&frame).context("cannot send a warm-up Produce")?;
         read_produce_response(stream, &mut BytesMut::new())?;
     }
-    let share = |index: u64| {
-        requests / connections as u64 + u64::from(index < requests % connections as u64)
-    };
     let rate_each = rate.map(|rate| rate / connections as f64);
-    let sent_records = AtomicU64::new(0);
-    let meter = CpuMeter::start(target.broker_pid)?;
-    let started = Instant::now();
-    let outcomes: Vec<Result<Histogram>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = streams
-            .into_iter()
-            .zip(0u64..)
-            .map(|(stream, index)| {
-                let frame = &frame;
-                let sent_records = &sent_records;
-                let count = share(index);
-                scope.spawn(move || {
-                    let on_response = |_: ()| {
-                        sent_records.fetch_add(per_request, Ordering::Relaxed);
-                        bar.inc(per_request * target.record_bytes as u64);
-                    };
-                    produce_on(stream, frame, count, rate_each, on_response)
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| Err(anyhow!("a wire producer panicked"))))
-            .collect()
-    });
-    let secs = started.elapsed().as_secs_f64();
-    let cpu = meter.stop()?;
-    let mut histogram = Histogram::default();
-    for outcome in outcomes {
-        histogram.merge(&outcome?);
-    }
-    let records = sent_records.load(Ordering::Relaxed);
-    let bytes = records * target.record_bytes as u64;
-    Ok(WireProduceRun {
-        connections,
-        in_flight: WIRE_IN_FLIGHT,
-        batch_records: WIRE_BATCH_RECORDS,
-        records,
-        warm_up_records: per_request * connections as u64,
-        bytes,
-        target_requests_per_s: rate,
-        secs,
-        mib_per_s: bytes as f64 / MIB as f64 / secs,
-        records_per_s: records as f64 / secs,
-        latency_ms: histogram.summary(),
-        cpu,
-    })
+    let timed = run_timed(target, streams, requests, |stream, count| {
+        let on_response = |_: ()| bar.inc(per_request * target.record_bytes as u64);
+        produce_on(stream, &frame, count, rate_each, on_response)
+    })?;
+    Ok(timed.into_run(target, (WIRE_IN_FLIGHT, WIRE_BATCH_RECORDS), per_request, rate))
 }
 
 /// Sends at least `records` records over `connections` transactional producers, in
@@ -227,31 +184,79 @@ pub fn produce_transactional(
     for producer in &mut producers {
         producer.transaction(target, &payload)?;
     }
-    let share = |index: u64| {
-        transactions / connections as u64 + u64::from(index < transactions % connections as u64)
-    };
-    let sent_records = AtomicU64::new(0);
+    let timed = run_timed(target, producers, transactions, |mut producer, count| {
+        let mut histogram = Histogram::default();
+        for _ in 0..count {
+            let at = Instant::now();
+            producer.transaction(target, &payload)?;
+            histogram.record(at.elapsed().as_micros() as u64);
+            bar.inc(per_txn * target.record_bytes as u64);
+        }
+        Ok(histogram)
+    })?;
+    Ok(timed.into_run(target, (1, per_txn as usize), per_txn, None))
+}
+
+/// What [`run_timed`] measured.
+struct Timed {
+    /// Workers that ran in parallel.
+    workers: usize,
+    /// Units of work done (requests or transactions), all of them acknowledged.
+    units: u64,
+    /// Latency per unit.
+    histogram: Histogram,
+    secs: f64,
+    cpu: CpuUse,
+}
+
+impl Timed {
+    /// The run's result: `shape` is the requests in flight per connection and the records
+    /// per batch, `per_unit` the records of each unit of work; each worker also sent one
+    /// untimed unit first.
+    fn into_run(
+        self,
+        target: &Target<'_>,
+        shape: (usize, usize),
+        per_unit: u64,
+        rate: Option<f64>,
+    ) -> WireProduceRun {
+        let records = self.units * per_unit;
+        let bytes = records * target.record_bytes as u64;
+        WireProduceRun {
+            connections: self.workers,
+            in_flight: shape.0,
+            batch_records: shape.1,
+            records,
+            warm_up_records: per_unit * self.workers as u64,
+            bytes,
+            target_requests_per_s: rate,
+            secs: self.secs,
+            mib_per_s: bytes as f64 / MIB as f64 / self.secs,
+            records_per_s: records as f64 / self.secs,
+            latency_ms: self.histogram.summary(),
+            cpu: self.cpu,
+        }
+    }
+}
+
+/// Splits `units` units of work over one thread per worker and runs `work(worker, count)` on
+/// each, timing the whole and the broker's CPU; merges the latencies the workers return.
+fn run_timed<W: Send>(
+    target: &Target<'_>,
+    workers: Vec<W>,
+    units: u64,
+    work: impl Fn(W, u64) -> Result<Histogram> + Sync,
+) -> Result<Timed> {
+    let count = workers.len() as u64;
+    let share = |index: u64| units / count + u64::from(index < units % count);
     let meter = CpuMeter::start(target.broker_pid)?;
     let started = Instant::now();
     let outcomes: Vec<Result<Histogram>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = producers
+        let work = &work;
+        let threads: Vec<_> = workers
             .into_iter()
             .zip(0u64..)
-            .map(|(mut producer, index)| {
-                let (payload, sent_records) = (&payload, &sent_records);
-                let count = share(index);
-                scope.spawn(move || -> Result<Histogram> {
-                    let mut histogram = Histogram::default();
-                    for _ in 0..count {
-                        let at = Instant::now();
-                        producer.transaction(target, payload)?;
-                        histogram.record(at.elapsed().as_micros() as u64);
-                        sent_records.fetch_add(per_txn, Ordering::Relaxed);
-                        bar.inc(per_txn * target.record_bytes as u64);
-                    }
-                    Ok(histogram)
-                })
-            })
+            .map(|(worker, index)| scope.spawn(move || work(worker, share(index))))
             .collect();
         threads
             .into_iter()
@@ -264,22 +269,7 @@ pub fn produce_transactional(
     for outcome in outcomes {
         histogram.merge(&outcome?);
     }
-    let records = sent_records.load(Ordering::Relaxed);
-    let bytes = records * target.record_bytes as u64;
-    Ok(WireProduceRun {
-        connections,
-        in_flight: 1,
-        batch_records: per_txn as usize,
-        records,
-        warm_up_records: per_txn * connections as u64,
-        bytes,
-        target_requests_per_s: None,
-        secs,
-        mib_per_s: bytes as f64 / MIB as f64 / secs,
-        records_per_s: records as f64 / secs,
-        latency_ms: histogram.summary(),
-        cpu,
-    })
+    Ok(Timed { workers: count as usize, units, histogram, secs, cpu })
 }
 
 /// One transactional producer on a connection of its own.
@@ -301,10 +291,7 @@ impl TxnProducer {
     fn start(target: &Target<'_>, index: usize) -> Result<TxnProducer> {
         let mut stream = connect(target.bootstrap)?;
         let mut buffer = BytesMut::new();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let transactional_id = format!("sluice-bench-wire-{}-{nanos}-{index}", std::process::id());
+        let transactional_id = format!("sluice-bench-wire-{}-{index}", produce::uuid_like());
         let request = InitProducerIdRequest::default()
             .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
                 transactional_id.clone(),
@@ -406,14 +393,6 @@ impl TxnProducer {
         self.stream.write_all(&frame).context("cannot send a request")?;
         read_response(&mut self.stream, &mut self.buffer, version)
     }
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// One connection's closed (or paced) loop: a writer thread keeps up to `WIRE_IN_FLIGHT`
