@@ -134,6 +134,15 @@ impl Broker {
         Arc::clone(&self.state)
     }
 
+    /// Stops as a crash would, for tests: the tasks end, and nothing is stored or synced.
+    #[cfg(test)]
+    pub(crate) async fn crash_for_tests(self) {
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Stops accepting, ends connections between requests, syncs every log.
     pub async fn shutdown(self) -> Result<()> {
         // send_replace stores the value even before any task has subscribed (send would not).

@@ -16,6 +16,10 @@
 //!   a produce's sync of the partition covers them, or a sync a few milliseconds later, and
 //!   every synced store commit syncs them first (`Store::defer_marker_syncs`), so the store
 //!   never durably holds a completion whose markers a crash could take back.
+//! - Except for a transaction of at most one partition and no offsets (the common
+//!   producer's transaction): its marker is its decision, so `EndTxn` stores no prepare
+//!   state; it writes the marker and syncs its partition (group commit with that
+//!   partition's produces) before it answers, and stores the completion later as above.
 //! - A transaction open longer than its timeout is aborted with a bumped epoch, fencing the
 //!   producer that left it open.
 //!
@@ -392,6 +396,10 @@ impl Transactions {
         let current = self.settled(state, transactional_id)?;
         let record = check_producer(current.as_ref(), producer_id, producer_epoch)?;
         match (record.state, commit) {
+            (TxnState::Ongoing, _) if ends_alone(&record) => {
+                end_alone(state, self, transactional_id, record, commit)?;
+                Ok(false)
+            }
             (TxnState::Ongoing, _) => {
                 prepare(state, self, transactional_id, record, commit)?;
                 Ok(true)
@@ -651,6 +659,60 @@ fn prepare(
     Ok(record)
 }
 
+/// Whether a transaction's marker can be its decision: it holds at most one partition and
+/// no offsets, so one marker ends it and nothing else has to agree with it.
+fn ends_alone(record: &TxnRecord) -> bool {
+    record.partitions.len() <= 1 && record.groups.is_empty() && record.pending_offsets.is_empty()
+}
+
+/// EndTxn of a transaction [`ends_alone`] allows: no prepare state is stored, because the
+/// marker itself is the decision. It is written and synced (with the records before it, in
+/// the partition's group commit) before the answer; the completion is stored later, as any
+/// completion without offsets. A crash before the marker is durable leaves the transaction
+/// open in its partition, so recovery aborts it and fences the producer, which was never
+/// answered; a crash after it finds nothing open. One sync of the partition instead of a
+/// synced store commit, a marker sync and the store's write lock.
+fn end_alone(
+    state: &State,
+    txns: &Transactions,
+    transactional_id: &str,
+    record: TxnRecord,
+    commit: bool,
+) -> TxnResult<()> {
+    debug_assert!(ends_alone(&record) && record.state == TxnState::Ongoing);
+    // Shown first, as a prepare state is: from now on a produce for it is refused.
+    let mut ending = record.clone();
+    ending.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+    txns.set(transactional_id, ending);
+    let control = if commit { ControlType::Commit } else { ControlType::Abort };
+    let markers = match write_markers(state, &record, control, false) {
+        Ok(markers) => markers,
+        Err(error) => {
+            // No marker was written: the transaction is still open.
+            txns.set(transactional_id, record);
+            return Err(error);
+        }
+    };
+    let mut failed = Vec::new();
+    for (outcome, marker) in Partition::sync_each(&markers).into_iter().zip(markers) {
+        if let Err(error) = outcome {
+            tracing::error!(%transactional_id, %error, "transaction marker sync failed");
+            failed.push(marker);
+        }
+    }
+    state.appended.notify_waiters();
+    let synced = failed.is_empty();
+    // A marker is in the log even when its sync failed (the log is marked failed then);
+    // the registry keeps any completion from being synced ahead of it.
+    state.store.defer_marker_syncs(failed);
+    completed(txns, state, transactional_id, record, commit, false)?;
+    if synced {
+        Ok(())
+    } else {
+        Err(ResponseError::KafkaStorageError)
+    }
+}
+
 /// Writes the markers (their syncs deferred), then stores the completed state with a
 /// commit's offsets, unsynced. On error the record stays in its prepare state for the next
 /// tick to finish. `recovering`: see [`write_markers`].
@@ -658,7 +720,7 @@ fn complete(
     state: &State,
     txns: &Transactions,
     transactional_id: &str,
-    mut record: TxnRecord,
+    record: TxnRecord,
     commit: bool,
     recovering: bool,
 ) -> TxnResult<TxnRecord> {
@@ -667,6 +729,19 @@ fn complete(
     // Registered before the completed state is written: no synced commit can make that
     // state durable before the markers are (`Store::defer_marker_syncs`).
     state.store.defer_marker_syncs(markers);
+    completed(txns, state, transactional_id, record, commit, recovering)
+}
+
+/// The completed state of a transaction whose markers are written: stored with a commit's
+/// offsets (unsynced), or, without offsets, left for the next tick to store.
+fn completed(
+    txns: &Transactions,
+    state: &State,
+    transactional_id: &str,
+    mut record: TxnRecord,
+    commit: bool,
+    recovering: bool,
+) -> TxnResult<TxnRecord> {
     let offsets = if commit { std::mem::take(&mut record.pending_offsets) } else { Vec::new() };
     record.pending_offsets.clear();
     record.partitions.clear();

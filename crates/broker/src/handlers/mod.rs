@@ -331,6 +331,12 @@ mod tests {
         (broker, state, dir)
     }
 
+    /// Partitions 0 and 1 of topic `t`: a transaction of both takes the two-phase path
+    /// (a stored decision, then markers), one of one partition ends with its marker alone.
+    fn two_partitions() -> [(String, i32); 2] {
+        [("t".to_string(), 0), ("t".to_string(), 1)]
+    }
+
     fn test_client() -> Client {
         Client {
             client_id: "c".into(),
@@ -627,13 +633,14 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
-    /// EndTxn answers once its decision is stored; the markers follow, and the next
-    /// operation on the transactional id writes them first if they are not written yet, so
-    /// a producer that begins its next transaction at once is never refused.
+    /// EndTxn of a transaction of two partitions answers once its decision is stored; the
+    /// markers follow, and the next operation on the transactional id writes them first if
+    /// they are not written yet, so a producer that begins its next transaction at once is
+    /// never refused.
     #[tokio::test]
     async fn markers_follow_end_txn_and_the_next_operation_completes_it_first() {
         use crate::store::TxnState;
-        let (broker, state, _dir) = broker_with_topic(1).await;
+        let (broker, state, _dir) = broker_with_topic(2).await;
         let txns = &state.transactions;
         let log_end = || {
             let topic = state.topics.get("t").unwrap();
@@ -641,7 +648,7 @@ mod tests {
             end
         };
         let txn_state = || txns.snapshot().into_iter().find(|(id, _)| id == "x").unwrap().1.state;
-        let partitions = [("t".to_string(), 0)];
+        let partitions = two_partitions();
         let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
         txns.add_partitions(&state, "x", producer, epoch, &partitions).unwrap();
         assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true), "markers to come");
@@ -670,11 +677,11 @@ mod tests {
     /// durable without it.
     #[tokio::test]
     async fn a_synced_store_commit_syncs_the_markers_before_it() {
-        let (broker, state, _dir) = broker_with_topic(1).await;
+        let (broker, state, _dir) = broker_with_topic(2).await;
         let txns = &state.transactions;
         let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
         let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
-        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+        txns.add_partitions(&state, "x", producer, epoch, &two_partitions()).unwrap();
         assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true));
         txns.complete_pending(&state, "x");
         let end = partition.with_log(|log| log.log_end_offset());
@@ -693,7 +700,7 @@ mod tests {
     async fn a_restart_completes_decided_transactions_and_aborts_open_ones() {
         use crate::store::TxnState;
         use sluice_wire::batch::{build_batch, BatchSpec, ControlType, ATTR_TRANSACTIONAL};
-        let (broker, state, dir) = broker_with_topic(1).await;
+        let (broker, state, dir) = broker_with_topic(2).await;
         let txns = &state.transactions;
         let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
         let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
@@ -710,7 +717,7 @@ mod tests {
             partition.sync_to(end).unwrap();
         };
         // Transaction 1 (offset 0) is decided: its prepare state is stored.
-        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+        txns.add_partitions(&state, "x", producer, epoch, &two_partitions()).unwrap();
         append(0);
         assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true));
         // Its marker (offset 1) and transaction 2's record (offset 2) reach the log, but the
@@ -743,17 +750,60 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
+    /// A transaction of one partition and no offsets ends with its marker alone: EndTxn
+    /// stores no decision, and answers once the marker is synced, so a crash right after
+    /// the answer keeps the commit (recovery finds nothing open to abort).
+    #[tokio::test]
+    async fn a_one_partition_transaction_is_decided_by_its_synced_marker() {
+        use crate::store::TxnState;
+        use sluice_wire::batch::{build_batch, BatchSpec, ATTR_TRANSACTIONAL};
+        let (broker, state, dir) = broker_with_topic(1).await;
+        let txns = &state.transactions;
+        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
+        let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
+        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+        let spec = BatchSpec {
+            attributes: ATTR_TRANSACTIONAL,
+            producer_id: producer,
+            producer_epoch: epoch,
+            ..BatchSpec::default()
+        };
+        let batch = build_batch(&spec, &[(None, Some(b"v".as_slice()))]);
+        let end = partition.append(&batch, 0).unwrap().last_offset + 1;
+        partition.sync_to(end).unwrap();
+        assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(false), "nothing pending");
+        assert_eq!(partition.stable_offsets(), (2, 2), "the marker is written and synced");
+        let stored = state.store.transactions().unwrap()["x"].state;
+        assert_eq!(stored, TxnState::Empty, "no decision stored");
+        // A crash now: the store is left as it is (no shutdown stores the completion).
+        drop(partition);
+        broker.crash_for_tests().await;
+        drop(state);
+
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        let broker = crate::Broker::start(config).await.unwrap();
+        let state = broker.state_for_tests();
+        let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
+        assert_eq!(partition.stable_offsets(), (2, 2), "committed, and nothing written after");
+        assert!(partition.with_log(|log| log.aborted_transactions(0, 2)).is_empty());
+        let (_, record) =
+            state.transactions.snapshot().into_iter().find(|(id, _)| id == "x").unwrap();
+        assert_eq!(record.producer_epoch, epoch, "its producer is not fenced");
+        broker.shutdown().await.unwrap();
+    }
+
     /// A completion without offsets is stored later (by the tick, or at shutdown), and
     /// never over a decision the id stored after it: the store would lose that decision.
     #[tokio::test]
     async fn a_completion_is_stored_later_and_never_over_a_newer_decision() {
         use crate::store::TxnState;
-        let (broker, state, dir) = broker_with_topic(1).await;
+        let (broker, state, dir) = broker_with_topic(2).await;
         let txns = &state.transactions;
         let stored = || state.store.transactions().unwrap()["x"].state;
         let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
         let decide = || {
-            txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+            txns.add_partitions(&state, "x", producer, epoch, &two_partitions()).unwrap();
             assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true));
             txns.complete_pending(&state, "x");
         };
@@ -763,7 +813,7 @@ mod tests {
         assert_eq!(stored(), TxnState::CompleteCommit);
         // The next transaction completes, unsaved; the one after stores its decision.
         decide();
-        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+        txns.add_partitions(&state, "x", producer, epoch, &two_partitions()).unwrap();
         assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true));
         txns.save_completions(&state, false).unwrap();
         assert_eq!(stored(), TxnState::PrepareCommit, "the newer decision stays stored");
