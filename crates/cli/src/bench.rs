@@ -252,6 +252,11 @@ impl Progress {
         self.bar(message, total, "{msg} [{bar:30}] {human_pos}/{human_len} ({per_sec})")
     }
 
+    /// A spinner, for a run bounded by time rather than by a count.
+    fn spinner(&self, message: &'static str) -> ProgressBar {
+        crate::progress::spinner(self.show, message)
+    }
+
     fn bar(&self, message: &'static str, total: u64, template: &str) -> ProgressBar {
         if !self.show {
             return ProgressBar::hidden();

@@ -10,7 +10,8 @@
 //! - sync cost: append 4 KiB, fdatasync, repeat 200 times: what one sync costs when there
 //!   is almost nothing to write, which bounds the latency of any durable acknowledgement.
 //!
-//! Both files are removed afterwards.
+//! Both files are removed afterwards. `bench wire` also runs the disk alone at its paced
+//! run's load ([`paced`]) and in a transaction's pattern ([`transactions`]).
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -148,6 +149,81 @@ pub fn paced(
     })
 }
 
+/// The disk alone doing what a transaction of one partition makes the broker do: append
+/// its records and sync them (the Produce), then append its marker and sync it (the EndTxn).
+#[derive(Debug, Clone, Serialize)]
+pub struct TransactionsDisk {
+    /// Files written in parallel, one thread each (one transactional producer each).
+    pub files: usize,
+    /// Bytes of one transaction's records (its batch), then of its marker.
+    pub batch_bytes: u64,
+    pub marker_bytes: u64,
+    /// Transactions done, over all files.
+    pub transactions: u64,
+    pub secs: f64,
+    /// Transactions a second, over all files.
+    pub transactions_per_s: f64,
+    /// Payload bytes a second (`payload_bytes` per transaction), as the produce runs count.
+    pub mib_per_s: f64,
+}
+
+/// Each of `files` threads, on a fresh file of its own, repeats for `secs`: append `batch`
+/// and fdatasync, append `marker` and fdatasync. `payload_bytes` per transaction make its
+/// MiB/s, as the records' payload makes a produce run's.
+pub fn transactions(
+    dir: &Path,
+    files: usize,
+    secs: f64,
+    (batch, marker, payload_bytes): (&[u8], &[u8], u64),
+    bar: &ProgressBar,
+) -> Result<TransactionsDisk> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let paths: Vec<_> = (0..files).map(|i| dir.join(format!("txn-{i}.probe"))).collect();
+    let mut handles = paths.iter().map(|path| create(path)).collect::<Result<Vec<File>>>()?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let counts: Vec<u64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = handles
+            .iter_mut()
+            .zip(&paths)
+            .map(|(file, path)| {
+                scope.spawn(move || -> Result<u64> {
+                    let mut done = 0;
+                    while Instant::now() < deadline {
+                        append_and_sync(file, batch, path)?;
+                        append_and_sync(file, marker, path)?;
+                        done += 1;
+                        bar.inc(1);
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker.join().map_err(|_| anyhow::anyhow!("a transactions disk thread panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    drop(handles);
+    for path in &paths {
+        remove(path)?;
+    }
+    let _ = std::fs::remove_dir(dir);
+    let transactions: u64 = counts.iter().sum();
+    Ok(TransactionsDisk {
+        files,
+        batch_bytes: batch.len() as u64,
+        marker_bytes: marker.len() as u64,
+        transactions,
+        secs,
+        transactions_per_s: transactions as f64 / secs,
+        mib_per_s: (transactions * payload_bytes) as f64 / MIB as f64 / secs,
+    })
+}
+
 /// Appends 1 MiB and syncs until `DISK_NAIVE_BYTES` are written; returns the seconds taken.
 fn naive(path: &Path, bar: &ProgressBar) -> Result<f64> {
     let mut file = create(path)?;
@@ -208,4 +284,23 @@ pub fn pattern(len: usize) -> Vec<u8> {
             (state >> 56) as u8
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file does whole transactions (batch, sync, marker, sync), and nothing is left.
+    #[test]
+    fn the_transactions_pattern_counts_whole_transactions_and_cleans_up() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("txn-disk");
+        let bar = ProgressBar::hidden();
+        let run = transactions(&dir, 2, 0.2, (&[1; 1000], &[2; 78], 900), &bar).unwrap();
+        assert_eq!((run.files, run.batch_bytes, run.marker_bytes), (2, 1000, 78));
+        assert!(run.transactions > 0 && run.transactions == bar.position());
+        let expected = (run.transactions * 900) as f64 / MIB as f64 / run.secs;
+        assert!((run.mib_per_s - expected).abs() < 1e-9);
+        assert!(!dir.exists(), "the scratch folder is removed");
+    }
 }

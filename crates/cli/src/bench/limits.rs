@@ -123,6 +123,10 @@ pub const TARGET_TRANSACTIONAL_RATIO_MIN: f64 = 0.5;
 /// Records per transaction in the transactional run, as the Kafka-parity issue fixes it.
 pub const TRANSACTION_RECORDS: u64 = 100;
 
+/// Seconds of each disk run in a transaction's pattern (`disk::transactions`): long enough
+/// for thousands of transactions, short next to the broker runs it is compared with.
+pub const DISK_TRANSACTIONS_SECS: f64 = 3.0;
+
 /// Acceptance target: p99 produce latency at half load at most this multiple of one fsync.
 pub const TARGET_LATENCY_RATIO_MAX: f64 = 2.0;
 

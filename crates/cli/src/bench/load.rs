@@ -23,11 +23,11 @@ use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use super::consume::{self, ConsumeRun, FetchBytes};
-use super::disk::{self, PacedDisk};
+use super::disk::{self, PacedDisk, TransactionsDisk};
 use super::limits::{
     ADMIN_TIMEOUT_SECS, BROKER_IDLE_SETTLE_MS, CONSUMER_FETCH_DEFAULT, CONSUMER_FETCH_LARGE,
-    LATENCY_LOAD_FRACTION, LATENCY_RUN_SECS, PARALLEL_PRODUCERS, PRODUCER_LINGER_MS,
-    TOPIC_PARTITIONS, TRANSACTION_RECORDS,
+    DISK_TRANSACTIONS_SECS, LATENCY_LOAD_FRACTION, LATENCY_RUN_SECS, PARALLEL_PRODUCERS,
+    PRODUCER_LINGER_MS, TOPIC_PARTITIONS, TRANSACTION_RECORDS,
 };
 use super::process::BrokerProcess;
 use super::produce::{self, Plan, ProduceRun};
@@ -77,6 +77,9 @@ pub struct WireRuns {
     pub paced: WireProduceRun,
     /// The disk alone at the paced run's load.
     pub paced_disk: PacedDisk,
+    /// The disk alone in a transaction's pattern, for 1 and for `PARALLEL_PRODUCERS`
+    /// producers: the limits of the two transactional runs.
+    pub transactions_disk: [TransactionsDisk; 2],
     /// One consumer reading the whole topic, Kafka's default fetch sizes.
     pub consume: WireConsumeRun,
 }
@@ -211,6 +214,7 @@ struct WireProduced {
     parallel_transactional: WireProduceRun,
     paced: WireProduceRun,
     paced_disk: PacedDisk,
+    transactions_disk: [TransactionsDisk; 2],
 }
 
 impl WireProduced {
@@ -236,6 +240,7 @@ impl WireProduced {
             parallel_transactional: self.parallel_transactional,
             paced: self.paced,
             paced_disk: self.paced_disk,
+            transactions_disk: self.transactions_disk,
             consume,
         }
     }
@@ -270,6 +275,22 @@ fn wire_produce_all(
     let single_transactional = transactional("wire produce: 1 transactional producer", 1)?;
     let label = "wire produce: 8 transactional producers";
     let parallel_transactional = transactional(label, PARALLEL_PRODUCERS)?;
+    let (batch, marker) = wire::transaction_on_disk(target.record_bytes);
+    let payload_bytes = TRANSACTION_RECORDS * target.record_bytes as u64;
+    let transactions_disk = [1, PARALLEL_PRODUCERS].map(|files| {
+        let bar = progress.spinner("disk in a transaction's pattern");
+        let run = disk::transactions(
+            &dir.with_extension("txn-disk"),
+            files,
+            DISK_TRANSACTIONS_SECS,
+            (&batch, &marker, payload_bytes),
+            &bar,
+        );
+        bar.finish_and_clear();
+        run
+    });
+    let [single_disk, parallel_disk] = transactions_disk;
+    let transactions_disk = [single_disk?, parallel_disk?];
     let records_per_s = single.records as f64 / single.secs.max(f64::MIN_POSITIVE);
     let record_rate = records_per_s * LATENCY_LOAD_FRACTION;
     let request_records = (single.batch_records * TOPIC_PARTITIONS as usize) as f64;
@@ -295,6 +316,7 @@ fn wire_produce_all(
         parallel_transactional,
         paced,
         paced_disk,
+        transactions_disk,
     })
 }
 

@@ -197,6 +197,22 @@ pub fn produce_transactional(
     Ok(timed.into_run(target, (1, per_txn as usize), per_txn, None))
 }
 
+/// What one transaction of [`produce_transactional`] puts in its partition's log: its batch
+/// of [`TRANSACTION_RECORDS`] records, then its commit marker (for `disk::transactions`).
+pub fn transaction_on_disk(record_bytes: usize) -> (Vec<u8>, Vec<u8>) {
+    let payload = pattern(record_bytes);
+    let values: Vec<KeyValue<'_>> =
+        (0..TRANSACTION_RECORDS).map(|_| (None, Some(payload.as_slice()))).collect();
+    let spec = BatchSpec {
+        timestamp_ms: now_ms(),
+        attributes: batch::ATTR_TRANSACTIONAL,
+        producer_id: 1,
+        ..BatchSpec::default()
+    };
+    let marker = batch::build_marker(1, 0, batch::ControlType::Commit, 0, now_ms());
+    (batch::build_batch(&spec, &values), marker)
+}
+
 /// What [`run_timed`] measured.
 struct Timed {
     /// Workers that ran in parallel.
