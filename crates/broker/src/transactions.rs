@@ -460,16 +460,20 @@ impl Transactions {
         Ok(())
     }
 
-    /// Whether an open transaction holds an offset for this group partition (OffsetFetch
-    /// with `require_stable` answers UNSTABLE_OFFSET_COMMIT then, KIP-447).
-    pub fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+    /// The group's partitions for which an open or committing transaction holds an offset
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT for them, KIP-447).
+    /// A transaction's offsets are in the store before its record leaves these states, so a
+    /// caller that takes this before reading the store never misses a commit in between.
+    pub fn pending_offsets(&self, group: &str) -> BTreeSet<(String, i32)> {
         let inner = self.lock();
-        inner.records.values().any(|r| {
-            matches!(r.state, TxnState::Ongoing | TxnState::PrepareCommit)
-                && r.pending_offsets
-                    .iter()
-                    .any(|p| p.group == group && p.topic == topic && p.partition == partition)
-        })
+        inner
+            .records
+            .values()
+            .filter(|r| matches!(r.state, TxnState::Ongoing | TxnState::PrepareCommit))
+            .flat_map(|r| &r.pending_offsets)
+            .filter(|p| p.group == group)
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect()
     }
 
     /// Aborts transactions open past their timeout (with a bumped epoch, fencing their
@@ -667,11 +671,15 @@ fn ends_alone(record: &TxnRecord) -> bool {
 
 /// EndTxn of a transaction [`ends_alone`] allows: no prepare state is stored, because the
 /// marker itself is the decision. It is written and synced (with the records before it, in
-/// the partition's group commit) before the answer; the completion is stored later, as any
-/// completion without offsets. A crash before the marker is durable leaves the transaction
-/// open in its partition, so recovery aborts it and fences the producer, which was never
-/// answered; a crash after it finds nothing open. One sync of the partition instead of a
-/// synced store commit, a marker sync and the store's write lock.
+/// the partition's group commit) before the answer, and until it is synced the partition's
+/// last stable offset stays below the transaction, so no `read_committed` reader sees an
+/// outcome a power loss could take back. The completion is stored later, as any completion
+/// without offsets. A crash before the marker is durable leaves the transaction open in its
+/// partition, so recovery aborts it and fences the producer, which was never answered; a
+/// crash after it finds nothing open. One sync of the partition instead of a synced store
+/// commit, a marker sync and the store's write lock. Under `log.flush` other than `always`
+/// nothing is synced before answering, as no produce is: a power loss may then lose the
+/// marker, and recovery aborts a transaction its producer was told committed.
 fn end_alone(
     state: &State,
     txns: &Transactions,
@@ -685,7 +693,7 @@ fn end_alone(
     ending.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
     txns.set(transactional_id, ending);
     let control = if commit { ControlType::Commit } else { ControlType::Abort };
-    let markers = match write_markers(state, &record, control, false) {
+    let markers = match write_markers(state, &record, control, Writing::Deciding) {
         Ok(markers) => markers,
         Err(error) => {
             // No marker was written: the transaction is still open.
@@ -693,24 +701,24 @@ fn end_alone(
             return Err(error);
         }
     };
-    let mut failed = Vec::new();
-    for (outcome, marker) in Partition::sync_each(&markers).into_iter().zip(markers) {
+    let mut synced = true;
+    for outcome in Partition::sync_each(&markers) {
         if let Err(error) = outcome {
             tracing::error!(%transactional_id, %error, "transaction marker sync failed");
-            failed.push(marker);
+            synced = false;
         }
     }
     state.appended.notify_waiters();
-    let synced = failed.is_empty();
-    // A marker is in the log even when its sync failed (the log is marked failed then);
-    // the registry keeps any completion from being synced ahead of it.
-    state.store.defer_marker_syncs(failed);
-    completed(txns, state, transactional_id, record, commit, false)?;
-    if synced {
-        Ok(())
-    } else {
-        Err(ResponseError::KafkaStorageError)
+    if !synced {
+        // The marker is in the log but may not be on disk, and a failed sync leaves its log
+        // refusing writes until a restart. The decision stays in memory only: every later
+        // operation on the id tries to complete it, is refused by the log, and fails, so no
+        // retry of this EndTxn is told it succeeded; the restart's recovery finds the marker
+        // on disk or aborts the transaction. Its last stable offset stays below it.
+        return Err(ResponseError::KafkaStorageError);
     }
+    completed(txns, state, transactional_id, record, commit, false)?;
+    Ok(())
 }
 
 /// Writes the markers (their syncs deferred), then stores the completed state with a
@@ -725,7 +733,8 @@ fn complete(
     recovering: bool,
 ) -> TxnResult<TxnRecord> {
     let control = if commit { ControlType::Commit } else { ControlType::Abort };
-    let markers = write_markers(state, &record, control, recovering)?;
+    let writing = if recovering { Writing::Recovering } else { Writing::Decided };
+    let markers = write_markers(state, &record, control, writing)?;
     // Registered before the completed state is written: no synced commit can make that
     // state durable before the markers are (`Store::defer_marker_syncs`).
     state.store.defer_marker_syncs(markers);
@@ -781,11 +790,24 @@ fn log_ends(state: &State, record: &TxnRecord) -> Vec<(String, i32, i64)> {
 /// A marker to sync: the partition and the offset after the marker.
 type Marker = (Arc<Partition>, i64);
 
+/// How [`write_markers`] writes a transaction's markers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writing {
+    /// After the decision was stored (the two-phase path).
+    Decided,
+    /// At start, for a stored decision: see [`write_markers`].
+    Recovering,
+    /// The marker is the decision (one partition, [`end_alone`]): it holds the partition's
+    /// last stable offset until it is synced (`PartitionLog::append_deciding_marker`).
+    Deciding,
+}
+
 /// Appends a marker to every partition of the transaction and returns the ones to sync
 /// (partitions with `log.flush = always`); the caller defers their syncs
-/// (`Store::defer_marker_syncs`). A partition whose topic was deleted needs no marker.
+/// (`Store::defer_marker_syncs`), or, for a deciding marker, syncs it before it answers.
+/// A partition whose topic was deleted needs no marker.
 ///
-/// `recovering` (a prepare state found at start): a partition where the producer has a
+/// [`Writing::Recovering`] (a prepare state found at start): a partition where the producer has a
 /// transaction open from the decision's log end onwards already has this marker (that
 /// open transaction is a later one, which only a durable marker could precede), so it
 /// gets none; anywhere else a marker is written, and one that closes nothing is harmless.
@@ -793,14 +815,14 @@ fn write_markers(
     state: &State,
     record: &TxnRecord,
     control: ControlType,
-    recovering: bool,
+    writing: Writing,
 ) -> TxnResult<Vec<Marker>> {
     let now = now_ms();
     let mut to_sync = Vec::with_capacity(record.partitions.len());
     for (topic_name, index) in &record.partitions {
         let Some(topic) = state.topics.get(topic_name) else { continue };
         let Some(partition) = topic.partition(*index) else { continue };
-        if recovering {
+        if writing == Writing::Recovering {
             let end = record
                 .prepared_ends
                 .iter()
@@ -816,8 +838,12 @@ fn write_markers(
                 continue;
             }
         }
-        let appended =
-            partition.append_marker(record.producer_id, record.producer_epoch, control, 0, now);
+        let (producer_id, epoch) = (record.producer_id, record.producer_epoch);
+        let appended = if writing == Writing::Deciding {
+            partition.append_deciding_marker(producer_id, epoch, control, 0, now)
+        } else {
+            partition.append_marker(producer_id, epoch, control, 0, now)
+        };
         match appended {
             Ok(info) => {
                 if partition.with_log(|log| log.config().flush == FlushPolicy::Always) {

@@ -53,6 +53,10 @@ pub struct PartitionLog {
     failed: bool,
     /// Idempotent producers' sequence state, rebuilt on open from a snapshot and the log.
     producers: ProducerStates,
+    /// Transactions closed by a marker that is their only decision
+    /// ([`PartitionLog::append_deciding_marker`]), as `(first offset, marker offset)`, until
+    /// the marker is below the high watermark. In memory only: on open everything is synced.
+    held_closes: Vec<(i64, i64)>,
 }
 
 /// A read prepared under the lock and performed outside it.
@@ -119,6 +123,7 @@ impl PartitionLog {
             log_start_offset,
             failed: false,
             producers,
+            held_closes: Vec::new(),
         })
     }
 
@@ -252,10 +257,38 @@ impl PartitionLog {
         Ok(info)
     }
 
+    /// [`PartitionLog::append_marker`] for a marker that is its transaction's only decision
+    /// (no coordinator record holds it): until the marker is below the high watermark
+    /// (synced), the transaction stays unstable, so no `read_committed` reader sees an
+    /// outcome a crash could still take back.
+    pub fn append_deciding_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        control: ControlType,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        let first = self.producers.open_transaction_of(producer_id);
+        let info =
+            self.append_marker(producer_id, producer_epoch, control, coordinator_epoch, now_ms)?;
+        if let Some(first) = first {
+            self.held_closes.push((first, info.last_offset));
+        }
+        Ok(info)
+    }
+
     /// The last stable offset: `read_committed` consumers read below it. It is the first
-    /// offset of the oldest open transaction, or `high_watermark` when none is open.
-    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
-        self.producers.first_unstable_offset().map_or(high_watermark, |f| f.min(high_watermark))
+    /// offset of the oldest open transaction (or of one whose deciding marker is not yet
+    /// below `high_watermark`), or `high_watermark` when there is none.
+    pub fn last_stable_offset(&mut self, high_watermark: i64) -> i64 {
+        self.held_closes.retain(|&(_, marker)| marker >= high_watermark);
+        let held = self.held_closes.iter().map(|&(first, _)| first).min();
+        let unstable = match (self.producers.first_unstable_offset(), held) {
+            (Some(open), Some(held)) => Some(open.min(held)),
+            (open, held) => open.or(held),
+        };
+        unstable.map_or(high_watermark, |f| f.min(high_watermark))
     }
 
     /// The aborted transactions a `read_committed` fetch of `[from, upper)` must skip.

@@ -228,6 +228,11 @@ impl ProducerStates {
         }
     }
 
+    /// The first offset of `producer_id`'s open transaction here, if it has one.
+    pub fn open_transaction_of(&self, producer_id: i64) -> Option<i64> {
+        self.entries.get(&producer_id).and_then(|entry| entry.txn_first_offset)
+    }
+
     /// Every open transaction, oldest first.
     pub fn open_transactions(&self) -> Vec<OpenTxn> {
         self.ongoing

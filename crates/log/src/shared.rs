@@ -175,6 +175,27 @@ impl Partition {
             log.append_marker(producer_id, producer_epoch, control, coordinator_epoch, now_ms)
         })
     }
+
+    /// Appends a marker that is its transaction's decision (no sync); see
+    /// [`PartitionLog::append_deciding_marker`]. Blocking.
+    pub fn append_deciding_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        control: sluice_wire::batch::ControlType,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        self.with_log(|log| {
+            log.append_deciding_marker(
+                producer_id,
+                producer_epoch,
+                control,
+                coordinator_epoch,
+                now_ms,
+            )
+        })
+    }
 }
 
 /// A few threads that only run syncs, for [`Partition::sync_each`]. A job never waits on

@@ -313,13 +313,17 @@ type Committed = (i32, i64, i32, Option<String>, i16);
 /// Committed offsets of one group, by topic.
 ///
 /// With `require_stable` (KIP-447), a partition with an offset pending in an open
-/// transaction answers UNSTABLE_OFFSET_COMMIT, and the consumer retries.
+/// transaction answers UNSTABLE_OFFSET_COMMIT, and the consumer retries. The pending ones
+/// are taken before the store is read: a transaction that completes in between has its
+/// offsets stored by then (read the other way round, a fetch could miss both).
 fn committed(
     state: &State,
     group: &str,
     wanted: Wanted,
     require_stable: bool,
 ) -> Result<Vec<(TopicName, Vec<Committed>)>, i16> {
+    let pending =
+        if require_stable { state.transactions.pending_offsets(group) } else { Default::default() };
     let stored = state.store.group_offsets(group).map_err(|e| e.code())?;
     let wanted = wanted.unwrap_or_else(|| {
         let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
@@ -334,7 +338,7 @@ fn committed(
             let entries = partitions
                 .into_iter()
                 .map(|p| {
-                    if require_stable && state.transactions.has_pending_offset(group, &topic, p) {
+                    if pending.contains(&(topic.to_string(), p)) {
                         let unstable = ResponseError::UnstableOffsetCommit.code();
                         return (p, -1, -1, Some(String::new()), unstable);
                     }

@@ -175,3 +175,30 @@ fn seed_snapshots() -> Vec<(&'static str, Vec<u8>)> {
     let marker = ("seed-marker", batch::build_marker(77, 0, batch::ControlType::Commit, 0, 0));
     vec![empty, idempotent, open, aborted, marker]
 }
+
+/// A marker that is its transaction's only decision keeps the transaction unstable (the last
+/// stable offset at its first record) until the marker is below the high watermark; a
+/// marker written after a stored decision releases it at once.
+#[test]
+fn a_deciding_marker_holds_the_last_stable_offset_until_it_is_below_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    let transactional = |producer_id: i64| {
+        let spec = BatchSpec {
+            attributes: batch::ATTR_TRANSACTIONAL,
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: 0,
+            ..BatchSpec::default()
+        };
+        batch::build_batch(&spec, &[(None, Some(b"t"))])
+    };
+    log.append(&transactional(77), 0).unwrap();
+    let marker = log.append_deciding_marker(77, 0, batch::ControlType::Commit, 0, 0).unwrap();
+    assert_eq!(marker.last_offset, 1);
+    assert_eq!(log.last_stable_offset(1), 0, "the marker is not below the high watermark yet");
+    assert_eq!(log.last_stable_offset(2), 2, "synced: the transaction is stable");
+    log.append(&transactional(78), 0).unwrap();
+    log.append_marker(78, 0, batch::ControlType::Commit, 0, 0).unwrap();
+    assert_eq!(log.last_stable_offset(3), 3, "a stored decision's marker releases at once");
+}
