@@ -337,6 +337,34 @@ mod tests {
         [("t".to_string(), 0), ("t".to_string(), 1)]
     }
 
+    /// Starts a broker again on the data folder of an earlier one (which must be stopped).
+    async fn restart(dir: &std::path::Path) -> (crate::Broker, std::sync::Arc<State>) {
+        let mut config = crate::BrokerConfig::new(dir);
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        let broker = crate::Broker::start(config).await.unwrap();
+        let state = broker.state_for_tests();
+        (broker, state)
+    }
+
+    /// Appends one transactional record of the producer to `partition` and syncs it.
+    fn append_transactional(
+        partition: &sluice_log::Partition,
+        (producer_id, producer_epoch): (i64, i16),
+        base_sequence: i32,
+    ) {
+        use sluice_wire::batch::{build_batch, BatchSpec, ATTR_TRANSACTIONAL};
+        let spec = BatchSpec {
+            attributes: ATTR_TRANSACTIONAL,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            ..BatchSpec::default()
+        };
+        let batch = build_batch(&spec, &[(None, Some(b"v".as_slice()))]);
+        let end = partition.append(&batch, 0).unwrap().last_offset + 1;
+        partition.sync_to(end).unwrap();
+    }
+
     fn test_client() -> Client {
         Client {
             client_id: "c".into(),
@@ -699,23 +727,12 @@ mod tests {
     #[tokio::test]
     async fn a_restart_completes_decided_transactions_and_aborts_open_ones() {
         use crate::store::TxnState;
-        use sluice_wire::batch::{build_batch, BatchSpec, ControlType, ATTR_TRANSACTIONAL};
+        use sluice_wire::batch::ControlType;
         let (broker, state, dir) = broker_with_topic(2).await;
         let txns = &state.transactions;
         let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
         let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
-        let append = |sequence: i32| {
-            let spec = BatchSpec {
-                attributes: ATTR_TRANSACTIONAL,
-                producer_id: producer,
-                producer_epoch: epoch,
-                base_sequence: sequence,
-                ..BatchSpec::default()
-            };
-            let batch = build_batch(&spec, &[(None, Some(b"v".as_slice()))]);
-            let end = partition.append(&batch, 0).unwrap().last_offset + 1;
-            partition.sync_to(end).unwrap();
-        };
+        let append = |sequence: i32| append_transactional(&partition, (producer, epoch), sequence);
         // Transaction 1 (offset 0) is decided: its prepare state is stored.
         txns.add_partitions(&state, "x", producer, epoch, &two_partitions()).unwrap();
         append(0);
@@ -729,10 +746,7 @@ mod tests {
         broker.shutdown().await.unwrap();
         drop(state);
 
-        let mut config = crate::BrokerConfig::new(dir.path());
-        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
-        let broker = crate::Broker::start(config).await.unwrap();
-        let state = broker.state_for_tests();
+        let (broker, state) = restart(dir.path()).await;
         let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
         let (stable, high_watermark) = partition.stable_offsets();
         assert_eq!((stable, high_watermark), (4, 4), "one abort marker, nothing left open");
@@ -756,21 +770,12 @@ mod tests {
     #[tokio::test]
     async fn a_one_partition_transaction_is_decided_by_its_synced_marker() {
         use crate::store::TxnState;
-        use sluice_wire::batch::{build_batch, BatchSpec, ATTR_TRANSACTIONAL};
         let (broker, state, dir) = broker_with_topic(1).await;
         let txns = &state.transactions;
         let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
         let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
         txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
-        let spec = BatchSpec {
-            attributes: ATTR_TRANSACTIONAL,
-            producer_id: producer,
-            producer_epoch: epoch,
-            ..BatchSpec::default()
-        };
-        let batch = build_batch(&spec, &[(None, Some(b"v".as_slice()))]);
-        let end = partition.append(&batch, 0).unwrap().last_offset + 1;
-        partition.sync_to(end).unwrap();
+        append_transactional(&partition, (producer, epoch), 0);
         assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(false), "nothing pending");
         assert_eq!(partition.stable_offsets(), (2, 2), "the marker is written and synced");
         let stored = state.store.transactions().unwrap()["x"].state;
@@ -780,10 +785,7 @@ mod tests {
         broker.crash_for_tests().await;
         drop(state);
 
-        let mut config = crate::BrokerConfig::new(dir.path());
-        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
-        let broker = crate::Broker::start(config).await.unwrap();
-        let state = broker.state_for_tests();
+        let (broker, state) = restart(dir.path()).await;
         let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
         assert_eq!(partition.stable_offsets(), (2, 2), "committed, and nothing written after");
         assert!(partition.with_log(|log| log.aborted_transactions(0, 2)).is_empty());

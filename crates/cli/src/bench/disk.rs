@@ -95,40 +95,23 @@ pub fn paced(
     (files, bytes_per_file): (usize, usize),
     bar: &ProgressBar,
 ) -> Result<PacedDisk> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let paths: Vec<_> = (0..files).map(|i| dir.join(format!("paced-{i}.probe"))).collect();
-    let mut handles = paths.iter().map(|path| create(path)).collect::<Result<Vec<File>>>()?;
     let chunk = pattern(bytes_per_file);
     let rounds = ((rounds_per_s * secs as f64) as usize).max(1);
     let interval = Duration::from_secs_f64(1.0 / rounds_per_s.max(f64::MIN_POSITIVE));
-    let started = Instant::now();
-    let due = move |round: usize| started + interval.mul_f64(round as f64);
-    let finished: Vec<Vec<Instant>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = handles
-            .iter_mut()
-            .zip(&paths)
-            .map(|(file, path)| {
-                let chunk = &chunk;
-                scope.spawn(move || -> Result<Vec<Instant>> {
-                    let mut done = Vec::with_capacity(rounds);
-                    for round in 0..rounds {
-                        if let Some(wait) = due(round).checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        append_and_sync(file, chunk, path)?;
-                        done.push(Instant::now());
-                        bar.inc(1);
-                    }
-                    Ok(done)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker.join().map_err(|_| anyhow::anyhow!("a paced disk thread panicked"))?
-            })
-            .collect::<Result<Vec<_>>>()
+    // The clock starts with the first round, once the files exist.
+    let started = std::sync::OnceLock::new();
+    let due = |round: usize| *started.get_or_init(Instant::now) + interval.mul_f64(round as f64);
+    let finished: Vec<Vec<Instant>> = per_file(dir, "paced", files, |file, path| {
+        let mut done = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            if let Some(wait) = due(round).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            append_and_sync(file, &chunk, path)?;
+            done.push(Instant::now());
+            bar.inc(1);
+        }
+        Ok(done)
     })?;
     let samples: Vec<Duration> = (0..rounds)
         .map(|round| {
@@ -136,11 +119,6 @@ pub fn paced(
             last.map_or(Duration::ZERO, |last| last.saturating_duration_since(due(round)))
         })
         .collect();
-    drop(handles);
-    for path in &paths {
-        remove(path)?;
-    }
-    let _ = std::fs::remove_dir(dir);
     Ok(PacedDisk {
         rounds_per_s,
         files,
@@ -177,41 +155,20 @@ pub fn transactions(
     (batch, marker, payload_bytes): (&[u8], &[u8], u64),
     bar: &ProgressBar,
 ) -> Result<TransactionsDisk> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let paths: Vec<_> = (0..files).map(|i| dir.join(format!("txn-{i}.probe"))).collect();
-    let mut handles = paths.iter().map(|path| create(path)).collect::<Result<Vec<File>>>()?;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(secs);
-    let counts: Vec<u64> = std::thread::scope(|scope| {
-        let workers: Vec<_> = handles
-            .iter_mut()
-            .zip(&paths)
-            .map(|(file, path)| {
-                scope.spawn(move || -> Result<u64> {
-                    let mut done = 0;
-                    while Instant::now() < deadline {
-                        append_and_sync(file, batch, path)?;
-                        append_and_sync(file, marker, path)?;
-                        done += 1;
-                        bar.inc(1);
-                    }
-                    Ok(done)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker.join().map_err(|_| anyhow::anyhow!("a transactions disk thread panicked"))?
-            })
-            .collect::<Result<Vec<_>>>()
+    // The clock starts with the first transaction, once the files exist.
+    let started = std::sync::OnceLock::new();
+    let counts: Vec<u64> = per_file(dir, "txn", files, |file, path| {
+        let deadline = *started.get_or_init(Instant::now) + Duration::from_secs_f64(secs);
+        let mut done = 0;
+        while Instant::now() < deadline {
+            append_and_sync(file, batch, path)?;
+            append_and_sync(file, marker, path)?;
+            done += 1;
+            bar.inc(1);
+        }
+        Ok(done)
     })?;
-    let secs = started.elapsed().as_secs_f64();
-    drop(handles);
-    for path in &paths {
-        remove(path)?;
-    }
-    let _ = std::fs::remove_dir(dir);
+    let secs = started.get().map_or(secs, |started| started.elapsed().as_secs_f64());
     let transactions: u64 = counts.iter().sum();
     Ok(TransactionsDisk {
         files,
@@ -222,6 +179,40 @@ pub fn transactions(
         transactions_per_s: transactions as f64 / secs,
         mib_per_s: (transactions * payload_bytes) as f64 / MIB as f64 / secs,
     })
+}
+
+/// Runs `work` on `files` fresh files in `dir` (named `{prefix}-{i}.probe`), one thread per
+/// file and all at once, then removes them (and `dir`, if that leaves it empty); returns
+/// each file's result in order.
+fn per_file<T: Send>(
+    dir: &Path,
+    prefix: &str,
+    files: usize,
+    work: impl Fn(&mut File, &Path) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let paths: Vec<_> = (0..files).map(|i| dir.join(format!("{prefix}-{i}.probe"))).collect();
+    let mut handles = paths.iter().map(|path| create(path)).collect::<Result<Vec<File>>>()?;
+    let results = std::thread::scope(|scope| {
+        let work = &work;
+        let workers: Vec<_> = handles
+            .iter_mut()
+            .zip(&paths)
+            .map(|(file, path)| scope.spawn(move || work(file, path)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker.join().map_err(|_| anyhow::anyhow!("a {prefix} disk thread panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    drop(handles);
+    for path in &paths {
+        remove(path)?;
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(results)
 }
 
 /// Appends 1 MiB and syncs until `DISK_NAIVE_BYTES` are written; returns the seconds taken.
