@@ -202,3 +202,40 @@ fn a_deciding_marker_holds_the_last_stable_offset_until_it_is_below_the_high_wat
     log.append_marker(78, 0, batch::ControlType::Commit, 0, 0).unwrap();
     assert_eq!(log.last_stable_offset(3), 3, "a stored decision's marker releases at once");
 }
+
+/// Under `log.flush = always` a transaction's records are readable once appended right after
+/// readable ones (their producer is answered before they are synced), never past an unsynced
+/// record or marker before them; a sync then covers them.
+#[test]
+fn a_transactions_records_are_readable_once_appended_after_readable_ones() {
+    use sluice_log::Partition;
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    let partition = Partition::new(log);
+    let transactional = |producer_id: i64, base_sequence: i32| {
+        let spec = BatchSpec {
+            attributes: batch::ATTR_TRANSACTIONAL,
+            producer_id,
+            producer_epoch: 0,
+            base_sequence,
+            ..BatchSpec::default()
+        };
+        batch::build_batch(&spec, &[(None, Some(b"t"))])
+    };
+    let info = partition.append(&transactional(77, 0), 0).unwrap();
+    assert!(info.transactional);
+    assert_eq!((partition.synced_offset(), partition.high_watermark()), (0, 1));
+    // An unsynced record outside a transaction stops it: what follows waits for a sync.
+    let plain = partition.append(&idempotent_batch(0, 0, 1), 0).unwrap();
+    assert!(!plain.transactional);
+    partition.append(&transactional(77, 1), 0).unwrap();
+    assert_eq!(partition.high_watermark(), 1, "not past the unsynced record");
+    partition.sync_to(3).unwrap();
+    assert_eq!(partition.high_watermark(), 3);
+    // So does an unsynced marker.
+    partition.append_marker(77, 0, batch::ControlType::Commit, 0, 0).unwrap();
+    partition.append(&transactional(78, 0), 0).unwrap();
+    assert_eq!(partition.high_watermark(), 3, "not past the unsynced marker");
+    partition.sync_to(5).unwrap();
+    assert_eq!(partition.high_watermark(), 5);
+}
