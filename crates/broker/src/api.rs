@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::groups::{GroupSettings, Groups, TICK_MS};
 use crate::state::State;
-use crate::store::{Run, Store};
+use crate::store::Store;
 use crate::topics::Topics;
 use crate::transactions::{Transactions, TxnSettings};
 use crate::{server, BrokerConfig, Error, Result};
@@ -19,8 +19,6 @@ pub struct Broker {
     state: Arc<State>,
     local_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
-    /// The machine's boot this run is in, recorded with a clean stop.
-    boot_id: String,
 }
 
 impl Broker {
@@ -33,9 +31,6 @@ impl Broker {
         })?;
         let store = Arc::new(Store::open(&settings.data_dir.join("meta.redb"))?);
         let cluster_id = store.cluster_id()?;
-        let boot_id = Run::current_boot();
-        let machine_went_down =
-            store.last_run()?.is_some_and(|run| run.machine_went_down(&boot_id));
         let topics = Topics::open(&settings, &store)?;
         let bind = format!("{}:{}", settings.listener.host, settings.listener.port);
         let listener = tokio::net::TcpListener::bind(&bind)
@@ -82,14 +77,9 @@ impl Broker {
             shutdown,
         });
         let recovering = Arc::clone(&state);
-        tokio::task::spawn_blocking(move || {
-            recovering.transactions.recover(&recovering, machine_went_down)
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("transaction recovery stopped: {e}")))??;
-        // Recorded only once recovery is done: a start that fails before this leaves the
-        // last run as it was, so the next start recovers from it the same way.
-        state.store.put_run(&Run { boot_id: boot_id.clone(), stopped_cleanly: false })?;
+        tokio::task::spawn_blocking(move || recovering.transactions.recover(&recovering))
+            .await
+            .map_err(|e| Error::Unavailable(format!("transaction recovery stopped: {e}")))??;
         let tasks = vec![
             tokio::spawn(server::accept_loop(Arc::clone(&state), listener)),
             tokio::spawn(ticker(Arc::clone(&state))),
@@ -99,7 +89,7 @@ impl Broker {
             tokio::spawn(offsets_retention(Arc::clone(&state))),
         ];
         tracing::info!(listen = %local_addr, data_dir = %state.settings.data_dir.display(), cluster_id = %state.cluster_id, "broker started");
-        Ok(Broker { state, local_addr, tasks, boot_id })
+        Ok(Broker { state, local_addr, tasks })
     }
 
     /// Where the broker listens, as `PLAINTEXT://host:port` (the advertised form).
@@ -180,13 +170,6 @@ impl Broker {
                     tracing::error!(topic = %topic.name, %error, "sync at shutdown failed");
                     first_error.get_or_insert(Error::Log(error));
                 }
-            }
-        }
-        if first_error.is_none() {
-            let run = Run { boot_id: self.boot_id, stopped_cleanly: true };
-            if let Err(error) = self.state.store.put_run(&run) {
-                tracing::error!(%error, "recording the clean stop failed");
-                first_error = Some(error);
             }
         }
         tracing::info!("broker stopped");

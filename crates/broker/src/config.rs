@@ -80,11 +80,6 @@ pub struct Settings {
     pub transactional_id_expiration_ms: i64,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
     pub transaction_cleanup_interval_ms: u64,
-    /// `transaction.records.sync.delay.ms` (sluice's own): how long after a produce of a
-    /// transaction's records is answered (unsynced) their sync waits for the one that ends
-    /// the transaction to cover them. It bounds how long they stay unsynced, and unreadable
-    /// where an unsynced record before them keeps them above the high watermark.
-    pub transaction_records_sync_delay_ms: u64,
     /// Every property as written, for DescribeConfigs on the broker.
     pub properties: BTreeMap<String, String>,
 }
@@ -127,7 +122,6 @@ pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
     ("transaction.max.timeout.ms", "900000"),
     ("transactional.id.expiration.ms", "604800000"),
     ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "10000"),
-    ("transaction.records.sync.delay.ms", "10"),
 ];
 
 impl BrokerConfig {
@@ -259,8 +253,6 @@ impl BrokerConfig {
             transaction_cleanup_interval_ms: self
                 .parse("transaction.abort.timed.out.transaction.cleanup.interval.ms", 10_000u64)?
                 .max(10),
-            transaction_records_sync_delay_ms: self
-                .parse("transaction.records.sync.delay.ms", 10u64)?,
             properties: self.properties.clone(),
         })
     }

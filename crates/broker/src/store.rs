@@ -31,40 +31,6 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
 }
 
-/// A run of the broker on this data folder: the machine's boot it ran in, and whether it
-/// stopped cleanly (every log synced and closed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Run {
-    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`), or [`Run::UNKNOWN_BOOT`].
-    pub boot_id: String,
-    /// Set by a clean shutdown; a crash leaves it false.
-    pub stopped_cleanly: bool,
-}
-
-impl Run {
-    /// The boot id where the machine does not tell it: every unclean stop then counts as
-    /// one the machine may have gone down with.
-    pub const UNKNOWN_BOOT: &'static str = "unknown";
-
-    /// This machine's current boot id.
-    pub fn current_boot() -> String {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|id| id.trim().to_string())
-            .ok()
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| Run::UNKNOWN_BOOT.to_string())
-    }
-
-    /// Whether this run, recorded by the last start, ended in a crash of the machine (a
-    /// power loss or an OS crash) rather than of the process alone: it did not stop
-    /// cleanly, and the machine has booted since (or cannot tell). Only then can writes
-    /// the broker never synced be lost; after a crash of the process alone the page
-    /// cache still holds them.
-    pub fn machine_went_down(&self, boot_now: &str) -> bool {
-        !self.stopped_cleanly && (self.boot_id != boot_now || boot_now == Run::UNKNOWN_BOOT)
-    }
-}
-
 /// A committed offset as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetRecord {
@@ -347,30 +313,6 @@ impl Store {
             // Kafka cluster ids are 22-character base64 UUIDs; a hex UUID is as unique.
             table.insert("cluster_id", id.as_str()).map_err(|e| e.to_string())?;
             Ok(id)
-        })
-    }
-
-    /// How the last run of a broker on this data folder ended, as [`Store::put_run`] left
-    /// it; `None` for a folder no run has recorded (new, or from a version before runs were).
-    pub fn last_run(&self) -> Result<Option<Run>> {
-        let tx = self.db.begin_read().map_err(|e| Error::Store(e.to_string()))?;
-        let table = tx.open_table(CLUSTER).map_err(|e| Error::Store(e.to_string()))?;
-        let Some(value) = table.get("last_run").map_err(|e| Error::Store(e.to_string()))? else {
-            return Ok(None);
-        };
-        serde_json::from_str(value.value())
-            .map(Some)
-            .map_err(|e| Error::Store(format!("last_run: {e}")))
-    }
-
-    /// Records the run (synced): at start, once recovery is done, as not stopped cleanly;
-    /// at the end of a clean shutdown, as stopped cleanly.
-    pub fn put_run(&self, run: &Run) -> Result<()> {
-        let json = serde_json::to_string(run).map_err(|e| Error::Store(e.to_string()))?;
-        self.write(|tx| {
-            let mut table = tx.open_table(CLUSTER).map_err(|e| e.to_string())?;
-            table.insert("last_run", json.as_str()).map_err(|e| e.to_string())?;
-            Ok(())
         })
     }
 

@@ -20,10 +20,6 @@
 //!   producer's transaction): its marker is its decision, so `EndTxn` stores no prepare
 //!   state; it writes the marker and syncs its partition (group commit with that
 //!   partition's produces) before it answers, and stores the completion later as above.
-//! - A transaction's records are answered before they are synced; its decision syncs them
-//!   (the deciding marker's sync, or `sync_records` before a commit's prepare state is
-//!   stored). A crash of the machine may lose them with nothing left open to abort, so a
-//!   start after one fences every transactional producer ([`Transactions::fence_all`]).
 //! - A transaction open longer than its timeout is aborted with a bumped epoch, fencing the
 //!   producer that left it open.
 //!
@@ -42,7 +38,7 @@
 //! writes of other ids (`Store::put_transaction`'s group commit). An `EndTxn` (or
 //! an abort) shows its prepare state in memory before it writes anything, so from then on a
 //! produce for the ending transaction is refused.
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kafka_protocol::ResponseError;
@@ -533,10 +529,8 @@ impl Transactions {
     /// prepare state), then aborts every transaction still open in a partition, because
     /// nothing decided it and its producer's state in memory is gone. The producer of such
     /// a transaction is fenced (its epoch bumped, as a timeout abort does), so it cannot
-    /// go on to commit a transaction that lost its records' abort. When the machine went
-    /// down with the last run (`Run::machine_went_down`), every other transactional
-    /// producer is fenced too ([`Transactions::fence_all`]). Blocking.
-    pub fn recover(&self, state: &State, machine_went_down: bool) -> Result<()> {
+    /// go on to commit a transaction that lost its records' abort. Blocking.
+    pub fn recover(&self, state: &State) -> Result<()> {
         let failed = |what: &str, id: &str, error: ResponseError| {
             crate::Error::Unavailable(format!(
                 "transaction recovery: {what} for transactional id {id:?} failed ({error:?}); \
@@ -603,7 +597,6 @@ impl Transactions {
         }
         // Synced before any synced commit below (the fences), and at the latest at the end.
         state.store.defer_marker_syncs(markers);
-        let mut fenced_ids: HashSet<String> = fenced.keys().cloned().collect();
         for (id, mut record) in fenced {
             record.state = TxnState::CompleteAbort;
             record.partitions.clear();
@@ -619,46 +612,7 @@ impl Transactions {
         if !open.is_empty() {
             state.appended.notify_waiters();
         }
-        if machine_went_down {
-            fenced_ids.extend(self.fence_all(state, &fenced_ids)?);
-            tracing::warn!(
-                fenced = fenced_ids.len(),
-                "the machine went down while the broker ran (it did not stop cleanly, and the \
-                 machine has booted since): every transactional producer is fenced, since a \
-                 transaction's unsynced records may be lost; producers start again with \
-                 InitProducerId"
-            );
-        }
         Ok(())
-    }
-
-    /// Fences every transactional producer not in `skip` (its epoch bumped, stored synced)
-    /// and returns their ids. For a start after the machine went down: a transaction's
-    /// records are answered before they are synced (its decision syncs them), so a power
-    /// loss may have taken records of an open transaction and left nothing of it in its
-    /// partitions for recovery to abort; its producer, not knowing, would go on to commit
-    /// the rest. Fenced, it gets PRODUCER_FENCED instead. Blocking.
-    fn fence_all(&self, state: &State, skip: &HashSet<String>) -> Result<Vec<String>> {
-        let now = now_ms();
-        let producers: Vec<(String, TxnRecord)> = self
-            .lock()
-            .records
-            .iter()
-            .filter(|(id, record)| record.producer_id >= 0 && !skip.contains(id.as_str()))
-            .map(|(id, record)| (id.clone(), record.clone()))
-            .collect();
-        let mut ids = Vec::with_capacity(producers.len());
-        for (id, mut record) in producers {
-            record.producer_epoch = record.producer_epoch.saturating_add(1);
-            record.updated_ms = now;
-            self.save(state, &id, Some(&record), &[], false)?;
-            self.set(&id, record);
-            ids.push(id);
-        }
-        if !ids.is_empty() {
-            state.store.sync()?;
-        }
-        Ok(ids)
     }
 
     /// Every transactional id with its record, for DescribeTransactions/ListTransactions.
@@ -698,19 +652,13 @@ fn prepare(
     txns.set(transactional_id, record.clone());
     // After the prepare state shows, so no record of the transaction comes after these.
     record.prepared_ends = log_ends(state, &record);
-    // A commit's records were answered unsynced: they are made durable before the decision
-    // that promises them is (an abort loses nothing it promised).
-    let synced = if commit { sync_records(state, &record) } else { Ok(()) };
-    let saved = synced.and_then(|()| {
-        txns.save(state, transactional_id, Some(&record), &[], true).map_err(storage_error)
-    });
-    if let Err(error) = saved {
+    if let Err(error) = txns.save(state, transactional_id, Some(&record), &[], true) {
         // Not decided after all: memory goes back to what the store holds.
         match before {
             Some(before) => txns.set(transactional_id, before),
             None => txns.lock().remove(transactional_id),
         }
-        return Err(error);
+        return Err(storage_error(error));
     }
     Ok(record)
 }
@@ -837,34 +785,6 @@ fn log_ends(state: &State, record: &TxnRecord) -> Vec<(String, i32, i64)> {
             Some((topic.clone(), *index, partition.with_log(|log| log.log_end_offset())))
         })
         .collect()
-}
-
-/// Syncs a transaction's partitions up to their log ends at its decision
-/// (`TxnRecord::prepared_ends`), so its records, answered unsynced, are durable before a
-/// stored commit promises them. Partitions without `log.flush = always` are not synced, as
-/// no produce is.
-fn sync_records(state: &State, record: &TxnRecord) -> TxnResult<()> {
-    let mut names = Vec::new();
-    let mut targets: Vec<(Arc<Partition>, i64)> = Vec::new();
-    for (topic, index, end) in &record.prepared_ends {
-        let Some(partition) = state.topics.get(topic).and_then(|t| t.partition(*index).cloned())
-        else {
-            continue;
-        };
-        let always = partition.with_log(|log| log.config().flush == FlushPolicy::Always);
-        if always && partition.synced_offset() < *end {
-            names.push((topic, index));
-            targets.push((partition, *end));
-        }
-    }
-    let mut result = Ok(());
-    for (outcome, (topic, partition)) in Partition::sync_each(&targets).into_iter().zip(names) {
-        if let Err(error) = outcome {
-            tracing::error!(%topic, partition, %error, "a transaction's records could not be synced; not committing it");
-            result = Err(ResponseError::KafkaStorageError);
-        }
-    }
-    result
 }
 
 /// A marker to sync: the partition and the offset after the marker.

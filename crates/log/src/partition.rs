@@ -37,10 +37,6 @@ pub struct AppendInfo {
     /// The batch was a producer's retry of one already in the log: nothing was appended and
     /// the offsets are the original's.
     pub duplicate: bool,
-    /// Every batch is transactional: its records belong to an open transaction that a
-    /// marker will close, so a caller may answer before syncing them and leave the sync to
-    /// the one that decides the transaction (until then they stay above the high watermark).
-    pub transactional: bool,
 }
 
 /// One partition's segments.
@@ -230,7 +226,6 @@ impl PartitionLog {
                 log_append_time_ms: -1,
                 log_start_offset: self.log_start_offset,
                 duplicate: true,
-                transactional: headers.iter().all(BatchHeader::is_transactional),
             });
         }
         let (info, headers) = self.write_batches(bytes, headers, now_ms)?;
@@ -347,7 +342,6 @@ impl PartitionLog {
             log_append_time_ms: if log_append { now_ms } else { -1 },
             log_start_offset: self.log_start_offset,
             duplicate: false,
-            transactional: headers.iter().all(BatchHeader::is_transactional),
         };
         Ok((info, headers))
     }

@@ -7,10 +7,8 @@
 //! their records already covered and return without a sync of their own. So one sync covers
 //! every append that was waiting on it.
 //!
-//! With `log.flush = always` the high watermark is the synced offset, except that a
-//! transaction's records are readable once appended (they are answered before they are
-//! synced; what decides their transaction syncs them): consumers never see a record that a
-//! crash could take back, other than an open transaction's after a crash of the machine.
+//! With `log.flush = always` the high watermark is the synced offset: consumers never see a
+//! record that a crash could take back.
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -23,9 +21,6 @@ pub struct Partition {
     log: Mutex<PartitionLog>,
     /// Every offset below this is synced to disk.
     synced_offset: AtomicI64,
-    /// The end of the transactional records appended (and answered) right after readable
-    /// ones: readable though not yet synced. See [`Partition::high_watermark`].
-    appended_transactional: AtomicI64,
     /// Held while a sync runs; waiters queue here.
     sync_lock: Mutex<()>,
 }
@@ -37,7 +32,6 @@ impl Partition {
         Partition {
             log: Mutex::new(log),
             synced_offset: AtomicI64::new(end),
-            appended_transactional: AtomicI64::new(end),
             sync_lock: Mutex::new(()),
         }
     }
@@ -48,21 +42,9 @@ impl Partition {
         f(&mut guard)
     }
 
-    /// Appends (no sync). Blocking: call from a blocking context. A transaction's records
-    /// that follow readable ones are readable at once (see [`Partition::high_watermark`]).
+    /// Appends (no sync). Blocking: call from a blocking context.
     pub fn append(&self, bytes: &[u8], now_ms: i64) -> Result<AppendInfo> {
-        self.with_log(|log| {
-            let info = log.append(bytes, now_ms)?;
-            if info.transactional && !info.duplicate {
-                // Under the log mutex, so appends move this in offset order.
-                let readable =
-                    self.synced_offset().max(self.appended_transactional.load(Ordering::Acquire));
-                if info.base_offset <= readable {
-                    self.appended_transactional.fetch_max(info.last_offset + 1, Ordering::AcqRel);
-                }
-            }
-            Ok(info)
-        })
+        self.with_log(|log| log.append(bytes, now_ms))
     }
 
     /// Returns once every offset below `end_offset` is synced (group commit).
@@ -126,18 +108,10 @@ impl Partition {
         self.synced_offset.load(Ordering::Acquire)
     }
 
-    /// The offset consumers may read up to (exclusive). Under `log.flush = always`: the
-    /// synced offset, or past it the end of a transaction's records appended right after
-    /// readable ones. A producer is answered for those before they are synced, as Kafka
-    /// answers once records are replicated, so what it was told was written is readable (as
-    /// clients check); their transaction stays open, unread by `read_committed` consumers,
-    /// until a synced marker or a synced decision closes it.
+    /// The offset consumers may read up to (exclusive).
     pub fn high_watermark(&self) -> i64 {
         self.with_log(|log| match log.config().flush {
-            FlushPolicy::Always => {
-                let transactional = self.appended_transactional.load(Ordering::Acquire);
-                self.synced_offset().max(transactional).min(log.log_end_offset())
-            }
+            FlushPolicy::Always => self.synced_offset().min(log.log_end_offset()),
             FlushPolicy::Interval { .. } | FlushPolicy::Never => log.log_end_offset(),
         })
     }

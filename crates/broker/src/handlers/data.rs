@@ -102,23 +102,22 @@ pub(crate) async fn produce_append(
     // than a sync task of its own; the connection reads its next request as soon as the
     // append is done. Any other partitions sync in parallel from `produce_finish`.
     tokio::task::spawn_blocking(move || {
-        let mut appends = append_all(jobs, peer);
-        let first = (!appends.to_sync.is_empty()).then(|| appends.to_sync.remove(0));
-        let _ = appended.send(appends);
+        let (results, mut to_sync) = append_all(jobs, peer);
+        let first = (!to_sync.is_empty()).then(|| to_sync.remove(0));
+        let _ = appended.send((results, to_sync));
         if let Some(first) = first {
             let _ = synced.send(sync_all(vec![first]));
         }
     });
-    let Appends { results, to_sync, deferred } = appended_rx.await.unwrap_or_else(|_| {
+    let (results, to_sync) = appended_rx.await.unwrap_or_else(|_| {
         // The append panicked (a bug): nothing is acknowledged, every partition says why.
         tracing::error!(%peer, "produce task failed");
         let failed = || {
             Err(Refused::new(ResponseError::UnknownServerError, "internal error; see broker log"))
         };
-        let results = targets.into_iter().map(|(topic, index)| (topic, index, failed())).collect();
-        Appends { results, to_sync: Vec::new(), deferred: Vec::new() }
+        (targets.into_iter().map(|(topic, index)| (topic, index, failed())).collect(), Vec::new())
     });
-    StagedProduce { topics, results, first_sync, to_sync, deferred, wait_for_sync: acks != 0 }
+    StagedProduce { topics, results, first_sync, to_sync, wait_for_sync: acks != 0 }
 }
 
 /// A transactional batch must belong to its producer's open transaction, which must hold
@@ -183,9 +182,6 @@ pub(crate) struct StagedProduce {
     first_sync: tokio::sync::oneshot::Receiver<std::result::Result<(), String>>,
     /// The other partitions to sync, each with the end offset this request needs synced.
     to_sync: Vec<ToSync>,
-    /// Partitions that took a transaction's records: synced a moment after the answer
-    /// (see [`append_all`]).
-    deferred: Vec<ToSync>,
     wait_for_sync: bool,
 }
 
@@ -199,7 +195,7 @@ impl StagedProduce {
 /// Appends and syncs, then answers: [`produce_append`] then [`produce_finish`].
 #[cfg(test)]
 pub(crate) async fn produce(
-    state: &Arc<State>,
+    state: &State,
     request: ProduceRequest,
     version: i16,
     client: &super::Client,
@@ -208,13 +204,10 @@ pub(crate) async fn produce(
     produce_finish(state, staged).await
 }
 
-/// Waits until the staged produce's records are synced (under `log.flush = always`; a
-/// transaction's are synced when it is decided, see [`append_all`]), wakes long-polling
-/// fetches, and builds the response.
-pub(crate) async fn produce_finish(state: &Arc<State>, staged: StagedProduce) -> ProduceResponse {
-    let StagedProduce { mut topics, mut results, first_sync, to_sync, deferred, wait_for_sync } =
-        staged;
-    sync_later(state, deferred);
+/// Waits until the staged produce's records are synced (under `log.flush = always`), wakes
+/// long-polling fetches, and builds the response.
+pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> ProduceResponse {
+    let StagedProduce { mut topics, mut results, first_sync, to_sync, wait_for_sync } = staged;
     // Partitions sync in parallel: their fsyncs overlap in the device (and in the file
     // system's journal, where it has one), so a request that wrote many partitions waits
     // about one sync.
@@ -273,37 +266,20 @@ pub(crate) async fn produce_finish(state: &Arc<State>, staged: StagedProduce) ->
     ProduceResponse::default().with_responses(topics)
 }
 
-/// What [`append_all`] did: each partition's outcome, and what to sync.
-struct Appends {
-    results: Vec<(usize, i32, Appended)>,
-    /// Partitions that took records outside a transaction: synced before the answer.
-    to_sync: Vec<ToSync>,
-    /// Partitions that took a transaction's records: synced a moment after it
-    /// ([`sync_later`]), unless what decides the transaction syncs them first.
-    deferred: Vec<ToSync>,
-}
-
 /// Appends every job (no sync). Blocking.
-fn append_all(jobs: Vec<ProduceJob>, peer: std::net::SocketAddr) -> Appends {
+fn append_all(
+    jobs: Vec<ProduceJob>,
+    peer: std::net::SocketAddr,
+) -> (Vec<(usize, i32, Appended)>, Vec<ToSync>) {
     let now = now_ms();
     let mut results = Vec::with_capacity(jobs.len());
     let mut to_sync: Vec<ToSync> = Vec::new();
-    let mut deferred: Vec<ToSync> = Vec::new();
     for job in jobs {
         let outcome = match job.target {
             Err(refused) => Err(refused),
             Ok((partition, bytes)) => match partition.append(&bytes, now) {
                 Ok(info) => {
-                    // A transaction's records are synced by whatever decides it (its
-                    // deciding marker, or the two-phase path before it stores a commit),
-                    // so answering first loses nothing a commit was promised: see
-                    // docs/design/transactions.md, "Transactional records".
-                    let end = (Arc::clone(&partition), info.last_offset + 1);
-                    if info.transactional {
-                        deferred.push(end);
-                    } else {
-                        to_sync.push(end);
-                    }
+                    to_sync.push((Arc::clone(&partition), info.last_offset + 1));
                     Ok((info.base_offset, info.log_append_time_ms, info.log_start_offset))
                 }
                 Err(error) => {
@@ -315,44 +291,7 @@ fn append_all(jobs: Vec<ProduceJob>, peer: std::net::SocketAddr) -> Appends {
         };
         results.push((job.topic_index, job.index, outcome));
     }
-    Appends { results, to_sync, deferred }
-}
-
-/// Syncs partitions that took a transaction's records `transaction.records.sync.delay.ms`
-/// after the produce is answered, unless a sync covered them by then (usually the one that
-/// ends the transaction: its marker's sync, or the two-phase path's sync before it stores a
-/// commit), so a transaction that ends sooner costs one sync, not two. This bounds how long
-/// they stay unsynced, and unreadable where an unsynced record or marker before them keeps
-/// them above the high watermark (`Partition::high_watermark`). Costs no thread when nothing
-/// is left to sync.
-fn sync_later(state: &Arc<State>, deferred: Vec<ToSync>) {
-    let deferred: Vec<ToSync> = deferred
-        .into_iter()
-        .filter(|(p, _)| p.with_log(|log| log.config().flush == FlushPolicy::Always))
-        .collect();
-    if deferred.is_empty() {
-        return;
-    }
-    let state = Arc::clone(state);
-    tokio::spawn(async move {
-        let delay = state.settings.transaction_records_sync_delay_ms;
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        let unsynced: Vec<ToSync> =
-            deferred.into_iter().filter(|(p, end)| p.synced_offset() < *end).collect();
-        if unsynced.is_empty() {
-            return;
-        }
-        let synced = tokio::task::spawn_blocking(move || {
-            for outcome in Partition::sync_each(&unsynced) {
-                if let Err(error) = outcome {
-                    // The partition now refuses writes, so the transaction cannot commit.
-                    tracing::error!(%error, "sync of a transaction's records failed");
-                }
-            }
-        });
-        let _ = synced.await;
-        state.appended.notify_waiters();
-    });
+    (results, to_sync)
 }
 
 /// Syncs each partition up to the offset the request needs, under `log.flush = always`

@@ -322,20 +322,9 @@ mod tests {
     async fn broker_with_topic(
         partitions: i32,
     ) -> (crate::Broker, std::sync::Arc<State>, tempfile::TempDir) {
-        broker_with_topic_and(partitions, &[]).await
-    }
-
-    /// [`broker_with_topic`] with broker properties set.
-    async fn broker_with_topic_and(
-        partitions: i32,
-        properties: &[(&str, &str)],
-    ) -> (crate::Broker, std::sync::Arc<State>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let mut config = crate::BrokerConfig::new(dir.path());
         config.set("listeners", "PLAINTEXT://127.0.0.1:0");
-        for (key, value) in properties {
-            config.set(key, value);
-        }
         let broker = crate::Broker::start(config).await.unwrap();
         broker.create_topic("t", partitions, &Default::default()).await.unwrap();
         let state = broker.state_for_tests();
@@ -346,21 +335,6 @@ mod tests {
     /// (a stored decision, then markers), one of one partition ends with its marker alone.
     fn two_partitions() -> [(String, i32); 2] {
         [("t".to_string(), 0), ("t".to_string(), 1)]
-    }
-
-    /// Stops the broker about as a crash would (`Broker::crash_for_tests`) and drops the
-    /// test's handle on its state once nothing else holds it (a blocking task the crash
-    /// interrupted may, for a moment), so the data folder can be opened again.
-    async fn crash(broker: crate::Broker, state: std::sync::Arc<State>) {
-        broker.crash_for_tests().await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::sync::Arc::strong_count(&state) > 1 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the crashed broker's state is still held"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
     }
 
     /// Starts a broker again on the data folder of an earlier one (which must be stopped).
@@ -808,7 +782,8 @@ mod tests {
         assert_eq!(stored, TxnState::Empty, "no decision stored");
         // A crash now: the store is left as it is (no shutdown stores the completion).
         drop(partition);
-        crash(broker, state).await;
+        broker.crash_for_tests().await;
+        drop(state);
 
         let (broker, state) = restart(dir.path()).await;
         let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
@@ -817,149 +792,6 @@ mod tests {
         let (_, record) =
             state.transactions.snapshot().into_iter().find(|(id, _)| id == "x").unwrap();
         assert_eq!(record.producer_epoch, epoch, "its producer is not fenced");
-        broker.shutdown().await.unwrap();
-    }
-
-    /// Produces one transactional record of the producer to partition `index` of `t`
-    /// through the Produce handler (acks=all) and returns its error code.
-    async fn produce_transactional(
-        state: &std::sync::Arc<State>,
-        (producer_id, producer_epoch): (i64, i16),
-        index: i32,
-        base_sequence: i32,
-    ) -> i16 {
-        use sluice_wire::batch::{build_batch, BatchSpec, ATTR_TRANSACTIONAL};
-        let spec = BatchSpec {
-            attributes: ATTR_TRANSACTIONAL,
-            producer_id,
-            producer_epoch,
-            base_sequence,
-            // Now, so retention keeps it.
-            timestamp_ms: crate::clock::now_ms(),
-            ..BatchSpec::default()
-        };
-        let batch = build_batch(&spec, &[(None, Some(b"v".as_slice()))]);
-        let data = produce_request::PartitionProduceData::default()
-            .with_index(index)
-            .with_records(Some(bytes::Bytes::from(batch)));
-        let topic = produce_request::TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str("t")))
-            .with_partition_data(vec![data]);
-        let request = ProduceRequest::default()
-            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("x"))))
-            .with_acks(-1)
-            .with_topic_data(vec![topic]);
-        let response = data::produce(state, request, 9, &test_client()).await;
-        response.responses[0].partition_responses[0].error_code
-    }
-
-    /// A transaction's records are answered before they are synced; what decides the
-    /// transaction syncs them: the two-phase path before it stores a commit, the deciding
-    /// marker of a one-partition transaction with its own sync.
-    #[tokio::test]
-    async fn a_transactions_records_are_synced_by_its_decision_not_its_produce() {
-        // No sync of the records on their own while the test looks.
-        let delay = [("transaction.records.sync.delay.ms", "600000")];
-        let (broker, state, _dir) = broker_with_topic_and(2, &delay).await;
-        let txns = &state.transactions;
-        let topic = state.topics.get("t").unwrap();
-        let partitions = [0, 1].map(|i| std::sync::Arc::clone(topic.partition(i).unwrap()));
-        let synced = || partitions.each_ref().map(|p| p.synced_offset());
-        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
-        // One partition: the deciding marker's sync covers the record.
-        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
-        assert_eq!(produce_transactional(&state, (producer, epoch), 0, 0).await, 0);
-        assert_eq!(synced(), [0, 0], "answered unsynced");
-        assert_eq!(partitions[0].stable_offsets(), (0, 1), "readable uncommitted, as in Kafka");
-        assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(false));
-        assert_eq!(synced(), [2, 0], "the record and its marker");
-        // Two partitions: synced before the commit is stored (no marker is written yet).
-        txns.add_partitions(&state, "x", producer, epoch, &two_partitions()).unwrap();
-        assert_eq!(produce_transactional(&state, (producer, epoch), 0, 1).await, 0);
-        assert_eq!(produce_transactional(&state, (producer, epoch), 1, 0).await, 0);
-        assert_eq!(synced(), [2, 0], "answered unsynced");
-        assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true));
-        assert_eq!(synced(), [3, 1], "synced before the commit was stored");
-        txns.complete_pending(&state, "x");
-        broker.shutdown().await.unwrap();
-    }
-
-    /// An open transaction's records, answered unsynced, are synced a moment later on their
-    /// own (`transaction.records.sync.delay.ms`), also where an unsynced record before them
-    /// kept them from being readable at once; `read_committed` consumers still do not see
-    /// them.
-    #[tokio::test]
-    async fn an_open_transactions_records_are_synced_a_moment_after_their_produce() {
-        let (broker, state, _dir) = broker_with_topic(1).await;
-        let txns = &state.transactions;
-        let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
-        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
-        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
-        assert_eq!(produce_transactional(&state, (producer, epoch), 0, 0).await, 0);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while partition.synced_offset() < 1 {
-            assert!(std::time::Instant::now() < deadline, "the records were never synced");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert_eq!(partition.stable_offsets(), (0, 1), "readable uncommitted, not committed");
-        broker.shutdown().await.unwrap();
-    }
-
-    /// After the machine went down (an unclean stop, then a new boot), every transactional
-    /// producer is fenced: a power loss may have taken an open transaction's unsynced
-    /// records, leaving nothing open to abort, and its producer must not commit the rest.
-    /// A crash of the process alone, or a clean stop before a reboot, fences nobody new.
-    #[tokio::test]
-    async fn every_transactional_producer_is_fenced_after_the_machine_went_down() {
-        use crate::store::{Run, Store};
-        let (broker, state, dir) = broker_with_topic(1).await;
-        let txns = &state.transactions;
-        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
-        let (_, idle_epoch) = txns.init_producer_id(&state, "idle", 60_000, None).unwrap();
-        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
-        assert_eq!(produce_transactional(&state, (producer, epoch), 0, 0).await, 0);
-        crash(broker, state).await;
-        // The power loss takes the unsynced record; the last run was on an earlier boot.
-        for entry in std::fs::read_dir(dir.path().join("log").join("t-0")).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "log") {
-                std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
-            }
-        }
-        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
-        store.put_run(&Run { boot_id: "an-earlier-boot".into(), stopped_cleanly: false }).unwrap();
-        drop(store);
-
-        let (broker, state) = restart(dir.path()).await;
-        let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
-        assert_eq!(partition.with_log(|log| log.log_end_offset()), 0, "the record is gone");
-        assert_eq!(
-            state.transactions.end_txn(&state, "x", producer, epoch, true),
-            Err(ResponseError::ProducerFenced),
-            "the producer cannot commit what the power loss took"
-        );
-        let epochs = |state: &State| {
-            let all = state.transactions.snapshot();
-            ["idle", "x"].map(|id| all.iter().find(|(i, _)| i == id).unwrap().1.producer_epoch)
-        };
-        assert_eq!(epochs(&state), [idle_epoch + 1, epoch + 1], "every producer fenced");
-        let run = state.store.last_run().unwrap().unwrap();
-        assert_eq!((run.boot_id, run.stopped_cleanly), (Run::current_boot(), false));
-        drop(partition);
-        crash(broker, state).await;
-
-        // A crash of the process alone (same boot): nobody new is fenced.
-        let (broker, state) = restart(dir.path()).await;
-        assert_eq!(epochs(&state), [idle_epoch + 1, epoch + 1], "a process crash fences nobody");
-        broker.shutdown().await.unwrap();
-        assert!(state.store.last_run().unwrap().unwrap().stopped_cleanly);
-        drop(state);
-        // A clean stop, then a reboot: nothing unsynced was left, nobody is fenced.
-        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
-        store.put_run(&Run { boot_id: "an-earlier-boot".into(), stopped_cleanly: true }).unwrap();
-        drop(store);
-        let (broker, state) = restart(dir.path()).await;
-        assert_eq!(epochs(&state), [idle_epoch + 1, epoch + 1], "a clean stop fences nobody");
         broker.shutdown().await.unwrap();
     }
 

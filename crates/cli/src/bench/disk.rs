@@ -128,8 +128,7 @@ pub fn paced(
 }
 
 /// The disk alone doing what a transaction of one partition makes the broker do: append
-/// its records (the Produce, answered before they are synced), then its marker, and sync
-/// both at once (the EndTxn).
+/// its records and sync them (the Produce), then append its marker and sync it (the EndTxn).
 #[derive(Debug, Clone, Serialize)]
 pub struct TransactionsDisk {
     /// Files written in parallel, one thread each (one transactional producer each).
@@ -146,9 +145,9 @@ pub struct TransactionsDisk {
     pub mib_per_s: f64,
 }
 
-/// Each of `files` threads, on a fresh file of its own, repeats for `secs`: append `batch`,
-/// append `marker`, fdatasync. `payload_bytes` per transaction make its MiB/s, as the
-/// records' payload makes a produce run's.
+/// Each of `files` threads, on a fresh file of its own, repeats for `secs`: append `batch`
+/// and fdatasync, append `marker` and fdatasync. `payload_bytes` per transaction make its
+/// MiB/s, as the records' payload makes a produce run's.
 pub fn transactions(
     dir: &Path,
     files: usize,
@@ -162,7 +161,7 @@ pub fn transactions(
         let deadline = *started.get_or_init(Instant::now) + Duration::from_secs_f64(secs);
         let mut done = 0;
         while Instant::now() < deadline {
-            file.write_all(batch).with_context(|| format!("cannot write {}", path.display()))?;
+            append_and_sync(file, batch, path)?;
             append_and_sync(file, marker, path)?;
             done += 1;
             bar.inc(1);

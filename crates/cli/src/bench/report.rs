@@ -515,7 +515,7 @@ fn wire_section(out: &mut String, wire: &WireRuns, record_bytes: usize, partitio
         out,
         "The disk alone in a transaction's pattern (`disk::transactions`), the limit of the \
          transactional runs: a thread per file appends one transaction's batch ({} bytes) to \
-         a file of its own, then its marker ({} bytes), and fdatasyncs both at once, for \
+         a file of its own and fdatasyncs, then its marker ({} bytes) and fdatasyncs, for \
          {:.0} s: 1 file {:.1} MiB/s ({:.0} transactions/s), {} files {:.1} MiB/s ({:.0} \
          transactions/s). The broker alone reaches {:.2}x of it with 1 transactional \
          producer and {:.2}x with {}.\n",
