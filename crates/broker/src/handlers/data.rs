@@ -122,19 +122,24 @@ pub(crate) async fn produce_append(
 
 /// A transactional batch must belong to its producer's open transaction, which must hold
 /// the partition (as Kafka 3.6+ verifies, KIP-890): otherwise its records would hold the
-/// partition's last stable offset until no marker ever comes.
+/// partition's last stable offset until no marker ever comes. Every batch is checked, not
+/// only the first: clients send one per partition, but a second one from another producer
+/// must not slip in unchecked. (A batch the log cannot parse is refused when appended.)
 fn verify_transactional(
     state: &State,
     topic: &str,
     partition: i32,
     records: &[u8],
 ) -> std::result::Result<(), ResponseError> {
-    match batch::parse_header(records) {
-        Ok(header) if header.is_transactional() && header.producer_id >= 0 => state
-            .transactions
-            .verify_produce(header.producer_id, header.producer_epoch, topic, partition),
-        _ => Ok(()),
+    let mut at = 0usize;
+    while let Ok(header) = batch::parse_header(records.get(at..).unwrap_or_default()) {
+        if header.is_transactional() && header.producer_id >= 0 {
+            let (id, epoch) = (header.producer_id, header.producer_epoch);
+            state.transactions.verify_produce(id, epoch, topic, partition)?;
+        }
+        at = at.saturating_add(header.total_bytes);
     }
+    Ok(())
 }
 
 /// A compacted topic keeps the latest record per key, so a record without one is refused:

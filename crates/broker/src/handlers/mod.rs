@@ -337,6 +337,18 @@ mod tests {
         [("t".to_string(), 0), ("t".to_string(), 1)]
     }
 
+    /// Stops the broker about as a crash would (`Broker::crash_for_tests`) and drops the
+    /// test's handle on its state once nothing else holds it (a blocking task the crash
+    /// interrupted may, for a moment), so the data folder can be opened again.
+    async fn crash(broker: crate::Broker, state: std::sync::Arc<State>) {
+        broker.crash_for_tests().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::sync::Arc::strong_count(&state) > 1 {
+            assert!(std::time::Instant::now() < deadline, "the crashed broker's state is held");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Starts a broker again on the data folder of an earlier one (which must be stopped).
     async fn restart(dir: &std::path::Path) -> (crate::Broker, std::sync::Arc<State>) {
         let mut config = crate::BrokerConfig::new(dir);
@@ -782,8 +794,7 @@ mod tests {
         assert_eq!(stored, TxnState::Empty, "no decision stored");
         // A crash now: the store is left as it is (no shutdown stores the completion).
         drop(partition);
-        broker.crash_for_tests().await;
-        drop(state);
+        crash(broker, state).await;
 
         let (broker, state) = restart(dir.path()).await;
         let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
@@ -792,6 +803,48 @@ mod tests {
         let (_, record) =
             state.transactions.snapshot().into_iter().find(|(id, _)| id == "x").unwrap();
         assert_eq!(record.producer_epoch, epoch, "its producer is not fenced");
+        broker.shutdown().await.unwrap();
+    }
+
+    /// Every transactional batch of a produce is checked against its producer's open
+    /// transaction, not only the first: a second batch from a producer with none is refused
+    /// with the partition's whole part, and nothing is appended.
+    #[tokio::test]
+    async fn every_transactional_batch_of_a_produce_is_verified() {
+        use sluice_wire::batch::{build_batch, BatchSpec, ATTR_TRANSACTIONAL};
+        let (broker, state, _dir) = broker_with_topic(1).await;
+        let txns = &state.transactions;
+        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
+        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+        let batch = |producer_id: i64, producer_epoch: i16| {
+            let spec = BatchSpec {
+                attributes: ATTR_TRANSACTIONAL,
+                producer_id,
+                producer_epoch,
+                base_sequence: 0,
+                timestamp_ms: crate::clock::now_ms(),
+                ..BatchSpec::default()
+            };
+            build_batch(&spec, &[(None, Some(b"v".as_slice()))])
+        };
+        let produce = |records: Vec<u8>| {
+            let data = produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(bytes::Bytes::from(records)));
+            let topic = produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_data(vec![data]);
+            ProduceRequest::default().with_acks(-1).with_topic_data(vec![topic])
+        };
+        let client = test_client();
+        let stray = [batch(producer, epoch), batch(producer + 1000, 0)].concat();
+        let response = data::produce(&state, produce(stray), 9, &client).await;
+        let code = response.responses[0].partition_responses[0].error_code;
+        assert_eq!(code, ResponseError::InvalidProducerIdMapping.code());
+        let partition = state.topics.get("t").unwrap().partition(0).unwrap().clone();
+        assert_eq!(partition.with_log(|log| log.log_end_offset()), 0, "nothing appended");
+        let response = data::produce(&state, produce(batch(producer, epoch)), 9, &client).await;
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
         broker.shutdown().await.unwrap();
     }
 
