@@ -32,6 +32,8 @@ use crate::{Error, Result};
 /// One partition's part of a produce request, resolved.
 struct ProduceJob {
     topic_index: usize,
+    /// The topic's name, for checking transactional batches ([`verify_transactional`]).
+    topic: String,
     index: i32,
     target: std::result::Result<(Arc<Partition>, Bytes), Refused>,
 }
@@ -61,7 +63,7 @@ type Appended = std::result::Result<(i64, i64, i64), Refused>;
 
 /// Validates and appends a produce's batches (no sync); see [`StagedProduce`].
 pub(crate) async fn produce_append(
-    state: &State,
+    state: &Arc<State>,
     request: ProduceRequest,
     version: i16,
     client: &super::Client,
@@ -83,16 +85,13 @@ pub(crate) async fn produce_append(
                     Err(ResponseError::UnsupportedCompressionType.into())
                 }
                 (Some(topic), Some(records)) => match topic.partition(data.index) {
-                    Some(partition) => {
-                        verify_transactional(state, &topic_data.name, data.index, &records)
-                            .map_err(Refused::from)
-                            .and_then(|()| check_compacted(state, topic, data.index, &records))
-                            .map(|()| (Arc::clone(partition), records))
-                    }
+                    Some(partition) => check_compacted(state, topic, data.index, &records)
+                        .map(|()| (Arc::clone(partition), records)),
                     None => Err(ResponseError::UnknownTopicOrPartition.into()),
                 },
             };
-            jobs.push(ProduceJob { topic_index, index: data.index, target });
+            let name = topic_data.name.to_string();
+            jobs.push(ProduceJob { topic_index, topic: name, index: data.index, target });
         }
     }
     let targets: Vec<(usize, i32)> = jobs.iter().map(|j| (j.topic_index, j.index)).collect();
@@ -101,8 +100,9 @@ pub(crate) async fn produce_append(
     // The thread that appends goes on to sync the first partition, one thread hop fewer
     // than a sync task of its own; the connection reads its next request as soon as the
     // append is done. Any other partitions sync in parallel from `produce_finish`.
+    let appending = Arc::clone(state);
     tokio::task::spawn_blocking(move || {
-        let (results, mut to_sync) = append_all(jobs, peer);
+        let (results, mut to_sync) = append_all(&appending, jobs, peer);
         let first = (!to_sync.is_empty()).then(|| to_sync.remove(0));
         let _ = appended.send((results, to_sync));
         if let Some(first) = first {
@@ -125,6 +125,7 @@ pub(crate) async fn produce_append(
 /// partition's last stable offset until no marker ever comes. Every batch is checked, not
 /// only the first: clients send one per partition, but a second one from another producer
 /// must not slip in unchecked. (A batch the log cannot parse is refused when appended.)
+/// Called under the partition's log lock, right before the append ([`append_all`]).
 fn verify_transactional(
     state: &State,
     topic: &str,
@@ -200,7 +201,7 @@ impl StagedProduce {
 /// Appends and syncs, then answers: [`produce_append`] then [`produce_finish`].
 #[cfg(test)]
 pub(crate) async fn produce(
-    state: &State,
+    state: &Arc<State>,
     request: ProduceRequest,
     version: i16,
     client: &super::Client,
@@ -272,7 +273,15 @@ pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> Prod
 }
 
 /// Appends every job (no sync). Blocking.
+///
+/// A transactional batch is checked against its transaction under the partition's log lock,
+/// together with its append: EndTxn shows its prepare state (which fails the check) before it
+/// writes its marker under that lock, so a batch is either in the log before the marker or
+/// refused, never appended after it, where it would open a stray transaction holding the
+/// partition's last stable offset. (Checked apart, a client that ends a transaction without
+/// awaiting its produces could land one in between.)
 fn append_all(
+    state: &State,
     jobs: Vec<ProduceJob>,
     peer: std::net::SocketAddr,
 ) -> (Vec<(usize, i32, Appended)>, Vec<ToSync>) {
@@ -282,17 +291,21 @@ fn append_all(
     for job in jobs {
         let outcome = match job.target {
             Err(refused) => Err(refused),
-            Ok((partition, bytes)) => match partition.append(&bytes, now) {
-                Ok(info) => {
+            Ok((partition, bytes)) => {
+                let appended = partition.with_log(|log| {
+                    verify_transactional(state, &job.topic, job.index, &bytes)
+                        .map_err(Refused::from)?;
+                    log.append(&bytes, now).map_err(|error| {
+                        let error = Error::Log(error);
+                        tracing::warn!(%peer, partition = job.index, %error, "produce rejected");
+                        Refused::new(error.kafka_error(), error.to_string())
+                    })
+                });
+                appended.map(|info| {
                     to_sync.push((Arc::clone(&partition), info.last_offset + 1));
-                    Ok((info.base_offset, info.log_append_time_ms, info.log_start_offset))
-                }
-                Err(error) => {
-                    let error = Error::Log(error);
-                    tracing::warn!(%peer, partition = job.index, %error, "produce rejected");
-                    Err(Refused::new(error.kafka_error(), error.to_string()))
-                }
-            },
+                    (info.base_offset, info.log_append_time_ms, info.log_start_offset)
+                })
+            }
         };
         results.push((job.topic_index, job.index, outcome));
     }

@@ -806,45 +806,93 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
+    /// One transactional batch of one record from the producer, timestamped now (so
+    /// retention keeps it).
+    fn transactional_batch(
+        (producer_id, producer_epoch): (i64, i16),
+        base_sequence: i32,
+    ) -> Vec<u8> {
+        use sluice_wire::batch::{build_batch, BatchSpec, ATTR_TRANSACTIONAL};
+        let spec = BatchSpec {
+            attributes: ATTR_TRANSACTIONAL,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            timestamp_ms: crate::clock::now_ms(),
+            ..BatchSpec::default()
+        };
+        build_batch(&spec, &[(None, Some(b"v".as_slice()))])
+    }
+
+    /// Produces `records` to partition 0 of `t` through the Produce handler (acks=all) and
+    /// returns the partition's error code.
+    async fn produce_records(state: &std::sync::Arc<State>, records: Vec<u8>) -> i16 {
+        let data = produce_request::PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(bytes::Bytes::from(records)));
+        let topic = produce_request::TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_data(vec![data]);
+        let request = ProduceRequest::default().with_acks(-1).with_topic_data(vec![topic]);
+        let response = data::produce(state, request, 9, &test_client()).await;
+        response.responses[0].partition_responses[0].error_code
+    }
+
     /// Every transactional batch of a produce is checked against its producer's open
     /// transaction, not only the first: a second batch from a producer with none is refused
     /// with the partition's whole part, and nothing is appended.
     #[tokio::test]
     async fn every_transactional_batch_of_a_produce_is_verified() {
-        use sluice_wire::batch::{build_batch, BatchSpec, ATTR_TRANSACTIONAL};
         let (broker, state, _dir) = broker_with_topic(1).await;
         let txns = &state.transactions;
         let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
         txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
-        let batch = |producer_id: i64, producer_epoch: i16| {
-            let spec = BatchSpec {
-                attributes: ATTR_TRANSACTIONAL,
-                producer_id,
-                producer_epoch,
-                base_sequence: 0,
-                timestamp_ms: crate::clock::now_ms(),
-                ..BatchSpec::default()
-            };
-            build_batch(&spec, &[(None, Some(b"v".as_slice()))])
-        };
-        let produce = |records: Vec<u8>| {
-            let data = produce_request::PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(bytes::Bytes::from(records)));
-            let topic = produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str("t")))
-                .with_partition_data(vec![data]);
-            ProduceRequest::default().with_acks(-1).with_topic_data(vec![topic])
-        };
-        let client = test_client();
-        let stray = [batch(producer, epoch), batch(producer + 1000, 0)].concat();
-        let response = data::produce(&state, produce(stray), 9, &client).await;
-        let code = response.responses[0].partition_responses[0].error_code;
+        let stray = [
+            transactional_batch((producer, epoch), 0),
+            transactional_batch((producer + 1000, 0), 0),
+        ]
+        .concat();
+        let code = produce_records(&state, stray).await;
         assert_eq!(code, ResponseError::InvalidProducerIdMapping.code());
         let partition = state.topics.get("t").unwrap().partition(0).unwrap().clone();
         assert_eq!(partition.with_log(|log| log.log_end_offset()), 0, "nothing appended");
-        let response = data::produce(&state, produce(batch(producer, epoch)), 9, &client).await;
-        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        assert_eq!(produce_records(&state, transactional_batch((producer, epoch), 0)).await, 0);
+        broker.shutdown().await.unwrap();
+    }
+
+    /// A transactional produce racing EndTxn (a client that ends its transaction without
+    /// awaiting its produces) lands before the marker or is refused, never after it: no
+    /// stray transaction is left open in the partition to hold its last stable offset.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_produce_racing_end_txn_never_lands_after_the_marker() {
+        let (broker, state, _dir) = broker_with_topic(1).await;
+        let txns = &state.transactions;
+        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
+        let partition = state.topics.get("t").unwrap().partition(0).unwrap().clone();
+        let mut sequence = 0;
+        for round in 0..300 {
+            txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+            let producing = {
+                let state = std::sync::Arc::clone(&state);
+                let batch = transactional_batch((producer, epoch), sequence);
+                tokio::spawn(async move { produce_records(&state, batch).await })
+            };
+            let ending = {
+                let state = std::sync::Arc::clone(&state);
+                tokio::task::spawn_blocking(move || {
+                    state.transactions.end_txn(&state, "x", producer, epoch, false)
+                })
+            };
+            let code = producing.await.unwrap();
+            assert_eq!(ending.await.unwrap(), Ok(false), "round {round}");
+            if code == 0 {
+                sequence += 1;
+            } else {
+                assert_eq!(code, ResponseError::InvalidTxnState.code(), "round {round}");
+            }
+            let open = partition.with_log(|log| log.producers().open_transactions());
+            assert!(open.is_empty(), "round {round}: a stray transaction {open:?}");
+        }
         broker.shutdown().await.unwrap();
     }
 
