@@ -17,7 +17,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId,
+    ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use kafka_protocol::ResponseError;
 use sluice_log::{FlushPolicy, LogSlice, Partition};
@@ -33,7 +33,7 @@ use crate::{Error, Result};
 struct ProduceJob {
     topic_index: usize,
     /// The topic's name, for checking transactional batches ([`verify_transactional`]).
-    topic: String,
+    topic: TopicName,
     index: i32,
     target: std::result::Result<(Arc<Partition>, Bytes), Refused>,
 }
@@ -90,7 +90,8 @@ pub(crate) async fn produce_append(
                     None => Err(ResponseError::UnknownTopicOrPartition.into()),
                 },
             };
-            let name = topic_data.name.to_string();
+            // A reference-counted clone: no copy of the name per partition.
+            let name = topic_data.name.clone();
             jobs.push(ProduceJob { topic_index, topic: name, index: data.index, target });
         }
     }

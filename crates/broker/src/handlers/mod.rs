@@ -361,18 +361,10 @@ mod tests {
     /// Appends one transactional record of the producer to `partition` and syncs it.
     fn append_transactional(
         partition: &sluice_log::Partition,
-        (producer_id, producer_epoch): (i64, i16),
+        producer: (i64, i16),
         base_sequence: i32,
     ) {
-        use sluice_wire::batch::{build_batch, BatchSpec, ATTR_TRANSACTIONAL};
-        let spec = BatchSpec {
-            attributes: ATTR_TRANSACTIONAL,
-            producer_id,
-            producer_epoch,
-            base_sequence,
-            ..BatchSpec::default()
-        };
-        let batch = build_batch(&spec, &[(None, Some(b"v".as_slice()))]);
+        let batch = transactional_batch(producer, base_sequence);
         let end = partition.append(&batch, 0).unwrap().last_offset + 1;
         partition.sync_to(end).unwrap();
     }
@@ -824,17 +816,21 @@ mod tests {
         build_batch(&spec, &[(None, Some(b"v".as_slice()))])
     }
 
-    /// Produces `records` to partition 0 of `t` through the Produce handler (acks=all) and
-    /// returns the partition's error code.
-    async fn produce_records(state: &std::sync::Arc<State>, records: Vec<u8>) -> i16 {
+    /// A Produce (acks=all) of `records` to partition 0 of `t`.
+    fn produce_request(records: Vec<u8>) -> ProduceRequest {
         let data = produce_request::PartitionProduceData::default()
             .with_index(0)
             .with_records(Some(bytes::Bytes::from(records)));
         let topic = produce_request::TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_static_str("t")))
             .with_partition_data(vec![data]);
-        let request = ProduceRequest::default().with_acks(-1).with_topic_data(vec![topic]);
-        let response = data::produce(state, request, 9, &test_client()).await;
+        ProduceRequest::default().with_acks(-1).with_topic_data(vec![topic])
+    }
+
+    /// Produces `records` to partition 0 of `t` through the Produce handler (v9) and returns
+    /// the partition's error code.
+    async fn produce_records(state: &std::sync::Arc<State>, records: Vec<u8>) -> i16 {
+        let response = data::produce(state, produce_request(records), 9, &test_client()).await;
         response.responses[0].partition_responses[0].error_code
     }
 
@@ -937,13 +933,7 @@ mod tests {
         batch[21..23].copy_from_slice(&sluice_wire::batch::COMPRESSION_ZSTD.to_be_bytes());
         let crc = crc32c::crc32c(&batch[21..]);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
-        let data = produce_request::PartitionProduceData::default()
-            .with_index(0)
-            .with_records(Some(bytes::Bytes::from(batch)));
-        let topic = produce_request::TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str("t")))
-            .with_partition_data(vec![data]);
-        let request = ProduceRequest::default().with_acks(1).with_topic_data(vec![topic]);
+        let request = produce_request(batch);
         let client = test_client();
         for (version, expected) in [(6, ResponseError::UnsupportedCompressionType.code()), (7, 0)] {
             let response = data::produce(&state, request.clone(), version, &client).await;
