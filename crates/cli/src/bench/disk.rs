@@ -1,16 +1,22 @@
 //! `sluice bench disk`: the machine's limit for durable appends, in the data folder's
 //! filesystem.
 //!
-//! Two runs, each appending to a fresh file as the log does (so every fdatasync also
+//! Three runs, each appending to a fresh file as the log does (so every fdatasync also
 //! makes the new file size durable):
 //! - naive: append 1 MiB, fdatasync, repeat: the bandwidth a broker gets with one sync per
 //!   MiB and no group commit ("fsync-per-MiB bandwidth"). Run `DISK_NAIVE_REPEATS` times on
 //!   fresh files and the best run is the limit: background writeback can slow one run by
-//!   half, and a limit measured low would flatter every ratio to it;
+//!   half, and a limit measured low would flatter every ratio to it. Each file is removed
+//!   before the next run, so the later runs write into page-cache memory just freed;
+//! - naive into fresh memory: the same appends to one file kept until the end, for
+//!   `DISK_FRESH_BYTES`, timed per chunk. A log keeps what it writes, so its page cache
+//!   grows into memory nothing used recently; on a VM that returns free memory to its host
+//!   every such page is faulted in from the host first, and the page-cache copy, not the
+//!   device, sets the pace. The best chunk of the second half is this limit;
 //! - sync cost: append 4 KiB, fdatasync, repeat 200 times: what one sync costs when there
 //!   is almost nothing to write, which bounds the latency of any durable acknowledgement.
 //!
-//! Both files are removed afterwards. `bench wire` also runs the disk alone at its paced
+//! Every file is removed afterwards. `bench wire` also runs the disk alone at its paced
 //! run's load ([`paced`]) and in a transaction's pattern ([`transactions`]).
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -22,8 +28,8 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::limits::{
-    DISK_NAIVE_BYTES, DISK_NAIVE_REPEATS, DISK_NAIVE_WRITE_BYTES, DISK_SYNC_COUNT,
-    DISK_SYNC_WRITE_BYTES, MIB,
+    DISK_FRESH_BYTES, DISK_FRESH_CHUNK_BYTES, DISK_NAIVE_BYTES, DISK_NAIVE_REPEATS,
+    DISK_NAIVE_WRITE_BYTES, DISK_SYNC_COUNT, DISK_SYNC_WRITE_BYTES, MIB,
 };
 use super::stats::{summarise, LatencyMs};
 use super::Progress;
@@ -39,6 +45,15 @@ pub struct DiskResult {
     pub naive_runs_mib_per_s: Vec<f64>,
     /// The limit: the best naive run's bandwidth (1 MiB appends, each synced).
     pub naive_mib_per_s: f64,
+    /// Bytes the fresh-memory run appended (to one file, kept until it finished).
+    pub fresh_bytes: u64,
+    /// Bytes per timed chunk of the fresh-memory run.
+    pub fresh_chunk_bytes: u64,
+    /// Bandwidth of each chunk of the fresh-memory run, in order.
+    pub fresh_chunks_mib_per_s: Vec<f64>,
+    /// The naive limit where the page cache grows as a log's does: the best chunk of the
+    /// fresh-memory run's second half.
+    pub fresh_mib_per_s: f64,
     /// Bytes per append of the sync-cost run.
     pub sync_write_bytes: u64,
     /// Cost of one write plus fdatasync in the sync-cost run.
@@ -48,15 +63,24 @@ pub struct DiskResult {
 /// Runs both disk measurements in `dir`.
 pub fn run(dir: &Path, progress: &Progress) -> Result<DiskResult> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let total = DISK_NAIVE_BYTES * DISK_NAIVE_REPEATS as u64;
+    let total = DISK_NAIVE_BYTES * DISK_NAIVE_REPEATS as u64 + DISK_FRESH_BYTES;
     let bar = progress.bytes("disk: 1 MiB + fdatasync", total);
     let mut naive_runs_mib_per_s = Vec::with_capacity(DISK_NAIVE_REPEATS);
     for repeat in 0..DISK_NAIVE_REPEATS {
-        let secs = naive(&dir.join(format!("naive-{repeat}.probe")), &bar)?;
+        let secs = naive(&dir.join(format!("naive-{repeat}.probe")), DISK_NAIVE_BYTES, &bar)?
+            .iter()
+            .sum::<f64>();
         naive_runs_mib_per_s.push(DISK_NAIVE_BYTES as f64 / MIB as f64 / secs);
     }
-    bar.finish_and_clear();
     let naive_mib_per_s = naive_runs_mib_per_s.iter().copied().fold(0.0, f64::max);
+    let chunk_mib = DISK_FRESH_CHUNK_BYTES as f64 / MIB as f64;
+    let fresh_chunks_mib_per_s: Vec<f64> = naive(&dir.join("fresh.probe"), DISK_FRESH_BYTES, &bar)?
+        .iter()
+        .map(|secs| chunk_mib / secs)
+        .collect();
+    bar.finish_and_clear();
+    let second_half = fresh_chunks_mib_per_s.get(fresh_chunks_mib_per_s.len() / 2..);
+    let fresh_mib_per_s = second_half.unwrap_or_default().iter().copied().fold(0.0, f64::max);
     let bar = progress.count("disk: 4 KiB + fdatasync", DISK_SYNC_COUNT as u64);
     let samples = sync_cost(&dir.join("sync.probe"), &bar)?;
     bar.finish_and_clear();
@@ -65,6 +89,10 @@ pub fn run(dir: &Path, progress: &Progress) -> Result<DiskResult> {
         naive_write_bytes: DISK_NAIVE_WRITE_BYTES as u64,
         naive_runs_mib_per_s,
         naive_mib_per_s,
+        fresh_bytes: DISK_FRESH_BYTES,
+        fresh_chunk_bytes: DISK_FRESH_CHUNK_BYTES,
+        fresh_chunks_mib_per_s,
+        fresh_mib_per_s,
         sync_write_bytes: DISK_SYNC_WRITE_BYTES as u64,
         sync_ms: summarise(&samples),
     })
@@ -215,20 +243,26 @@ fn per_file<T: Send>(
     Ok(results)
 }
 
-/// Appends 1 MiB and syncs until `DISK_NAIVE_BYTES` are written; returns the seconds taken.
-fn naive(path: &Path, bar: &ProgressBar) -> Result<f64> {
+/// Appends 1 MiB and syncs until `bytes` are written to one file, then removes it; returns
+/// the seconds each `DISK_FRESH_CHUNK_BYTES` took (one entry when `bytes` is at most that).
+fn naive(path: &Path, bytes: u64, bar: &ProgressBar) -> Result<Vec<f64>> {
     let mut file = create(path)?;
-    let chunk = pattern(DISK_NAIVE_WRITE_BYTES);
-    let started = Instant::now();
-    let mut written: u64 = 0;
-    while written < DISK_NAIVE_BYTES {
-        append_and_sync(&mut file, &chunk, path)?;
-        written += chunk.len() as u64;
-        bar.inc(chunk.len() as u64);
+    let write = pattern(DISK_NAIVE_WRITE_BYTES);
+    let mut chunks = Vec::new();
+    let mut chunk_started = Instant::now();
+    let (mut written, mut chunk_written): (u64, u64) = (0, 0);
+    while written < bytes {
+        append_and_sync(&mut file, &write, path)?;
+        written += write.len() as u64;
+        chunk_written += write.len() as u64;
+        bar.inc(write.len() as u64);
+        if chunk_written >= DISK_FRESH_CHUNK_BYTES || written >= bytes {
+            chunks.push(chunk_started.elapsed().as_secs_f64());
+            (chunk_started, chunk_written) = (Instant::now(), 0);
+        }
     }
-    let secs = started.elapsed().as_secs_f64();
     remove(path)?;
-    Ok(secs)
+    Ok(chunks)
 }
 
 /// Appends 4 KiB and syncs `DISK_SYNC_COUNT` times; returns each append's duration.

@@ -164,13 +164,21 @@ fn produce_target(disk: &DiskResult, name: &str, run: &ProduceRun) -> Target {
     durable_target(disk, name, run.mib_per_s, run.records_per_s)
 }
 
-/// Durable produce against the naive fsync-per-MiB limit.
+/// Durable produce against the naive fsync-per-MiB limit. The naive limit into fresh
+/// memory (a growing log's condition) is named beside it with its ratio; the target is
+/// judged on the first, the higher one wherever the two differ.
 fn durable_target(disk: &DiskResult, name: &str, mib_per_s: f64, records_per_s: f64) -> Target {
     let ratio = mib_per_s / disk.naive_mib_per_s;
     Target {
         measure: format!("durable produce, {name}, acks=all"),
         result: format!("{mib_per_s:.1} MiB/s ({records_per_s:.0} records/s)"),
-        limit: format!("{:.1} MiB/s naive fsync-per-MiB", disk.naive_mib_per_s),
+        limit: format!(
+            "{:.1} MiB/s naive fsync-per-MiB (into fresh memory, as a log grows: {:.1} MiB/s, \
+             {:.2}x)",
+            disk.naive_mib_per_s,
+            disk.fresh_mib_per_s,
+            mib_per_s / disk.fresh_mib_per_s
+        ),
         ratio,
         target: format!(">= {TARGET_PRODUCE_RATIO_MIN:.1}x"),
         met: ratio >= TARGET_PRODUCE_RATIO_MIN,
@@ -359,6 +367,19 @@ fn disk_section(out: &mut String, disk: &DiskResult) {
         disk.naive_runs_mib_per_s.len(),
         disk.naive_mib_per_s,
         runs.join(", "),
+    );
+    let chunks: Vec<String> =
+        disk.fresh_chunks_mib_per_s.iter().map(|chunk| format!("{chunk:.1}")).collect();
+    let _ = writeln!(
+        out,
+        "| naive into fresh memory: append {} + fdatasync to one file kept, {}, best {} of \
+         the second half | {:.1} MiB/s (each {}, in MiB/s: {}) |",
+        gib(disk.naive_write_bytes),
+        gib(disk.fresh_bytes),
+        gib(disk.fresh_chunk_bytes),
+        disk.fresh_mib_per_s,
+        gib(disk.fresh_chunk_bytes),
+        chunks.join(", "),
     );
     let _ = writeln!(
         out,
