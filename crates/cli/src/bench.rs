@@ -28,6 +28,7 @@ mod limits;
 mod load;
 mod loopback;
 mod machine;
+mod page_cache;
 mod process;
 mod produce;
 mod rebalance;
@@ -35,7 +36,10 @@ mod report;
 mod stats;
 mod wire;
 
-use limits::{PARALLEL_PRODUCERS, PRODUCE_BYTES_DEFAULT, RECORD_BYTES_DEFAULT, RECORD_BYTES_MAX};
+use limits::{
+    PAGE_CACHE_FILL_RUNS, PARALLEL_PRODUCERS, PRODUCE_BYTES_DEFAULT, RECORD_BYTES_DEFAULT,
+    RECORD_BYTES_MAX,
+};
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,6 +85,13 @@ pub struct BenchArgs {
     /// Print one JSON object instead of markdown tables.
     #[arg(long)]
     json: bool,
+    /// Before the broker runs, fill the page cache with a scratch file of the free memory's
+    /// size, so the broker writes into memory reclaimed from the cache, as a broker that has
+    /// written more than the machine's memory does. On a VM that returns free memory to its
+    /// host, a page cache still growing costs a host fault per page (docs/benchmarks.md).
+    /// Needs that much free disk; takes about a minute per 20 GiB.
+    #[arg(long = "fill-page-cache")]
+    fill_page_cache: bool,
     /// The no-op Lambda handler of `bench functions` [default: examples/lambda_noop next
     /// to this binary]
     #[arg(long, value_name = "PATH")]
@@ -109,6 +120,11 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
     let loopback = wants(What::Loopback).then(|| loopback::run(&progress));
     let loopback = loopback.transpose().context("the loopback benchmark failed")?;
     let broker_dir = scratch.path.join("broker");
+    let runs_bytes = bytes * PAGE_CACHE_FILL_RUNS;
+    let page_cache = (args.fill_page_cache && (wants(What::Broker) || args.what == What::Wire))
+        .then(|| page_cache::fill(&scratch.path.join("fill"), runs_bytes, &progress))
+        .transpose()
+        .context("filling the page cache failed")?;
     let broker = wants(What::Broker)
         .then(|| load::run(&broker_dir, bytes, args.record_bytes, &progress))
         .transpose()
@@ -159,6 +175,7 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
     }
     let report = report::Report {
         machine: machine::describe(&scratch.path),
+        page_cache,
         produce_bytes: bytes,
         record_bytes: args.record_bytes,
         disk,

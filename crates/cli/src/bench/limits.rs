@@ -40,6 +40,18 @@ pub const DISK_FRESH_BYTES: u64 = 2048 * MIB;
 /// the best chunk of the second half, written after the run outgrew any pool of freed memory.
 pub const DISK_FRESH_CHUNK_BYTES: u64 = 256 * MIB;
 
+/// `--fill-page-cache` writes this much more than the free memory, so the kernel is
+/// reclaiming cache by the end of the fill and the runs after it find no free memory left.
+pub const PAGE_CACHE_FILL_MARGIN_BYTES: u64 = 512 * MIB;
+
+/// Produce runs of `bench broker` that write up to `--bytes` each (seven through librdkafka,
+/// five through the wire client): the disk room `--fill-page-cache` must leave for them.
+pub const PAGE_CACHE_FILL_RUNS: u64 = 12;
+
+/// Room `--fill-page-cache` leaves on the filesystem beyond the fill and the runs: the
+/// broker's segment files round up, and the disk probes write beside it.
+pub const PAGE_CACHE_FILL_SPARE_DISK_BYTES: u64 = 4096 * MIB;
+
 /// One write of the fsync-cost run: a page, so the sync cost is not hidden behind data.
 pub const DISK_SYNC_WRITE_BYTES: usize = 4096;
 

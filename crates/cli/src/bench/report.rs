@@ -29,6 +29,8 @@ use super::wire::{WireConsumeRun, WireProduceRun};
 pub struct Report {
     /// Where it ran.
     pub machine: Machine,
+    /// `--fill-page-cache`: the fill before the broker ran.
+    pub page_cache: Option<super::page_cache::PageCacheFill>,
     /// Payload bytes per produce run.
     pub produce_bytes: u64,
     /// Payload bytes per record.
@@ -321,6 +323,18 @@ pub fn markdown(report: &Report) -> String {
     );
     if let Some(disk) = &report.disk {
         disk_section(&mut out, disk);
+    }
+    if let Some(fill) = &report.page_cache {
+        let _ = writeln!(
+            out,
+            "Page cache filled after the disk and loopback runs, before the broker's \
+             (`--fill-page-cache`): {} written and synced in {:.1} s; free memory {} before, \
+             {} after.\n",
+            gib(fill.bytes),
+            fill.secs,
+            gib(fill.free_before_bytes),
+            gib(fill.free_after_bytes),
+        );
     }
     if let Some(loopback) = &report.loopback {
         let _ = writeln!(out, "## Loopback\n\n| Run | Result |\n|---|---|");
