@@ -89,7 +89,8 @@ pub struct BenchArgs {
     /// size, so the broker writes into memory reclaimed from the cache, as a broker that has
     /// written more than the machine's memory does. On a VM that returns free memory to its
     /// host, a page cache still growing costs a host fault per page (docs/benchmarks.md).
-    /// Needs that much free disk; takes about a minute per 20 GiB.
+    /// Needs free disk for the free memory plus 12 produce runs of --bytes plus 4.5 GiB;
+    /// takes about a minute per 20 GiB.
     #[arg(long = "fill-page-cache")]
     fill_page_cache: bool,
     /// The no-op Lambda handler of `bench functions` [default: examples/lambda_noop next
@@ -158,9 +159,11 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         .transpose()
         .context("the wire benchmark failed")?;
     let mut targets = match (&disk, &loopback, &broker, &wire_only) {
-        (Some(disk), Some(loopback), Some(broker), _) => report::targets(disk, loopback, broker),
+        (Some(disk), Some(loopback), Some(broker), _) => {
+            report::targets(disk, loopback, broker, page_cache.is_some())
+        }
         (Some(disk), Some(loopback), None, Some(only)) => {
-            report::wire_targets(disk, loopback, &only.wire)
+            report::wire_targets(disk, loopback, &only.wire, page_cache.is_some())
         }
         _ => Vec::new(),
     };

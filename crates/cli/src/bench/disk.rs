@@ -60,27 +60,24 @@ pub struct DiskResult {
     pub sync_ms: LatencyMs,
 }
 
-/// Runs both disk measurements in `dir`.
+/// Runs the disk measurements in `dir`: the naive runs, the fresh-memory run, the sync cost.
 pub fn run(dir: &Path, progress: &Progress) -> Result<DiskResult> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let total = DISK_NAIVE_BYTES * DISK_NAIVE_REPEATS as u64 + DISK_FRESH_BYTES;
     let bar = progress.bytes("disk: 1 MiB + fdatasync", total);
     let mut naive_runs_mib_per_s = Vec::with_capacity(DISK_NAIVE_REPEATS);
     for repeat in 0..DISK_NAIVE_REPEATS {
-        let secs = naive(&dir.join(format!("naive-{repeat}.probe")), DISK_NAIVE_BYTES, &bar)?
-            .iter()
-            .sum::<f64>();
-        naive_runs_mib_per_s.push(DISK_NAIVE_BYTES as f64 / MIB as f64 / secs);
+        let path = dir.join(format!("naive-{repeat}.probe"));
+        naive_runs_mib_per_s.extend(naive(&path, DISK_NAIVE_BYTES, DISK_NAIVE_BYTES, &bar)?);
     }
     let naive_mib_per_s = naive_runs_mib_per_s.iter().copied().fold(0.0, f64::max);
-    let chunk_mib = DISK_FRESH_CHUNK_BYTES as f64 / MIB as f64;
-    let fresh_chunks_mib_per_s: Vec<f64> = naive(&dir.join("fresh.probe"), DISK_FRESH_BYTES, &bar)?
-        .iter()
-        .map(|secs| chunk_mib / secs)
-        .collect();
+    let fresh_chunks_mib_per_s =
+        naive(&dir.join("fresh.probe"), DISK_FRESH_BYTES, DISK_FRESH_CHUNK_BYTES, &bar)?;
     bar.finish_and_clear();
-    let second_half = fresh_chunks_mib_per_s.get(fresh_chunks_mib_per_s.len() / 2..);
-    let fresh_mib_per_s = second_half.unwrap_or_default().iter().copied().fold(0.0, f64::max);
+    // The second half only: a pool of freed memory larger than the first half would make
+    // this limit higher, never lower.
+    let second_half = fresh_chunks_mib_per_s.iter().skip(fresh_chunks_mib_per_s.len() / 2);
+    let fresh_mib_per_s = second_half.copied().fold(0.0, f64::max);
     let bar = progress.count("disk: 4 KiB + fdatasync", DISK_SYNC_COUNT as u64);
     let samples = sync_cost(&dir.join("sync.probe"), &bar)?;
     bar.finish_and_clear();
@@ -244,8 +241,8 @@ fn per_file<T: Send>(
 }
 
 /// Appends 1 MiB and syncs until `bytes` are written to one file, then removes it; returns
-/// the seconds each `DISK_FRESH_CHUNK_BYTES` took (one entry when `bytes` is at most that).
-fn naive(path: &Path, bytes: u64, bar: &ProgressBar) -> Result<Vec<f64>> {
+/// the bandwidth (MiB/s) of each `chunk_bytes` in order, a shorter last chunk at its own size.
+fn naive(path: &Path, bytes: u64, chunk_bytes: u64, bar: &ProgressBar) -> Result<Vec<f64>> {
     let mut file = create(path)?;
     let write = pattern(DISK_NAIVE_WRITE_BYTES);
     let mut chunks = Vec::new();
@@ -256,8 +253,9 @@ fn naive(path: &Path, bytes: u64, bar: &ProgressBar) -> Result<Vec<f64>> {
         written += write.len() as u64;
         chunk_written += write.len() as u64;
         bar.inc(write.len() as u64);
-        if chunk_written >= DISK_FRESH_CHUNK_BYTES || written >= bytes {
-            chunks.push(chunk_started.elapsed().as_secs_f64());
+        if chunk_written >= chunk_bytes || written >= bytes {
+            let secs = chunk_started.elapsed().as_secs_f64();
+            chunks.push(chunk_written as f64 / MIB as f64 / secs);
             (chunk_started, chunk_written) = (Instant::now(), 0);
         }
     }

@@ -5,8 +5,8 @@
 //! every page the log writes is a page of free memory. On a VM that hands free memory back
 //! to its host (virtio-balloon free page reporting, as on this Firecracker VM), such a page
 //! is faulted in from the host on its first write, and the copy into the page cache, not
-//! the disk, sets the pace: 300 to 450 MiB/s here against 2 to 4 GiB/s for a page the
-//! kernel reclaimed from the cache (`docs/benchmarks.md`). A broker that has written more
+//! the disk, sets the pace: 300 to 450 MiB/s here against 1.2 to 4.8 GB/s for memory the
+//! kernel just freed or reclaimed from the cache (`docs/benchmarks.md`). A broker that has written more
 //! than the machine's memory writes into reclaimed pages only; a broker on a fresh VM, as
 //! every benchmark run is, does not.
 //!
@@ -23,9 +23,12 @@ use serde::Serialize;
 
 use super::disk::pattern;
 use super::limits::{
-    DISK_NAIVE_WRITE_BYTES, PAGE_CACHE_FILL_MARGIN_BYTES, PAGE_CACHE_FILL_SPARE_DISK_BYTES,
+    DISK_NAIVE_WRITE_BYTES, MIB, PAGE_CACHE_FILL_MARGIN_BYTES, PAGE_CACHE_FILL_SPARE_DISK_BYTES,
 };
 use super::Progress;
+
+/// Bytes per GiB, for messages.
+const GIB: f64 = (1024 * MIB) as f64;
 
 /// What the fill did.
 #[derive(Debug, Clone, Serialize)]
@@ -50,10 +53,12 @@ pub fn fill(dir: &Path, runs_bytes: u64, progress: &Progress) -> Result<PageCach
     let needed = bytes + runs_bytes + PAGE_CACHE_FILL_SPARE_DISK_BYTES;
     if available < needed {
         bail!(
-            "--fill-page-cache needs {needed} bytes free in {} (the free memory plus a margin, \
-             then the runs), but it has {available}: run without --fill-page-cache, or pass a \
+            "--fill-page-cache needs {:.1} GiB free in {} (the free memory plus a margin, then \
+             the runs), but it has {:.1} GiB: run without --fill-page-cache, or pass a \
              --data-dir with more room",
-            dir.display()
+            needed as f64 / GIB,
+            dir.display(),
+            available as f64 / GIB,
         );
     }
     let path = dir.join("fill.probe");
@@ -101,15 +106,18 @@ fn available_disk_bytes(dir: &Path) -> Result<u64> {
         .with_context(|| format!("{} has a NUL byte", dir.display()))?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `path` is a NUL-terminated string and `stat` points to writable memory of
-    // the size statvfs(3) fills; it is read only after the call succeeded.
-    let stat = unsafe {
-        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("cannot statvfs {}", dir.display()));
-        }
-        stat.assume_init()
-    };
-    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    // the size statvfs(3) fills.
+    let failed = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0;
+    if failed {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot statvfs {}", dir.display()));
+    }
+    // SAFETY: statvfs(3) succeeded, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    // Both fields are narrower than u64 on some 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (blocks, block_bytes) = (stat.f_bavail as u64, stat.f_frsize as u64);
+    Ok(blocks.saturating_mul(block_bytes))
 }
 
 #[cfg(test)]
