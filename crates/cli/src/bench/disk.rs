@@ -326,4 +326,19 @@ mod tests {
         assert!((run.mib_per_s - expected).abs() < 1e-9);
         assert!(!dir.exists(), "the scratch folder is removed");
     }
+
+    /// One bandwidth per chunk, a shorter last chunk included, every byte counted once, and
+    /// the file removed.
+    #[test]
+    fn the_naive_run_times_each_chunk_and_cleans_up() {
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("naive.probe");
+        let bar = ProgressBar::hidden();
+        let write = DISK_NAIVE_WRITE_BYTES as u64;
+        let chunks = naive(&path, 5 * write, 2 * write, &bar).unwrap();
+        assert_eq!(chunks.len(), 3, "two whole chunks and a last one of one write");
+        assert!(chunks.iter().all(|mib_per_s| mib_per_s.is_finite() && *mib_per_s > 0.0));
+        assert_eq!(bar.position(), 5 * write);
+        assert!(!path.exists(), "the probe file is removed");
+    }
 }
