@@ -17,7 +17,9 @@
 //!   is almost nothing to write, which bounds the latency of any durable acknowledgement.
 //!
 //! Every file is removed afterwards. `bench wire` also runs the disk alone at its paced
-//! run's load ([`paced`]) and in a transaction's pattern ([`transactions`]).
+//! run's load ([`paced`]) and in a transaction's pattern ([`transactions`]), with two
+//! syncs per transaction (what the broker does) and with one (the ceiling of any broker
+//! that makes a commit durable before it answers).
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -152,12 +154,28 @@ pub fn paced(
     })
 }
 
+/// How many syncs one transaction of [`transactions`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionSyncs {
+    /// The records' sync (before the Produce is answered), then the marker's (before the
+    /// EndTxn is): what the broker does for a transaction of one partition.
+    RecordsThenMarker,
+    /// Records and marker appended, then one sync. A producer that runs one transaction at
+    /// a time cannot be told its commit is durable sooner than this, whatever the broker:
+    /// the ceiling of one producer's transactional rate on this disk.
+    Once,
+}
+
 /// The disk alone doing what a transaction of one partition makes the broker do: append
-/// its records and sync them (the Produce), then append its marker and sync it (the EndTxn).
+/// its records and sync them (the Produce), then append its marker and sync it (the EndTxn);
+/// or, as the ceiling of any broker, both and then one sync.
 #[derive(Debug, Clone, Serialize)]
 pub struct TransactionsDisk {
     /// Files written in parallel, one thread each (one transactional producer each).
     pub files: usize,
+    /// Syncs each transaction waited for.
+    pub syncs: TransactionSyncs,
     /// Bytes of one transaction's records (its batch), then of its marker.
     pub batch_bytes: u64,
     pub marker_bytes: u64,
@@ -171,13 +189,15 @@ pub struct TransactionsDisk {
 }
 
 /// Each of `files` threads, on a fresh file of its own, repeats for `secs`: append `batch`
-/// and fdatasync, append `marker` and fdatasync. `payload_bytes` per transaction make its
-/// MiB/s, as the records' payload makes a produce run's.
+/// and fdatasync, append `marker` and fdatasync (or, with [`TransactionSyncs::Once`], both
+/// appends and one fdatasync). `payload_bytes` per transaction make its MiB/s, as the
+/// records' payload makes a produce run's.
 pub fn transactions(
     dir: &Path,
     files: usize,
     secs: f64,
     (batch, marker, payload_bytes): (&[u8], &[u8], u64),
+    syncs: TransactionSyncs,
     bar: &ProgressBar,
 ) -> Result<TransactionsDisk> {
     // The clock starts with the first transaction, once the files exist.
@@ -186,8 +206,16 @@ pub fn transactions(
         let deadline = *started.get_or_init(Instant::now) + Duration::from_secs_f64(secs);
         let mut done = 0;
         while Instant::now() < deadline {
-            append_and_sync(file, batch, path)?;
-            append_and_sync(file, marker, path)?;
+            match syncs {
+                TransactionSyncs::RecordsThenMarker => {
+                    append_and_sync(file, batch, path)?;
+                    append_and_sync(file, marker, path)?;
+                }
+                TransactionSyncs::Once => {
+                    append(file, batch, path)?;
+                    append_and_sync(file, marker, path)?;
+                }
+            }
             done += 1;
             bar.inc(1);
         }
@@ -197,6 +225,7 @@ pub fn transactions(
     let transactions: u64 = counts.iter().sum();
     Ok(TransactionsDisk {
         files,
+        syncs,
         batch_bytes: batch.len() as u64,
         marker_bytes: marker.len() as u64,
         transactions,
@@ -286,8 +315,12 @@ fn create(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot create {}", path.display()))
 }
 
+fn append(file: &mut File, chunk: &[u8], path: &Path) -> Result<()> {
+    file.write_all(chunk).with_context(|| format!("cannot write {}", path.display()))
+}
+
 fn append_and_sync(file: &mut File, chunk: &[u8], path: &Path) -> Result<()> {
-    file.write_all(chunk).with_context(|| format!("cannot write {}", path.display()))?;
+    append(file, chunk, path)?;
     // `sync_data` is fdatasync(2) on Linux, the call the log makes.
     file.sync_data().with_context(|| format!("cannot sync {}", path.display()))
 }
@@ -313,18 +346,23 @@ pub fn pattern(len: usize) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    /// Every file does whole transactions (batch, sync, marker, sync), and nothing is left.
+    /// Every file does whole transactions (batch, sync, marker, sync; or batch, marker,
+    /// sync), and nothing is left.
     #[test]
     fn the_transactions_pattern_counts_whole_transactions_and_cleans_up() {
-        let scratch = tempfile::tempdir().unwrap();
-        let dir = scratch.path().join("txn-disk");
-        let bar = ProgressBar::hidden();
-        let run = transactions(&dir, 2, 0.2, (&[1; 1000], &[2; 78], 900), &bar).unwrap();
-        assert_eq!((run.files, run.batch_bytes, run.marker_bytes), (2, 1000, 78));
-        assert!(run.transactions > 0 && run.transactions == bar.position());
-        let expected = (run.transactions * 900) as f64 / MIB as f64 / run.secs;
-        assert!((run.mib_per_s - expected).abs() < 1e-9);
-        assert!(!dir.exists(), "the scratch folder is removed");
+        for syncs in [TransactionSyncs::RecordsThenMarker, TransactionSyncs::Once] {
+            let scratch = tempfile::tempdir().unwrap();
+            let dir = scratch.path().join("txn-disk");
+            let bar = ProgressBar::hidden();
+            let pattern = (&[1; 1000][..], &[2; 78][..], 900);
+            let run = transactions(&dir, 2, 0.2, pattern, syncs, &bar).unwrap();
+            assert_eq!((run.files, run.batch_bytes, run.marker_bytes), (2, 1000, 78));
+            assert_eq!(run.syncs, syncs);
+            assert!(run.transactions > 0 && run.transactions == bar.position());
+            let expected = (run.transactions * 900) as f64 / MIB as f64 / run.secs;
+            assert!((run.mib_per_s - expected).abs() < 1e-9);
+            assert!(!dir.exists(), "the scratch folder is removed");
+        }
     }
 
     /// One bandwidth per chunk, a shorter last chunk included, every byte counted once, and

@@ -23,7 +23,7 @@ use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use super::consume::{self, ConsumeRun, FetchBytes};
-use super::disk::{self, PacedDisk, TransactionsDisk};
+use super::disk::{self, PacedDisk, TransactionSyncs, TransactionsDisk};
 use super::limits::{
     ADMIN_TIMEOUT_SECS, BROKER_IDLE_SETTLE_MS, CONSUMER_FETCH_DEFAULT, CONSUMER_FETCH_LARGE,
     DISK_TRANSACTIONS_SECS, LATENCY_LOAD_FRACTION, LATENCY_RUN_SECS, PARALLEL_PRODUCERS,
@@ -80,6 +80,9 @@ pub struct WireRuns {
     /// The disk alone in a transaction's pattern, for 1 and for `PARALLEL_PRODUCERS`
     /// producers: the limits of the two transactional runs.
     pub transactions_disk: [TransactionsDisk; 2],
+    /// The same with one sync per transaction: for 1 producer, the ceiling of any broker
+    /// that makes each commit durable before it answers.
+    pub transactions_disk_one_sync: [TransactionsDisk; 2],
     /// One consumer reading the whole topic, Kafka's default fetch sizes.
     pub consume: WireConsumeRun,
 }
@@ -215,6 +218,7 @@ struct WireProduced {
     paced: WireProduceRun,
     paced_disk: PacedDisk,
     transactions_disk: [TransactionsDisk; 2],
+    transactions_disk_one_sync: [TransactionsDisk; 2],
 }
 
 impl WireProduced {
@@ -241,6 +245,7 @@ impl WireProduced {
             paced: self.paced,
             paced_disk: self.paced_disk,
             transactions_disk: self.transactions_disk,
+            transactions_disk_one_sync: self.transactions_disk_one_sync,
             consume,
         }
     }
@@ -277,20 +282,25 @@ fn wire_produce_all(
     let parallel_transactional = transactional(label, PARALLEL_PRODUCERS)?;
     let (batch, marker) = wire::transaction_on_disk(target.record_bytes);
     let payload_bytes = TRANSACTION_RECORDS * target.record_bytes as u64;
-    let transactions_disk = [1, PARALLEL_PRODUCERS].map(|files| {
-        let bar = progress.spinner("disk in a transaction's pattern");
-        let run = disk::transactions(
-            &dir.with_extension("txn-disk"),
-            files,
-            DISK_TRANSACTIONS_SECS,
-            (&batch, &marker, payload_bytes),
-            &bar,
-        );
-        bar.finish_and_clear();
-        run
-    });
-    let [single_disk, parallel_disk] = transactions_disk;
-    let transactions_disk = [single_disk?, parallel_disk?];
+    let transactions_disk = |syncs: TransactionSyncs| {
+        let [single, parallel] = [1, PARALLEL_PRODUCERS].map(|files| {
+            let bar = progress.spinner("disk in a transaction's pattern");
+            let run = disk::transactions(
+                &dir.with_extension("txn-disk"),
+                files,
+                DISK_TRANSACTIONS_SECS,
+                (&batch, &marker, payload_bytes),
+                syncs,
+                &bar,
+            );
+            bar.finish_and_clear();
+            run
+        });
+        anyhow::Ok([single?, parallel?])
+    };
+    let two_syncs = transactions_disk(TransactionSyncs::RecordsThenMarker)?;
+    let transactions_disk_one_sync = transactions_disk(TransactionSyncs::Once)?;
+    let transactions_disk = two_syncs;
     let records_per_s = single.records as f64 / single.secs.max(f64::MIN_POSITIVE);
     let record_rate = records_per_s * LATENCY_LOAD_FRACTION;
     let request_records = (single.batch_records * TOPIC_PARTITIONS as usize) as f64;
@@ -317,6 +327,7 @@ fn wire_produce_all(
         paced,
         paced_disk,
         transactions_disk,
+        transactions_disk_one_sync,
     })
 }
 
