@@ -18,8 +18,8 @@
 //!
 //! Every file is removed afterwards. `bench wire` also runs the disk alone at its paced
 //! run's load ([`paced`]) and in a transaction's pattern ([`transactions`]), with two
-//! syncs per transaction (what the broker does) and with one (the ceiling of any broker
-//! that makes a commit durable before it answers).
+//! syncs per transaction (what the broker does) and with one (the least a log that
+//! appends to a growing file, as ours does, can wait before it answers a durable commit).
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -162,14 +162,15 @@ pub enum TransactionSyncs {
     /// EndTxn is): what the broker does for a transaction of one partition.
     RecordsThenMarker,
     /// Records and marker appended, then one sync. A producer that runs one transaction at
-    /// a time cannot be told its commit is durable sooner than this, whatever the broker:
-    /// the ceiling of one producer's transactional rate on this disk.
+    /// a time cannot be told its commit is durable sooner than this by a broker whose log
+    /// appends to a growing file, as ours does. (Not a ceiling of every broker: on ext4 an
+    /// overwrite of space written before syncs without the inode, and so faster.)
     Once,
 }
 
 /// The disk alone doing what a transaction of one partition makes the broker do: append
 /// its records and sync them (the Produce), then append its marker and sync it (the EndTxn);
-/// or, as the ceiling of any broker, both and then one sync.
+/// or both and then one sync.
 #[derive(Debug, Clone, Serialize)]
 pub struct TransactionsDisk {
     /// Files written in parallel, one thread each (one transactional producer each).

@@ -80,8 +80,8 @@ pub struct WireRuns {
     /// The disk alone in a transaction's pattern, for 1 and for `PARALLEL_PRODUCERS`
     /// producers: the limits of the two transactional runs.
     pub transactions_disk: [TransactionsDisk; 2],
-    /// The same with one sync per transaction: for 1 producer, the ceiling of any broker
-    /// that makes each commit durable before it answers.
+    /// The same with one sync per transaction: for 1 producer, the least a log that appends
+    /// to a growing file waits for per durable commit.
     pub transactions_disk_one_sync: [TransactionsDisk; 2],
     /// One consumer reading the whole topic, Kafka's default fetch sizes.
     pub consume: WireConsumeRun,

@@ -292,13 +292,14 @@ fn wire_transactional_target(
 }
 
 /// The disk alone at one sync per transaction against a plain run's rate. For one
-/// producer it is a ceiling: that producer waits for at least one sync per commit, whatever
-/// the broker. Several producers on files of their own could in principle share syncs.
+/// producer it bounds a log that appends to a growing file, as ours does: that producer
+/// waits for at least one sync per commit. Several producers could share syncs.
 fn one_sync_ceiling(one_sync: &TransactionsDisk, plain_mib_per_s: f64) -> String {
     let ratio = one_sync.mib_per_s / plain_mib_per_s.max(f64::MIN_POSITIVE);
     match one_sync.files {
         1 => format!(
-            "ceiling, the disk alone at one sync per transaction: {:.1} MiB/s, {ratio:.2}x",
+            "ceiling of an appending log, the disk alone at one sync per transaction: \
+             {:.1} MiB/s, {ratio:.2}x",
             one_sync.mib_per_s
         ),
         n => format!(
@@ -626,8 +627,8 @@ fn wire_section(out: &mut String, wire: &WireRuns, record_bytes: usize, partitio
         out,
         "The same with one sync per transaction (records and marker appended, then one \
          fdatasync): 1 file {:.1} MiB/s ({:.0} transactions/s), {:.2}x of the plain 1-connection \
-         run: the ceiling of one transactional producer on this disk, since each commit waits \
-         for at least one sync whatever the broker; {} files {:.1} MiB/s ({:.0} \
+         run: the ceiling of one transactional producer for a log that appends to a growing \
+         file, since each commit waits for at least one sync; {} files {:.1} MiB/s ({:.0} \
          transactions/s), {:.2}x of the plain {}-connection run.\n",
         single_once.mib_per_s,
         single_once.transactions_per_s,
