@@ -104,6 +104,8 @@ pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
     ("log.index.interval.bytes", "4096"),
     ("log.retention.check.interval.ms", "300000"),
     ("log.message.timestamp.type", "CreateTime"),
+    ("log.message.timestamp.before.max.ms", "9223372036854775807"),
+    ("log.message.timestamp.after.max.ms", "3600000"),
     ("log.flush", "always"),
     ("log.flush.interval.ms", "1000"),
     ("message.max.bytes", "1048588"),
@@ -302,6 +304,9 @@ impl BrokerConfig {
             timestamp_type: parse_timestamp_type(
                 self.get("log.message.timestamp.type").unwrap_or("CreateTime"),
             )?,
+            timestamp_before_max_ms: self.parse("log.message.timestamp.before.max.ms", i64::MAX)?,
+            timestamp_after_max_ms: self
+                .parse("log.message.timestamp.after.max.ms", 3_600_000i64)?,
             flush,
             producer_id_expiration_ms: self.parse("producer.id.expiration.ms", 86_400_000i64)?,
         };

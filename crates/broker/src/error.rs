@@ -96,6 +96,7 @@ impl Error {
                     ResponseError::InvalidProducerEpoch
                 }
                 sluice_log::Error::InvalidRecord { .. } => ResponseError::InvalidRecord,
+                sluice_log::Error::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
                 _ => ResponseError::UnknownServerError,
             },
         }

@@ -92,16 +92,16 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def(
         "message.timestamp.after.max.ms",
         Some("log.message.timestamp.after.max.ms"),
-        LONG_MAX,
+        "3600000",
         kind::LONG,
-        false,
+        true,
     ),
     def(
         "message.timestamp.before.max.ms",
         Some("log.message.timestamp.before.max.ms"),
         LONG_MAX,
         kind::LONG,
-        false,
+        true,
     ),
     def(
         "message.timestamp.type",
@@ -153,6 +153,8 @@ pub fn broker_value(settings: &Settings, def: &TopicConfigDef) -> (String, i8) {
         "segment.ms" => d.segment_ms.to_string(),
         "max.message.bytes" => d.max_message_bytes.to_string(),
         "index.interval.bytes" => d.index_interval_bytes.to_string(),
+        "message.timestamp.before.max.ms" => d.timestamp_before_max_ms.to_string(),
+        "message.timestamp.after.max.ms" => d.timestamp_after_max_ms.to_string(),
         "message.timestamp.type" => match d.timestamp_type {
             TimestampType::CreateTime => "CreateTime".to_string(),
             TimestampType::LogAppendTime => "LogAppendTime".to_string(),
@@ -217,6 +219,10 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
             "segment.ms" => config.segment_ms = parse(key, value)?,
             "max.message.bytes" => config.max_message_bytes = parse(key, value)?,
             "index.interval.bytes" => config.index_interval_bytes = parse(key, value)?,
+            "message.timestamp.before.max.ms" => {
+                config.timestamp_before_max_ms = parse(key, value)?
+            }
+            "message.timestamp.after.max.ms" => config.timestamp_after_max_ms = parse(key, value)?,
             "message.timestamp.type" => {
                 config.timestamp_type = crate::config::parse_timestamp_type(value)?
             }

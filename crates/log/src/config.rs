@@ -43,6 +43,12 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `message.timestamp.type`.
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: under CreateTime, a batch whose first timestamp
+    /// is further in the past than this is refused (KIP-937).
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: under CreateTime, a batch whose max timestamp is
+    /// further in the future than this is refused (KIP-937; Kafka 4's default, one hour).
+    pub timestamp_after_max_ms: i64,
     /// `log.flush`.
     pub flush: FlushPolicy,
     /// `producer.id.expiration.ms` (a broker setting): idempotent producer state is dropped
@@ -60,6 +66,8 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
             flush: FlushPolicy::Always,
             producer_id_expiration_ms: 86_400_000,
         }
@@ -96,6 +104,18 @@ impl LogConfig {
                 value: "0".into(),
                 reason: "must be at least 1".into(),
             });
+        }
+        for (key, value) in [
+            ("message.timestamp.before.max.ms", self.timestamp_before_max_ms),
+            ("message.timestamp.after.max.ms", self.timestamp_after_max_ms),
+        ] {
+            if value < 0 {
+                return Err(Error::Config {
+                    key,
+                    value: value.to_string(),
+                    reason: "must be at least 0".into(),
+                });
+            }
         }
         if self.producer_id_expiration_ms < 1 {
             return Err(Error::Config {

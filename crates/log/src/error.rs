@@ -65,6 +65,24 @@ pub enum Error {
         /// What is wrong and what to change.
         reason: String,
     },
+    /// A record's timestamp is too far from the broker's clock (CreateTime topics, KIP-937):
+    /// INVALID_TIMESTAMP.
+    #[error(
+        "timestamp {timestamp} of the batch at index {batch_index} is out of range: it must be \
+         within [{earliest}, {latest}] (now minus message.timestamp.before.max.ms, now plus \
+         message.timestamp.after.max.ms); fix the producer's clock or timestamps, or raise \
+         those topic configs"
+    )]
+    InvalidTimestamp {
+        /// The offending timestamp.
+        timestamp: i64,
+        /// The batch's index in the request.
+        batch_index: usize,
+        /// The earliest timestamp accepted now.
+        earliest: i64,
+        /// The latest timestamp accepted now.
+        latest: i64,
+    },
     /// A limit would be exceeded.
     #[error("{what} limit {limit} exceeded by {value}; {hint}")]
     LimitExceeded {

@@ -1,4 +1,4 @@
-//! The sparse offset index and the time index of one segment.
+//! The sparse offset and time indexes of one segment.
 //!
 //! Both live in memory (a sorted `Vec`) and are mirrored to a file so that a restart does
 //! not rescan closed segments. The files are hints: a missing, short or inconsistent file is
@@ -7,7 +7,9 @@
 //! - `.index`: entries of (relative offset u32, position u32), big-endian, offsets and
 //!   positions strictly increasing.
 //! - `.timeindex`: entries of (timestamp i64, relative offset u32), big-endian, timestamps
-//!   strictly increasing (an entry is added only when the segment's max timestamp grows).
+//!   strictly increasing: the segment's max timestamp so far and the offset that carried it,
+//!   added with each offset entry (when it has grown) and when the segment closes, as Kafka
+//!   does, so both are sparse.
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

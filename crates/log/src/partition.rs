@@ -196,7 +196,7 @@ impl PartitionLog {
     }
 
     /// Runs a sync, marking the partition failed if it errs.
-    fn synced(&mut self, sync: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
+    fn synced(&mut self, sync: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
         self.check_healthy()?;
         let result = sync(self);
         if result.is_err() {
@@ -219,6 +219,7 @@ impl PartitionLog {
                 reason: "clients may not write control batches (transaction markers)".into(),
             });
         }
+        self.check_timestamps(&headers, now_ms)?;
         if let Check::Duplicate(original) = self.producers.check_all(&headers)? {
             return Ok(AppendInfo {
                 base_offset: original.first_offset,
@@ -233,6 +234,32 @@ impl PartitionLog {
             self.producers.record(header, now_ms);
         }
         Ok(info)
+    }
+
+    /// Under CreateTime, refuses a batch with a timestamp outside
+    /// `[now - message.timestamp.before.max.ms, now + message.timestamp.after.max.ms]`, as
+    /// Kafka does (KIP-937). Read from the batch header: its first timestamp (the first
+    /// record's) and its max timestamp, so the payload is not decoded; a record between
+    /// them is in range when they are. A batch without timestamps (-1) passes.
+    fn check_timestamps(&self, headers: &[BatchHeader], now_ms: i64) -> Result<()> {
+        if self.config.timestamp_type != TimestampType::CreateTime {
+            return Ok(());
+        }
+        let earliest = now_ms.saturating_sub(self.config.timestamp_before_max_ms);
+        let latest = now_ms.saturating_add(self.config.timestamp_after_max_ms);
+        for (batch_index, header) in headers.iter().enumerate() {
+            for timestamp in [header.base_timestamp, header.max_timestamp] {
+                if timestamp >= 0 && !(earliest..=latest).contains(&timestamp) {
+                    return Err(Error::InvalidTimestamp {
+                        timestamp,
+                        batch_index,
+                        earliest,
+                        latest,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes a transaction marker for `producer_id` (from the transaction coordinator) and
@@ -305,8 +332,13 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<(AppendInfo, Vec<BatchHeader>)> {
         let incoming_offsets = count_offsets(&headers)?;
-        self.maybe_roll(bytes.len() as u64, incoming_offsets, now_ms)?;
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let incoming_timestamp = if log_append {
+            now_ms
+        } else {
+            headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1)
+        };
+        self.maybe_roll(bytes.len() as u64, incoming_offsets, incoming_timestamp, now_ms)?;
         let base_offset = self.log_end_offset();
         let mut next = base_offset;
         let mut at = 0usize;
@@ -346,10 +378,15 @@ impl PartitionLog {
         Ok((info, headers))
     }
 
+    /// Rolls the active segment when the incoming batches would overfill it, or when it
+    /// has waited `segment.ms`: as Kafka counts it, from the first batch's timestamp to the
+    /// incoming batches' max timestamp, or from the segment's creation (or the broker's
+    /// start) to now when the first batch has no timestamp.
     fn maybe_roll(
         &mut self,
         incoming_bytes: u64,
         incoming_offsets: i64,
+        incoming_timestamp: i64,
         now_ms: i64,
     ) -> Result<()> {
         let active = self.active();
@@ -357,7 +394,12 @@ impl PartitionLog {
             return Ok(());
         }
         let full = active.size_bytes + incoming_bytes > u64::from(self.config.segment_bytes);
-        let old = now_ms - active.created_ms >= self.config.segment_ms;
+        let waited = if active.first_batch_timestamp >= 0 {
+            incoming_timestamp.saturating_sub(active.first_batch_timestamp)
+        } else {
+            now_ms.saturating_sub(active.created_ms)
+        };
+        let old = waited > self.config.segment_ms;
         let spanned = active.next_offset - active.base_offset;
         let offsets_full = spanned + incoming_offsets > SEGMENT_OFFSETS_MAX;
         if full || old || offsets_full {
@@ -376,7 +418,7 @@ impl PartitionLog {
                 hint: "raise segment.bytes or lower retention",
             });
         }
-        self.synced(|log| log.active().sync_all())?;
+        self.synced(|log| log.active_mut().close())?;
         let base = self.log_end_offset();
         let interval = u64::from(self.config.index_interval_bytes);
         let segment = Segment::create(&self.dir, base, now_ms, interval)?;
@@ -464,16 +506,13 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The largest timestamp in the log and the last offset of the batch carrying it.
+    /// The largest timestamp in the log and the last offset of the first batch carrying it.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         self.segments
             .iter()
-            .filter_map(|s| {
-                s.indexes
-                    .max_timestamp()
-                    .map(|t| (t.timestamp, s.base_offset + i64::from(t.relative_offset)))
-            })
-            .max_by_key(|(ts, _)| *ts)
+            .filter(|s| s.max_timestamp >= 0)
+            .map(|s| (s.max_timestamp, s.offset_of_max_timestamp))
+            .reduce(|best, next| if next.0 > best.0 { next } else { best })
     }
 
     /// Moves the log start offset to `offset` (DeleteRecords) and deletes whole segments

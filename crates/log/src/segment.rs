@@ -24,9 +24,15 @@ pub(crate) struct Segment {
     pub size_bytes: u64,
     /// Largest timestamp of any batch, -1 when empty.
     pub max_timestamp: i64,
-    /// Wall-clock time the segment was created or first opened, for `segment.ms`.
+    /// Last offset of the first batch carrying `max_timestamp`, -1 when empty.
+    pub offset_of_max_timestamp: i64,
+    /// The first batch's max timestamp (-1 when empty or it has none): `segment.ms`
+    /// counts from it, as Kafka's does.
+    pub first_batch_timestamp: i64,
+    /// Wall-clock time the segment was created or first opened: `segment.ms` counts from
+    /// it when the first batch has no timestamp.
     pub created_ms: i64,
-    /// Bytes appended since the last offset index entry.
+    /// Bytes appended since the last index entry.
     bytes_since_index: u64,
     /// `index.interval.bytes` in force.
     pub index_interval_bytes: u64,
@@ -73,6 +79,8 @@ impl Segment {
             next_offset: base_offset,
             size_bytes: 0,
             max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            first_batch_timestamp: -1,
             created_ms: now_ms,
             bytes_since_index: 0,
             index_interval_bytes,
@@ -116,6 +124,10 @@ impl Segment {
 
     /// Uses the index files of a closed segment: scans only from the last indexed batch.
     /// Returns false when the index does not fit the file and a full rebuild is needed.
+    ///
+    /// The time index's last entry holds the max timestamp up to the last offset entry's
+    /// batch (both are written together, and once more when the segment closes), so the max
+    /// over that entry and the batches scanned from there is the segment's.
     fn resume_from_index(&mut self, file_bytes: u64) -> Result<bool> {
         let Some(last) = self.indexes.offsets.last().copied() else {
             return Ok(false);
@@ -126,14 +138,29 @@ impl Segment {
         if u64::from(last.position) >= file_bytes {
             return Ok(false);
         }
-        let end = self.scan(u64::from(last.position), file_bytes, false, |_, _, _| Ok(()))?;
+        let mut scanned_max = (-1i64, -1i64);
+        let end = self.scan(u64::from(last.position), file_bytes, false, |_, header, _| {
+            if header.max_timestamp > scanned_max.0 {
+                scanned_max = (header.max_timestamp, header.last_offset());
+            }
+            Ok(())
+        })?;
         let expected_first = self.base_offset + i64::from(last.relative_offset);
-        if end.size_bytes != file_bytes || end.next_offset <= expected_first {
+        let max_time_offset = self.base_offset + i64::from(max_time.relative_offset);
+        if end.size_bytes != file_bytes
+            || end.next_offset <= expected_first
+            || max_time_offset >= end.next_offset
+        {
             return Ok(false);
         }
         self.size_bytes = end.size_bytes;
         self.next_offset = end.next_offset;
-        self.max_timestamp = max_time.timestamp;
+        (self.max_timestamp, self.offset_of_max_timestamp) = if max_time.timestamp >= scanned_max.0
+        {
+            (max_time.timestamp, max_time_offset)
+        } else {
+            scanned_max
+        };
         Ok(true)
     }
 
@@ -235,7 +262,9 @@ impl Segment {
         Ok(ScanEnd { size_bytes: position, next_offset })
     }
 
-    /// Records a batch written at `position` in the indexes and the segment's counters.
+    /// Records a batch written at `position` in the segment's counters and, every
+    /// `index.interval.bytes`, in both indexes (as Kafka: the offset index gets the batch,
+    /// the time index the max timestamp so far and the offset of the batch carrying it).
     fn index_batch(&mut self, position: u64, header: &batch::BatchHeader) -> Result<()> {
         let relative = header.base_offset - self.base_offset;
         debug_assert!(
@@ -250,24 +279,43 @@ impl Segment {
             header.base_offset,
             self.base_offset
         );
-        let relative_offset = relative as u32;
+        if position == 0 {
+            self.first_batch_timestamp = header.max_timestamp;
+        }
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = header.last_offset();
+        }
         // Counters and in-memory entries move even when a file write fails: the files are
         // hints, checked and rebuilt on open.
         let mut written = Ok(());
         if position == 0 || self.bytes_since_index >= self.index_interval_bytes {
-            let entry = OffsetEntry { relative_offset, position: position as u32 };
+            let entry = OffsetEntry { relative_offset: relative as u32, position: position as u32 };
             written = written.and(self.indexes.push_offset(entry));
+            written = written.and(self.push_max_timestamp());
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += header.total_bytes as u64;
-        if header.max_timestamp > self.max_timestamp {
-            self.max_timestamp = header.max_timestamp;
-            let last_relative = (header.last_offset() - self.base_offset) as u32;
-            let entry =
-                TimeEntry { timestamp: header.max_timestamp, relative_offset: last_relative };
-            written = written.and(self.indexes.push_time(entry));
-        }
         written
+    }
+
+    /// Adds a time index entry for the max timestamp so far, unless the last one has it.
+    fn push_max_timestamp(&mut self) -> Result<()> {
+        if self.max_timestamp < 0 {
+            return Ok(());
+        }
+        let relative_offset = (self.offset_of_max_timestamp - self.base_offset) as u32;
+        self.indexes.push_time(TimeEntry { timestamp: self.max_timestamp, relative_offset })
+    }
+
+    /// Closes the segment when it stops being the active one: its time index gets a last
+    /// entry for the segment's max timestamp (as Kafka's), and it is synced with its indexes.
+    pub fn close(&mut self) -> Result<()> {
+        if let Err(error) = self.push_max_timestamp() {
+            // A hint: a closed segment whose index does not fit its file is rescanned.
+            tracing::warn!(segment = %self.path.display(), %error, "time index write failed");
+        }
+        self.sync_all()
     }
 
     /// Appends validated batches whose base offsets are already assigned.

@@ -12,6 +12,7 @@ import time
 import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    KafkaError,
     TIMESTAMP_CREATE_TIME,
     TopicPartition as CkTopicPartition,
 )
@@ -165,5 +166,43 @@ def test_kafka_python_beginning_and_end_offsets(module_broker, timeline_topic):
         assert consumer.end_offsets(partitions) == {
             tp: len(TIMELINE[tp.partition]) for tp in partitions
         }
+    finally:
+        consumer.close()
+
+
+def test_timestamps_out_of_range_are_refused(module_broker):
+    """KIP-937: under CreateTime, a record more than `message.timestamp.after.max.ms` ahead
+    of the broker's clock (Kafka 4's default: one hour) or more than
+    `message.timestamp.before.max.ms` behind it is refused with INVALID_TIMESTAMP, and
+    nothing of it is stored."""
+    topic = unique_name("timestamps")
+    ck_create_topic(module_broker.bootstrap, topic, 1,
+                    config={"message.timestamp.before.max.ms": "600000"})
+    producer = ck_producer(module_broker.bootstrap, **{"linger.ms": 0})
+    outcomes = {}
+
+    def on_delivery(error, message):
+        outcomes[message.value()] = error
+
+    now = int(time.time() * 1000)
+    hour = 3_600_000
+    cases = {
+        b"now": now,
+        b"five minutes ago": now - 300_000,
+        b"two hours ahead": now + 2 * hour,
+        b"one day ago": now - 24 * hour,
+    }
+    for value, timestamp in cases.items():
+        producer.produce(topic, value=value, timestamp=timestamp, on_delivery=on_delivery)
+        producer.flush(OPERATION_TIMEOUT_SECS)
+    assert outcomes[b"now"] is None and outcomes[b"five minutes ago"] is None, outcomes
+    for refused in (b"two hours ahead", b"one day ago"):
+        assert outcomes[refused] is not None, refused
+        assert outcomes[refused].code() == KafkaError.INVALID_TIMESTAMP, outcomes[refused]
+    consumer = ck_consumer(module_broker.bootstrap)
+    try:
+        low, high = consumer.get_watermark_offsets(CkTopicPartition(topic, 0),
+                                                   timeout=OPERATION_TIMEOUT_SECS)
+        assert (low, high) == (0, 2)
     finally:
         consumer.close()

@@ -365,7 +365,7 @@ mod tests {
         base_sequence: i32,
     ) {
         let batch = transactional_batch(producer, base_sequence);
-        let end = partition.append(&batch, 0).unwrap().last_offset + 1;
+        let end = partition.append(&batch, crate::clock::now_ms()).unwrap().last_offset + 1;
         partition.sync_to(end).unwrap();
     }
 

@@ -229,7 +229,9 @@ fn idempotent_target(plain: &ProduceRun, idempotent: &ProduceRun) -> Target {
 }
 
 /// Transactional against plain produce, with as many producers on each side. `ceiling`:
-/// for one producer, the disk alone at one sync per transaction, named with its ratio.
+/// for one producer, the disk alone at one sync per transaction, named with its ratio, and
+/// librdkafka's own cap: it registers a transaction's partitions from a 1 ms timer, so one
+/// producer ends at most one transaction a millisecond.
 fn transactional_target(
     plain: &ProduceRun,
     transactional: &ProduceRun,
@@ -241,7 +243,16 @@ fn transactional_target(
         n => format!("{n} producers"),
     };
     let ceiling = ceiling
-        .map(|disk| format!(" ({})", one_sync_ceiling(disk, plain.mib_per_s)))
+        .map(|disk| {
+            let record_bytes = transactional.bytes as f64 / transactional.records.max(1) as f64;
+            let timer_cap = TRANSACTION_RECORDS as f64 * record_bytes * 1000.0 / MIB as f64;
+            format!(
+                " ({}; librdkafka's own cap, one transaction per 1 ms timer: {timer_cap:.1} \
+                 MiB/s, {:.2}x)",
+                one_sync_ceiling(disk, plain.mib_per_s),
+                timer_cap / plain.mib_per_s.max(f64::MIN_POSITIVE)
+            )
+        })
         .unwrap_or_default();
     Target {
         measure: format!(
@@ -256,8 +267,9 @@ fn transactional_target(
 }
 
 /// The broker alone: transactional against plain produce over as many connections.
-/// The disk alone in the transactions' pattern, with as many files as producers, is named
-/// beside the limit (as the latency target names the disk at its load).
+/// The disk alone in the transactions' pattern (two syncs per transaction) and at one sync
+/// per transaction, each with as many files as producers, are named beside the limit (as the
+/// latency target names the disk at its load).
 fn wire_transactional_target(
     plain: &WireProduceRun,
     transactional: &WireProduceRun,

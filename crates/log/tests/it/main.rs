@@ -96,6 +96,106 @@ fn finds_offsets_by_timestamp_and_max_timestamp() {
     assert_eq!(log.max_timestamp(), Some((10_199, 199)));
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The time index is sparse (an entry every `index.interval.bytes`, and one when a
+    /// segment closes), and lookups by timestamp and the max timestamp still agree with a
+    /// walk over every record, before and after a reopen, whatever order the timestamps
+    /// come in.
+    #[test]
+    fn sparse_time_index_lookups_match_a_full_walk(
+        batches in proptest::collection::vec((0i64..5_000, 0usize..300), 1..150),
+        probes in proptest::collection::vec(0i64..5_200, 1..20),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 8192, index_interval_bytes: 700, ..LogConfig::default() };
+        let mut log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+        for (i, (ts, size)) in batches.iter().enumerate() {
+            let value = vec![b'v'; *size];
+            let info = log.append(&batch::build(0, *ts, &[&value]), 0).unwrap();
+            prop_assert_eq!(info.base_offset, i as i64);
+        }
+        let first_at_or_after = |target: i64| {
+            batches.iter().position(|(ts, _)| *ts >= target).map(|i| (i as i64, batches[i].0))
+        };
+        let max = batches.iter().map(|(ts, _)| *ts).max().unwrap();
+        let max_offset = batches.iter().position(|(ts, _)| *ts == max).unwrap() as i64;
+        for reopened in [false, true] {
+            if reopened {
+                drop(log);
+                log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+            }
+            for probe in &probes {
+                prop_assert_eq!(log.offset_for_timestamp(*probe).unwrap(), first_at_or_after(*probe));
+            }
+            prop_assert_eq!(log.max_timestamp(), Some((max, max_offset)));
+        }
+        let entries = |ext: &str| -> u64 {
+            segment_files(dir.path(), ext).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum()
+        };
+        let segments = segment_files(dir.path(), "log").len() as u64;
+        prop_assert!(entries("timeindex") / 12 <= entries("index") / 8 + segments);
+    }
+}
+
+#[test]
+fn a_segment_rolls_when_its_records_span_segment_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_ms: 1_000, ..LogConfig::default() };
+    let mut log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+    let value = value(1);
+    // Counted from the first batch's timestamp to the incoming one's, not by the clock.
+    for ts in [10_000, 10_400, 11_000] {
+        log.append(&batch::build(0, ts, &[&value]), 500_000).unwrap();
+    }
+    assert_eq!(segment_files(dir.path(), "log").len(), 1, "exactly segment.ms does not roll");
+    log.append(&batch::build(0, 11_001, &[&value]), 500_000).unwrap();
+    assert_eq!(segment_files(dir.path(), "log").len(), 2);
+    // A reopened log counts from the active segment's first batch too.
+    drop(log);
+    let mut log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    log.append(&batch::build(0, 11_500, &[&value]), 900_000).unwrap();
+    assert_eq!(segment_files(dir.path(), "log").len(), 2);
+    log.append(&batch::build(0, 12_002, &[&value]), 900_000).unwrap();
+    assert_eq!(segment_files(dir.path(), "log").len(), 3);
+    assert_eq!(log.log_end_offset(), 6);
+}
+
+#[test]
+fn create_time_topics_refuse_timestamps_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_700_000_000_000i64;
+    let config = LogConfig { timestamp_before_max_ms: 60_000, ..LogConfig::default() };
+    let mut log = PartitionLog::open(dir.path(), config, now).unwrap();
+    let value = value(1);
+    let hour = 3_600_000;
+    for ts in [now, now - 60_000, now + hour, -1] {
+        log.append(&batch::build(0, ts, &[&value]), now).unwrap();
+    }
+    for ts in [now - 60_001, now + hour + 1, 0] {
+        let error = log.append(&batch::build(0, ts, &[&value]), now).unwrap_err();
+        match error {
+            sluice_log::Error::InvalidTimestamp { timestamp, batch_index, earliest, latest } => {
+                assert_eq!((timestamp, batch_index), (ts, 0));
+                assert_eq!((earliest, latest), (now - 60_000, now + hour));
+            }
+            other => panic!("expected InvalidTimestamp, got {other}"),
+        }
+    }
+    assert_eq!(log.log_end_offset(), 4, "refused batches are not appended");
+    // LogAppendTime replaces the producer's timestamps, so they are not checked.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        timestamp_type: sluice_log::TimestampType::LogAppendTime,
+        timestamp_before_max_ms: 0,
+        timestamp_after_max_ms: 0,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), config, now).unwrap();
+    log.append(&batch::build(0, 0, &[&value]), now).unwrap();
+}
+
 #[test]
 fn retention_by_bytes_moves_the_log_start() {
     let dir = tempfile::tempdir().unwrap();
