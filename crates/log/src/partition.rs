@@ -238,9 +238,9 @@ impl PartitionLog {
 
     /// Under CreateTime, refuses a batch with a timestamp outside
     /// `[now - message.timestamp.before.max.ms, now + message.timestamp.after.max.ms]`, as
-    /// Kafka does (KIP-937). Read from the batch header: its first timestamp (the first
-    /// record's) and its max timestamp, so the payload is not decoded; a record between
-    /// them is in range when they are. A batch without timestamps (-1) passes.
+    /// Kafka does (KIP-937): every record's, read by validation from an uncompressed batch;
+    /// for a compressed one (not decompressed here) the header's first and max timestamps.
+    /// A timestamp of -1 (none) passes.
     fn check_timestamps(&self, headers: &[BatchHeader], now_ms: i64) -> Result<()> {
         if self.config.timestamp_type != TimestampType::CreateTime {
             return Ok(());
@@ -248,7 +248,9 @@ impl PartitionLog {
         let earliest = now_ms.saturating_sub(self.config.timestamp_before_max_ms);
         let latest = now_ms.saturating_add(self.config.timestamp_after_max_ms);
         for (batch_index, header) in headers.iter().enumerate() {
-            for timestamp in [header.base_timestamp, header.max_timestamp] {
+            let (lowest, highest) =
+                header.record_timestamps.unwrap_or((header.base_timestamp, header.max_timestamp));
+            for timestamp in [lowest, highest, header.max_timestamp] {
                 if timestamp >= 0 && !(earliest..=latest).contains(&timestamp) {
                     return Err(Error::InvalidTimestamp {
                         timestamp,

@@ -540,6 +540,7 @@ mod tests {
             producer_epoch: epoch,
             base_sequence,
             records_count: count,
+            record_timestamps: None,
         }
     }
 

@@ -217,7 +217,7 @@ impl Segment {
                 if header.total_bytes > rest.len() {
                     break;
                 }
-                let valid = !check_crc || batch::validate(rest).is_ok();
+                let valid = !check_crc || batch::validate_stored(rest).is_ok();
                 let in_sequence = expected_offset.is_none_or(|e| e == header.base_offset);
                 if !valid || !in_sequence {
                     return Ok(ScanEnd {
@@ -243,9 +243,11 @@ impl Segment {
                 self.file
                     .read_exact_at(&mut whole, position)
                     .map_err(io("read segment", &self.path))?;
-                let Ok(header) =
-                    (if check_crc { batch::validate(&whole) } else { batch::parse_header(&whole) })
-                else {
+                let Ok(header) = (if check_crc {
+                    batch::validate_stored(&whole)
+                } else {
+                    batch::parse_header(&whole)
+                }) else {
                     break;
                 };
                 if expected_offset.is_some_and(|e| e != header.base_offset) {

@@ -106,6 +106,10 @@ pub struct BatchHeader {
     pub base_sequence: i32,
     /// Number of records.
     pub records_count: i32,
+    /// The smallest and largest record timestamps of an uncompressed batch, read from its
+    /// records by [`validate`]; `None` for a compressed batch (its records are not
+    /// decompressed on append) and from [`parse_header`].
+    pub record_timestamps: Option<(i64, i64)>,
 }
 
 impl BatchHeader {
@@ -196,12 +200,31 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         producer_epoch: be_i16(buf, PRODUCER_EPOCH_AT)?,
         base_sequence: be_i32(buf, BASE_SEQUENCE_AT)?,
         records_count: be_i32(buf, RECORDS_COUNT_AT)?,
+        record_timestamps: None,
     })
 }
 
 /// Parses and fully validates the batch at the start of `buf`: lengths, magic, CRC32C,
-/// and that `recordsCount == lastOffsetDelta + 1` (true for every producer-written batch).
+/// that `recordsCount == lastOffsetDelta + 1` (true for every producer-written batch), and,
+/// for an uncompressed batch, that exactly `recordsCount` records fill it (their length
+/// prefixes walked; [`BatchHeader::record_timestamps`] is read on the way).
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let (mut header, batch) = check_stored(buf)?;
+    if header.attributes & ATTR_COMPRESSION_MASK == 0 {
+        header.record_timestamps = Some(walk_records(batch, &header)?);
+    }
+    Ok(header)
+}
+
+/// [`validate`] without the walk over the records: what recovery checks of a stored batch
+/// (lengths, magic, CRC32C, the count against `lastOffsetDelta`), so that a batch stored
+/// before appends walked the records is kept as it was acknowledged.
+pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    check_stored(buf).map(|(header, _)| header)
+}
+
+/// The checks of [`validate_stored`]; also returns the batch's bytes.
+fn check_stored(buf: &[u8]) -> Result<(BatchHeader, &[u8]), BatchError> {
     let header = parse_header(buf)?;
     let batch = buf
         .get(..header.total_bytes)
@@ -220,7 +243,44 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             last_offset_delta: header.last_offset_delta,
         });
     }
-    Ok(header)
+    Ok((header, batch))
+}
+
+/// Walks an uncompressed batch's records by their length prefixes: exactly `recordsCount`
+/// records must fill the batch, each at least long enough for its attributes and timestamp
+/// delta. Returns the smallest and largest record timestamps. A producer cannot then claim
+/// offsets its batch does not hold (Kafka counts the records on append too); a compressed
+/// batch would have to be decompressed for this, and is not.
+fn walk_records(batch: &[u8], header: &BatchHeader) -> Result<(i64, i64), BatchError> {
+    let malformed = |reason: &'static str| BatchError::MalformedRecords {
+        reason,
+        declared: header.records_count,
+    };
+    let mut at = BATCH_HEADER_BYTES;
+    let mut found = 0i64;
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    while at < batch.len() {
+        let length = get_varint(batch, &mut at).ok_or(malformed("a record length is cut"))?;
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|length| at.checked_add(length))
+            .filter(|end| *end <= batch.len())
+            .ok_or(malformed("a record length runs past the batch or is negative"))?;
+        at += 1; // record attributes
+        let delta = get_varint(batch, &mut at).ok_or(malformed("a timestamp delta is cut"))?;
+        if at > end {
+            return Err(malformed("a record is shorter than its attributes and timestamp"));
+        }
+        let timestamp = header.base_timestamp.saturating_add(delta);
+        (min, max) = (min.min(timestamp), max.max(timestamp));
+        found += 1;
+        at = end;
+    }
+    if found != i64::from(header.records_count) {
+        return Err(BatchError::RecordsCountMismatch { declared: header.records_count, found });
+    }
+    debug_assert!(found >= 1, "recordsCount >= 1 was checked first");
+    Ok((min, max))
 }
 
 /// Validates every batch in a produce payload and returns their headers in order.
@@ -588,6 +648,15 @@ mod tests {
         assert_eq!(&head[..], &whole[..BATCH_HEADER_BYTES]);
     }
 
+    /// Makes `batch` declare `count` records (its last offset delta too), under a valid CRC.
+    fn declare(batch: &mut [u8], count: i32) {
+        batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&(count - 1).to_be_bytes());
+        batch[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&count.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
     proptest! {
         #[test]
         fn validate_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -605,6 +674,53 @@ mod tests {
             prop_assert_eq!(headers.len(), 1);
             prop_assert_eq!(headers[0].base_offset, base);
             prop_assert_eq!(headers[0].records_count as usize, values.len());
+            prop_assert_eq!(headers[0].record_timestamps, Some((7, 7)));
+        }
+
+        /// An uncompressed batch must hold exactly the records it declares: a count (and
+        /// last offset delta) changed under a valid CRC is refused on append, and still
+        /// passes the checks recovery makes of stored batches.
+        #[test]
+        fn a_declared_count_must_match_the_records(
+            records in 1usize..20,
+            declared in 1i32..40,
+        ) {
+            let values: Vec<Vec<u8>> = (0..records).map(|i| vec![b'v'; i]).collect();
+            let slices: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+            let mut batch = build(0, 7, &slices);
+            declare(&mut batch, declared);
+            prop_assert!(validate_stored(&batch).is_ok());
+            match validate(&batch) {
+                Ok(header) => prop_assert_eq!(header.records_count as usize, records),
+                Err(BatchError::RecordsCountMismatch { declared: d, found }) => {
+                    prop_assert_eq!((d, found), (declared, records as i64));
+                    prop_assert_ne!(declared as usize, records);
+                }
+                Err(other) => prop_assert!(false, "unexpected {other}"),
+            }
+        }
+
+        /// Whatever the records' bytes, under a valid CRC and a consistent header, the walk
+        /// over them returns an answer and never panics.
+        #[test]
+        fn walking_arbitrary_records_never_panics(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            declared in 1i32..10,
+            base_timestamp in any::<i64>(),
+        ) {
+            let mut batch = build(0, 7, &[b"v"]);
+            batch.truncate(BATCH_HEADER_BYTES);
+            batch.extend_from_slice(&body);
+            let length = (batch.len() - 12) as i32;
+            batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+            batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8]
+                .copy_from_slice(&base_timestamp.to_be_bytes());
+            declare(&mut batch, declared);
+            prop_assert!(validate_stored(&batch).is_ok());
+            if let Ok(header) = validate(&batch) {
+                let (low, high) = header.record_timestamps.unwrap();
+                prop_assert!(low <= high);
+            }
         }
     }
 }

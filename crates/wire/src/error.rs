@@ -112,6 +112,22 @@ pub enum BatchError {
         /// As read.
         last_offset_delta: i32,
     },
+    /// An uncompressed batch's records do not add up to `recordsCount`.
+    #[error("record batch declares {declared} records but holds {found}; the producer wrote a malformed batch")]
+    RecordsCountMismatch {
+        /// `recordsCount` as read.
+        declared: i32,
+        /// Records found by walking their length prefixes.
+        found: i64,
+    },
+    /// An uncompressed batch's records cannot be walked.
+    #[error("record batch declaring {declared} records is malformed: {reason}")]
+    MalformedRecords {
+        /// What is wrong.
+        reason: &'static str,
+        /// `recordsCount` as read.
+        declared: i32,
+    },
     /// The batch is larger than `max.message.bytes`; maps to MESSAGE_TOO_LARGE (10).
     #[error("record batch of {value} bytes exceeds max.message.bytes = {limit}")]
     TooLarge {

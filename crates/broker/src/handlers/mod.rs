@@ -943,6 +943,28 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
+    /// An uncompressed batch that declares more records than it holds is CORRUPT_MESSAGE,
+    /// a timestamp two hours ahead (past Kafka 4's default `message.timestamp.after.max.ms`)
+    /// is INVALID_TIMESTAMP, and neither appends anything.
+    #[tokio::test]
+    async fn bad_record_counts_and_timestamps_get_their_kafka_errors() {
+        let (broker, state, _dir) = broker_with_topic(1).await;
+        let now = crate::clock::now_ms();
+        let mut claiming = sluice_wire::batch::build(0, now, &[b"v"]);
+        claiming[23..27].copy_from_slice(&1i32.to_be_bytes()); // lastOffsetDelta
+        claiming[57..61].copy_from_slice(&2i32.to_be_bytes()); // recordsCount
+        let crc = crc32c::crc32c(&claiming[21..]);
+        claiming[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(produce_records(&state, claiming).await, ResponseError::CorruptMessage.code());
+        let ahead = sluice_wire::batch::build(0, now + 7_200_000, &[b"v"]);
+        assert_eq!(produce_records(&state, ahead).await, ResponseError::InvalidTimestamp.code());
+        let partition = state.topics.get("t").unwrap().partition(0).unwrap().clone();
+        assert_eq!(partition.with_log(|log| log.log_end_offset()), 0, "nothing appended");
+        let fine = sluice_wire::batch::build(0, now, &[b"v"]);
+        assert_eq!(produce_records(&state, fine).await, 0);
+        broker.shutdown().await.unwrap();
+    }
+
     /// Group ids are store keys: NUL is refused. A group with committed offsets and no
     /// members describes as Empty, one with neither as Dead.
     #[tokio::test]

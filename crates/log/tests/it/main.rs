@@ -284,8 +284,11 @@ proptest! {
 
 /// A batch whose header claims `count` records (the CRC recomputed): the broker reserves
 /// offsets from the header without decompressing.
+/// A compressed batch (gzip by its attributes: the log does not decompress on append, so
+/// it cannot count its records) that claims `count` offsets.
 fn batch_claiming(count: i32) -> Vec<u8> {
     let mut b = batch::build(0, 1, &[b"v"]);
+    b[21..23].copy_from_slice(&1i16.to_be_bytes());
     b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
     b[57..61].copy_from_slice(&count.to_be_bytes());
     let crc = crc32c::crc32c(&b[21..]);
