@@ -85,6 +85,11 @@ impl Error {
                 sluice_log::Error::InvalidBatch(BatchError::TooLarge { .. }) => {
                     ResponseError::MessageTooLarge
                 }
+                // Kafka's record iterator throws InvalidRecordException for these: not
+                // retriable, unlike CORRUPT_MESSAGE.
+                sluice_log::Error::InvalidBatch(
+                    BatchError::RecordsCountMismatch { .. } | BatchError::MalformedRecords { .. },
+                ) => ResponseError::InvalidRecord,
                 sluice_log::Error::InvalidBatch(_) => ResponseError::CorruptMessage,
                 sluice_log::Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
                 sluice_log::Error::LimitExceeded { .. } => ResponseError::PolicyViolation,

@@ -43,11 +43,11 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `message.timestamp.type`.
     pub timestamp_type: TimestampType,
-    /// `message.timestamp.before.max.ms`: under CreateTime, a batch whose first timestamp
-    /// is further in the past than this is refused (KIP-937).
+    /// `message.timestamp.before.max.ms`: under CreateTime, a batch with a timestamp further
+    /// in the past than this is refused (KIP-937).
     pub timestamp_before_max_ms: i64,
-    /// `message.timestamp.after.max.ms`: under CreateTime, a batch whose max timestamp is
-    /// further in the future than this is refused (KIP-937; Kafka 4's default, one hour).
+    /// `message.timestamp.after.max.ms`: under CreateTime, a batch with a timestamp further
+    /// in the future than this is refused (KIP-937; Kafka 4's default, one hour).
     pub timestamp_after_max_ms: i64,
     /// `log.flush`.
     pub flush: FlushPolicy,

@@ -17,6 +17,9 @@ use crate::limits::{
 };
 use crate::producer_state::AbortedTxn;
 use crate::producer_state::{list_snapshots, SNAPSHOT_EXTENSION};
+
+/// A batch's or record's timestamp when it has none (Kafka's `RecordBatch.NO_TIMESTAMP`).
+const NO_TIMESTAMP: i64 = -1;
 use crate::segment::{stem, Segment};
 use crate::{Check, Error, LogConfig, ProducerStates, Result, TimestampType};
 
@@ -240,7 +243,7 @@ impl PartitionLog {
     /// `[now - message.timestamp.before.max.ms, now + message.timestamp.after.max.ms]`, as
     /// Kafka does (KIP-937): every record's, read by validation from an uncompressed batch;
     /// for a compressed one (not decompressed here) the header's first and max timestamps.
-    /// A timestamp of -1 (none) passes.
+    /// A timestamp of -1 (none) passes, as in Kafka; any other negative one is checked.
     fn check_timestamps(&self, headers: &[BatchHeader], now_ms: i64) -> Result<()> {
         if self.config.timestamp_type != TimestampType::CreateTime {
             return Ok(());
@@ -251,7 +254,7 @@ impl PartitionLog {
             let (lowest, highest) =
                 header.record_timestamps.unwrap_or((header.base_timestamp, header.max_timestamp));
             for timestamp in [lowest, highest, header.max_timestamp] {
-                if timestamp >= 0 && !(earliest..=latest).contains(&timestamp) {
+                if timestamp != NO_TIMESTAMP && !(earliest..=latest).contains(&timestamp) {
                     return Err(Error::InvalidTimestamp {
                         timestamp,
                         batch_index,
@@ -508,13 +511,28 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The largest timestamp in the log and the last offset of the first batch carrying it.
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        self.segments
-            .iter()
-            .filter(|s| s.max_timestamp >= 0)
-            .map(|s| (s.max_timestamp, s.offset_of_max_timestamp))
-            .reduce(|best, next| if next.0 > best.0 { next } else { best })
+    /// The largest timestamp in the log and the offset of the first record carrying it
+    /// (ListOffsets MAX_TIMESTAMP, KIP-734; as Kafka 3.8 and later answer). The record is
+    /// found in the first batch carrying the max; should its records not decode, the batch's
+    /// last offset stands in.
+    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>> {
+        let best = self.segments.iter().filter(|s| s.max_timestamp >= 0).reduce(|best, next| {
+            if next.max_timestamp > best.max_timestamp {
+                next
+            } else {
+                best
+            }
+        });
+        let Some(segment) = best else { return Ok(None) };
+        let (timestamp, last) = (segment.max_timestamp, segment.offset_of_max_timestamp);
+        let relative = (last - segment.base_offset) as u32;
+        let hint = u64::from(segment.indexes.position_for(relative));
+        let found =
+            Segment::position_of(&segment.file, &segment.path, hint, segment.size_bytes, last)?;
+        let Some(position) = found else { return Ok(Some((timestamp, last))) };
+        let bytes = read_batch_at(&segment.file, &segment.path, position)?;
+        let first = batch::first_record_at_or_after(&bytes, timestamp).ok().flatten();
+        Ok(Some((timestamp, first.map_or(last, |(offset, _)| offset))))
     }
 
     /// Moves the log start offset to `offset` (DeleteRecords) and deletes whole segments

@@ -118,6 +118,11 @@ impl Segment {
         } else if !segment.resume_from_index(file_bytes)? {
             segment.indexes.clear()?;
             segment.rebuild(file_bytes, false)?;
+            // A closed segment's time index ends with its max timestamp, as one closed at
+            // roll does.
+            if let Err(error) = segment.push_max_timestamp() {
+                tracing::warn!(segment = %segment.path.display(), %error, "time index write failed");
+            }
         }
         Ok(segment)
     }

@@ -158,6 +158,26 @@ def test_confluent_admin_list_offsets(module_broker, timeline_topic):
         assert got == want, name
 
 
+def test_confluent_admin_max_timestamp(module_broker, timeline_topic):
+    """ListOffsets MAX_TIMESTAMP (KIP-734) answers with the first record carrying a
+    partition's largest timestamp, as Kafka 3.8+ does, not its batch's last offset:
+    partition 3's records arrive out of order in one batch."""
+    admin = ck_admin(module_broker.bootstrap)
+    futures = admin.list_offsets(
+        {CkTopicPartition(timeline_topic, p): OffsetSpec.max_timestamp() for p in TIMELINE},
+        request_timeout=OPERATION_TIMEOUT_SECS)
+    got = {tp.partition: (f.result(timeout=OPERATION_TIMEOUT_SECS).offset,
+                          f.result(timeout=OPERATION_TIMEOUT_SECS).timestamp)
+           for tp, f in futures.items()}
+    want = {}
+    for p, timestamps in TIMELINE.items():
+        if timestamps:
+            want[p] = (timestamps.index(max(timestamps)), max(timestamps))
+    assert {p: got[p] for p in want} == want
+    assert got[3] == (4, T0 + 5000)
+    assert got[2][0] == -1
+
+
 def test_kafka_python_beginning_and_end_offsets(module_broker, timeline_topic):
     consumer = KafkaConsumer(bootstrap_servers=module_broker.bootstrap)
     try:

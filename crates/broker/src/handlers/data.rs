@@ -540,7 +540,7 @@ fn offset_at(
         LATEST => Ok((latest, -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
         MAX_TIMESTAMP => {
-            Ok(log.max_timestamp().map(|(ts, offset)| (offset, ts)).unwrap_or((-1, -1)))
+            Ok(log.max_timestamp()?.map(|(ts, offset)| (offset, ts)).unwrap_or((-1, -1)))
         }
         ts if ts >= 0 => Ok(log.offset_for_timestamp(ts)?.unwrap_or((-1, -1))),
         _ => Err(Error::InvalidRequest(format!(

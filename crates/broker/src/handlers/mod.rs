@@ -943,7 +943,8 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
-    /// An uncompressed batch that declares more records than it holds is CORRUPT_MESSAGE,
+    /// An uncompressed batch that declares more records than it holds is INVALID_RECORD (as
+    /// Kafka's "Incorrect declared batch size", not retriable),
     /// a timestamp two hours ahead (past Kafka 4's default `message.timestamp.after.max.ms`)
     /// is INVALID_TIMESTAMP, and neither appends anything.
     #[tokio::test]
@@ -955,7 +956,7 @@ mod tests {
         claiming[57..61].copy_from_slice(&2i32.to_be_bytes()); // recordsCount
         let crc = crc32c::crc32c(&claiming[21..]);
         claiming[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(produce_records(&state, claiming).await, ResponseError::CorruptMessage.code());
+        assert_eq!(produce_records(&state, claiming).await, ResponseError::InvalidRecord.code());
         let ahead = sluice_wire::batch::build(0, now + 7_200_000, &[b"v"]);
         assert_eq!(produce_records(&state, ahead).await, ResponseError::InvalidTimestamp.code());
         let partition = state.topics.get("t").unwrap().partition(0).unwrap().clone();

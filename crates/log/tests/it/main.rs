@@ -93,7 +93,64 @@ fn finds_offsets_by_timestamp_and_max_timestamp() {
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 10_000)));
     assert_eq!(log.offset_for_timestamp(10_150).unwrap(), Some((150, 10_150)));
     assert_eq!(log.offset_for_timestamp(20_000).unwrap(), None);
-    assert_eq!(log.max_timestamp(), Some((10_199, 199)));
+    assert_eq!(log.max_timestamp().unwrap(), Some((10_199, 199)));
+    // MAX_TIMESTAMP names the first record carrying the max, not its batch's last offset.
+    let values: [&[u8]; 3] = [b"a", b"b", b"c"];
+    let info = log.append(&batch::build(0, 30_000, &values), 0).unwrap();
+    assert_eq!(info.base_offset, 200);
+    assert_eq!(log.max_timestamp().unwrap(), Some((30_000, 200)));
+}
+
+/// With rising timestamps (every batch raises the max) the time index stays sparse: one
+/// entry per offset entry and one per closed segment, not one per batch as before. And a
+/// closed segment whose time index lost its last entries still reports its max timestamp
+/// (scanned from the last offset entry).
+#[test]
+fn rising_timestamps_keep_the_time_index_sparse() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        LogConfig { segment_bytes: 16_384, index_interval_bytes: 1024, ..LogConfig::default() };
+    let mut log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+    append_values(&mut log, 0, 600, 1_000);
+    let entries = |ext: &str, size: u64| -> Vec<u64> {
+        segment_files(dir.path(), ext)
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len() / size)
+            .collect()
+    };
+    let (offsets, times) = (entries("index", 8), entries("timeindex", 12));
+    let closed = offsets.len() - 1;
+    assert!(closed >= 2, "small segments roll");
+    for segment in 0..closed {
+        assert!(
+            times[segment] <= offsets[segment] + 1,
+            "segment {segment}: {times:?} / {offsets:?}"
+        );
+    }
+    let first_segment_last = segment_files(dir.path(), "log")[1]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap()
+        - 1;
+    let batches_in_first = first_segment_last as u64 + 1;
+    assert!(
+        times[0] * 3 < batches_in_first,
+        "{} time entries for {batches_in_first} batches",
+        times[0]
+    );
+    // Cut the closing entry and the one before it off the first closed segment's time index.
+    let first = &segment_files(dir.path(), "timeindex")[0];
+    let bytes = std::fs::read(first).unwrap();
+    std::fs::write(first, &bytes[..bytes.len() - 24]).unwrap();
+    drop(log);
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    assert_eq!(log.max_timestamp().unwrap(), Some((1_599, 599)));
+    // The first segment's max still counts it in: a lookup of its last timestamp lands there.
+    assert_eq!(
+        log.offset_for_timestamp(1_000 + first_segment_last).unwrap(),
+        Some((first_segment_last, 1_000 + first_segment_last))
+    );
 }
 
 proptest! {
@@ -129,7 +186,7 @@ proptest! {
             for probe in &probes {
                 prop_assert_eq!(log.offset_for_timestamp(*probe).unwrap(), first_at_or_after(*probe));
             }
-            prop_assert_eq!(log.max_timestamp(), Some((max, max_offset)));
+            prop_assert_eq!(log.max_timestamp().unwrap(), Some((max, max_offset)));
         }
         let entries = |ext: &str| -> u64 {
             segment_files(dir.path(), ext).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum()
@@ -160,6 +217,18 @@ fn a_segment_rolls_when_its_records_span_segment_ms() {
     log.append(&batch::build(0, 12_002, &[&value]), 900_000).unwrap();
     assert_eq!(segment_files(dir.path(), "log").len(), 3);
     assert_eq!(log.log_end_offset(), 6);
+    // A first batch without a timestamp: counted from the segment's creation to now.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config_ms(1_000), 0).unwrap();
+    log.append(&batch::build(0, -1, &[&value]), 100).unwrap();
+    log.append(&batch::build(0, 50_000, &[&value]), 1_000).unwrap();
+    assert_eq!(segment_files(dir.path(), "log").len(), 1);
+    log.append(&batch::build(0, 50_000, &[&value]), 1_001).unwrap();
+    assert_eq!(segment_files(dir.path(), "log").len(), 2);
+}
+
+fn config_ms(segment_ms: i64) -> LogConfig {
+    LogConfig { segment_ms, ..LogConfig::default() }
 }
 
 #[test]

@@ -56,9 +56,12 @@ fn fuzz_corpus_replays_without_panics() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
         let _ = request::decode(Bytes::from(data.clone()));
         let _ = sluice_wire::batch::validate_all(&data, 1 << 20);
-        // As the fuzz target: the same bytes with a matching CRC reach the records' walk.
+        // As the fuzz target: the same bytes as one batch, its length and CRC made to match,
+        // reach the records' walk.
         if data.len() >= 61 {
             let mut fixed = data.clone();
+            let length = (fixed.len() - 12) as i32;
+            fixed[8..12].copy_from_slice(&length.to_be_bytes());
             let crc = crc32c::crc32c(&fixed[21..]);
             fixed[17..21].copy_from_slice(&crc.to_be_bytes());
             let _ = sluice_wire::batch::validate_all(&fixed, 1 << 20);
