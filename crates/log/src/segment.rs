@@ -120,9 +120,7 @@ impl Segment {
             segment.rebuild(file_bytes, false)?;
             // A closed segment's time index ends with its max timestamp, as one closed at
             // roll does.
-            if let Err(error) = segment.push_max_timestamp() {
-                tracing::warn!(segment = %segment.path.display(), %error, "time index write failed");
-            }
+            segment.end_time_index();
         }
         Ok(segment)
     }
@@ -318,11 +316,16 @@ impl Segment {
     /// Closes the segment when it stops being the active one: its time index gets a last
     /// entry for the segment's max timestamp (as Kafka's), and it is synced with its indexes.
     pub fn close(&mut self) -> Result<()> {
+        self.end_time_index();
+        self.sync_all()
+    }
+
+    /// Ends a closed segment's time index with its max timestamp. A hint: should the write
+    /// fail, opening the segment takes the max from the batches after the last offset entry.
+    fn end_time_index(&mut self) {
         if let Err(error) = self.push_max_timestamp() {
-            // A hint: a closed segment whose index does not fit its file is rescanned.
             tracing::warn!(segment = %self.path.display(), %error, "time index write failed");
         }
-        self.sync_all()
     }
 
     /// Appends validated batches whose base offsets are already assigned.

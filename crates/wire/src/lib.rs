@@ -12,6 +12,7 @@ pub mod alloc;
 pub mod batch;
 mod error;
 pub mod frame;
+pub mod fuzzing;
 pub mod limits;
 pub mod request;
 pub mod response;

@@ -1,0 +1,29 @@
+//! What the `request_decode` fuzz target feeds each input to, in one place, so the corpus
+//! replay test (`tests/it`) runs exactly what the fuzzer runs.
+use bytes::Bytes;
+
+use crate::limits::BATCH_HEADER_BYTES;
+use crate::{batch, request};
+
+/// Decodes `data` as a request, validates it as record batches, as one batch with its
+/// length and CRC made to match (so validation reaches the walk over the records), and
+/// looks a timestamp up in it. Results are dropped: only a panic or an abort is a finding.
+pub fn decode_untrusted(data: &[u8]) {
+    let _ = request::decode(Bytes::copy_from_slice(data));
+    let _ = batch::validate_all(data, 1 << 20);
+    if data.len() >= BATCH_HEADER_BYTES {
+        let mut fixed = data.to_vec();
+        let length = i32::try_from(fixed.len() - 12).unwrap_or(i32::MAX);
+        if let Some(field) = fixed.get_mut(8..12) {
+            field.copy_from_slice(&length.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(fixed.get(21..).unwrap_or_default());
+        if let Some(field) = fixed.get_mut(17..21) {
+            field.copy_from_slice(&crc.to_be_bytes());
+        }
+        let _ = batch::validate_all(&fixed, 1 << 20);
+    }
+    if let Some(rest) = data.get(8..) {
+        let _ = batch::first_record_at_or_after(rest, 0);
+    }
+}
