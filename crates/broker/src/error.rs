@@ -88,8 +88,13 @@ impl Error {
                 // Kafka's record iterator throws InvalidRecordException for these: not
                 // retriable, unlike CORRUPT_MESSAGE.
                 sluice_log::Error::InvalidBatch(
-                    BatchError::RecordsCountMismatch { .. } | BatchError::MalformedRecords { .. },
+                    BatchError::RecordsCountMismatch { .. }
+                    | BatchError::MalformedRecords { .. }
+                    | BatchError::Decompression { .. },
                 ) => ResponseError::InvalidRecord,
+                sluice_log::Error::InvalidBatch(BatchError::UnknownCompression { .. }) => {
+                    ResponseError::UnsupportedCompressionType
+                }
                 sluice_log::Error::InvalidBatch(_) => ResponseError::CorruptMessage,
                 sluice_log::Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
                 sluice_log::Error::LimitExceeded { .. } => ResponseError::PolicyViolation,

@@ -6,6 +6,8 @@
 //! - `loopback` (`bench/loopback.rs`): TCP bandwidth over 127.0.0.1;
 //! - `broker` (`bench/load.rs`): a real `sluice broker` child process driven by rdkafka:
 //!   produce throughput and latency with acks=all, consume throughput, broker RSS;
+//! - `validate` (`bench/validate.rs`): each codec's batches checked as on append, against
+//!   one core decompressing them;
 //! - `all`: the three, then a table of ratios to the limits and the acceptance targets
 //!   (`docs/benchmarks.md`).
 //!
@@ -34,6 +36,7 @@ mod produce;
 mod rebalance;
 mod report;
 mod stats;
+mod validate;
 mod wire;
 
 use limits::{
@@ -59,6 +62,9 @@ pub enum What {
     /// Delivery streams: a topic backlog into gzip objects in a folder, against one core's
     /// gzip speed on the same records, and the memory it takes.
     Delivery,
+    /// Produce validation: each codec's batches checked as the broker checks them on
+    /// append, against one core decompressing the same batches.
+    Validate,
     /// The broker alone: disk and loopback limits, then produce and consume from a client
     /// that costs almost nothing (pre-built requests), so the broker's own ceiling shows.
     Wire,
@@ -154,6 +160,10 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
             Some(delivery::run(&dir).context("the delivery benchmark failed")?)
         }
     };
+    let validate = wants(What::Validate)
+        .then(validate::run)
+        .transpose()
+        .context("the validation benchmark failed")?;
     let wire_only = (args.what == What::Wire)
         .then(|| load::run_wire_only(&broker_dir, bytes, args.record_bytes, &progress))
         .transpose()
@@ -176,6 +186,9 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
     if let Some(delivery) = &delivery {
         targets.push(report::delivery_target(delivery));
     }
+    if let Some(validate) = &validate {
+        targets.extend(report::validate_targets(validate));
+    }
     let report = report::Report {
         machine: machine::describe(&scratch.path),
         page_cache,
@@ -188,6 +201,7 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         groups,
         functions,
         delivery,
+        validate,
         targets,
     };
     let text = if args.json {

@@ -19,8 +19,9 @@ pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
 /// Segments per partition, so the in-memory segment list and open files stay bounded.
 pub const SEGMENTS_PER_PARTITION_MAX: usize = 100_000;
 
-/// Records one batch may claim (`recordsCount`): a batch's offsets are reserved from its
-/// header without decompressing, so a tiny batch could otherwise claim 2^31 offsets.
+/// Records one batch may hold (`recordsCount`), checked from the header before the records
+/// are walked: every record of a compressed batch is decompressed to be counted, so a small
+/// batch of tiny records could otherwise keep the partition busy with 2^31 of them.
 /// librdkafka's `batch.num.messages` tops out at 1,000,000.
 pub const RECORDS_PER_BATCH_MAX: i32 = 1 << 24;
 

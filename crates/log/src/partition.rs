@@ -216,12 +216,15 @@ impl PartitionLog {
     /// space.
     pub fn append(&mut self, bytes: &[u8], now_ms: i64) -> Result<AppendInfo> {
         self.check_healthy()?;
-        let headers = batch::validate_all(bytes, self.config.max_message_bytes)?;
+        let mut headers = batch::check_all(bytes, self.config.max_message_bytes)?;
         if headers.iter().any(BatchHeader::is_control) {
             return Err(Error::InvalidRecord {
                 reason: "clients may not write control batches (transaction markers)".into(),
             });
         }
+        // The claimed counts are refused before the walk, which may decompress.
+        count_offsets(&headers)?;
+        batch::walk_all(bytes, &mut headers)?;
         self.check_timestamps(&headers, now_ms)?;
         if let Check::Duplicate(original) = self.producers.check_all(&headers)? {
             return Ok(AppendInfo {
@@ -239,11 +242,12 @@ impl PartitionLog {
         Ok(info)
     }
 
-    /// Under CreateTime, refuses a batch with a timestamp outside
+    /// Under CreateTime, refuses a batch with a record timestamp outside
     /// `[now - message.timestamp.before.max.ms, now + message.timestamp.after.max.ms]`, as
-    /// Kafka does (KIP-937): every record's, read by validation from an uncompressed batch;
-    /// for a compressed one (not decompressed here) the header's first and max timestamps.
-    /// A timestamp of -1 (none) passes, as in Kafka; any other negative one is checked.
+    /// Kafka does (KIP-937): every record's, read by validation (compressed batches
+    /// decompressed). The header's `maxTimestamp` is not checked: it is set from the records
+    /// when written. A timestamp of -1 (none) passes, as in Kafka; any other negative one
+    /// is checked.
     fn check_timestamps(&self, headers: &[BatchHeader], now_ms: i64) -> Result<()> {
         if self.config.timestamp_type != TimestampType::CreateTime {
             return Ok(());
@@ -253,7 +257,7 @@ impl PartitionLog {
         for (batch_index, header) in headers.iter().enumerate() {
             let (lowest, highest) =
                 header.record_timestamps.unwrap_or((header.base_timestamp, header.max_timestamp));
-            for timestamp in [lowest, highest, header.max_timestamp] {
+            for timestamp in [lowest, highest] {
                 if timestamp != NO_TIMESTAMP && !(earliest..=latest).contains(&timestamp) {
                     return Err(Error::InvalidTimestamp {
                         timestamp,
@@ -341,7 +345,11 @@ impl PartitionLog {
         let incoming_timestamp = if log_append {
             now_ms
         } else {
-            headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1)
+            headers
+                .iter()
+                .map(|h| records_max_timestamp(h).unwrap_or(h.max_timestamp))
+                .max()
+                .unwrap_or(-1)
         };
         self.maybe_roll(bytes.len() as u64, incoming_offsets, incoming_timestamp, now_ms)?;
         let base_offset = self.log_end_offset();
@@ -359,6 +367,11 @@ impl PartitionLog {
             if log_append {
                 batch::set_log_append_time_split(&mut head, rest, now_ms);
                 header.max_timestamp = now_ms;
+            } else if let Some(records_max) = records_max_timestamp(header) {
+                if records_max != header.max_timestamp {
+                    batch::set_max_timestamp_split(&mut head, rest, records_max, false);
+                    header.max_timestamp = records_max;
+                }
             }
             next = header.next_offset();
             at = end;
@@ -405,8 +418,8 @@ impl PartitionLog {
             now_ms.saturating_sub(active.created_ms)
         };
         let old = waited > self.config.segment_ms;
-        let spanned = active.next_offset - active.base_offset;
-        let offsets_full = spanned + incoming_offsets > SEGMENT_OFFSETS_MAX;
+        let offsets_full =
+            spans_too_many(active.next_offset - active.base_offset, incoming_offsets);
         if full || old || offsets_full {
             self.roll(now_ms)?;
         }
@@ -797,6 +810,19 @@ impl<'a> HeaderWindow<'a> {
     }
 }
 
+/// A CreateTime batch's `maxTimestamp` as Kafka sets it: the largest of its records'
+/// timestamps, or -1 (none) when they are all below that. `None` for a header that was
+/// not walked.
+fn records_max_timestamp(header: &BatchHeader) -> Option<i64> {
+    header.record_timestamps.map(|(_, max)| max.max(NO_TIMESTAMP))
+}
+
+/// Whether a segment spanning `spanned` offsets must roll before taking `incoming` more:
+/// its index entries hold offsets relative to its base as u32.
+fn spans_too_many(spanned: i64, incoming: i64) -> bool {
+    spanned + incoming > SEGMENT_OFFSETS_MAX
+}
+
 /// The offsets a validated payload claims, within the per-batch and per-segment limits.
 fn count_offsets(headers: &[BatchHeader]) -> Result<i64> {
     let mut total = 0i64;
@@ -918,4 +944,16 @@ fn write_log_start(dir: &Path, offset: i64) -> Result<()> {
 /// Syncs a directory so that files created or renamed in it survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io("sync dir", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_rolls_before_its_offset_span_passes_the_limit() {
+        assert!(!spans_too_many(SEGMENT_OFFSETS_MAX - 10, 10));
+        assert!(spans_too_many(SEGMENT_OFFSETS_MAX - 10, 11));
+        assert!(spans_too_many(0, SEGMENT_OFFSETS_MAX + 1));
+    }
 }

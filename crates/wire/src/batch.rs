@@ -23,6 +23,8 @@
 //! (neither is covered by the CRC) and, for LogAppendTime topics, the timestamp type bit and
 //! `maxTimestamp` (after which the CRC is recomputed).
 use crate::limits::{BATCH_HEADER_BYTES, BATCH_LENGTH_MIN};
+use crate::records::{self, Codec, Declared};
+pub use crate::records::{compress, Compression};
 use crate::BatchError;
 
 /// Offset of `batchLength` in the header.
@@ -106,9 +108,8 @@ pub struct BatchHeader {
     pub base_sequence: i32,
     /// Number of records.
     pub records_count: i32,
-    /// The smallest and largest record timestamps of an uncompressed batch, read from its
-    /// records by [`validate`]; `None` for a compressed batch (its records are not
-    /// decompressed on append) and from [`parse_header`].
+    /// The smallest and largest record timestamps, read from the records (decompressed if
+    /// need be) by [`validate`]; `None` from [`parse_header`] and [`validate_stored`].
     pub record_timestamps: Option<(i64, i64)>,
 }
 
@@ -205,14 +206,15 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Parses and fully validates the batch at the start of `buf`: lengths, magic, CRC32C,
-/// that `recordsCount == lastOffsetDelta + 1` (true for every producer-written batch), and,
-/// for an uncompressed batch, that exactly `recordsCount` records fill it (their length
-/// prefixes walked; [`BatchHeader::record_timestamps`] is read on the way).
+/// that `recordsCount == lastOffsetDelta + 1` (true for every producer-written batch), a
+/// known compression codec, and that exactly `recordsCount` records fill it, decompressed
+/// as a stream when compressed (`records.rs`), as Kafka's LogValidator walks them;
+/// [`BatchHeader::record_timestamps`] is read on the way.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let (mut header, batch) = check_stored(buf)?;
-    if header.attributes & ATTR_COMPRESSION_MASK == 0 {
-        header.record_timestamps = Some(walk_records(batch, &header)?);
-    }
+    let codec = Codec::from_attributes(header.attributes)?;
+    let declared = Declared { count: header.records_count, base_timestamp: header.base_timestamp };
+    header.record_timestamps = Some(records::walk(batch, codec, declared)?);
     Ok(header)
 }
 
@@ -246,52 +248,25 @@ fn check_stored(buf: &[u8]) -> Result<(BatchHeader, &[u8]), BatchError> {
     Ok((header, batch))
 }
 
-/// Walks an uncompressed batch's records by their length prefixes: exactly `recordsCount`
-/// records must fill the batch, each at least long enough for its attributes and timestamp
-/// delta. Returns the smallest and largest record timestamps. A producer cannot then claim
-/// offsets its batch does not hold (Kafka counts the records on append too); a compressed
-/// batch would have to be decompressed for this, and is not.
-fn walk_records(batch: &[u8], header: &BatchHeader) -> Result<(i64, i64), BatchError> {
-    let malformed = |reason: &'static str| BatchError::MalformedRecords {
-        reason,
-        declared: header.records_count,
-    };
-    let mut at = BATCH_HEADER_BYTES;
-    let mut found = 0i64;
-    let (mut min, mut max) = (i64::MAX, i64::MIN);
-    while at < batch.len() {
-        let length = get_varint(batch, &mut at).ok_or(malformed("a record length is cut"))?;
-        let end = usize::try_from(length)
-            .ok()
-            .and_then(|length| at.checked_add(length))
-            .filter(|end| *end <= batch.len())
-            .ok_or(malformed("a record length runs past the batch or is negative"))?;
-        at += 1; // record attributes
-        let delta = get_varint(batch, &mut at).ok_or(malformed("a timestamp delta is cut"))?;
-        if at > end {
-            return Err(malformed("a record is shorter than its attributes and timestamp"));
-        }
-        let timestamp = header.base_timestamp.saturating_add(delta);
-        (min, max) = (min.min(timestamp), max.max(timestamp));
-        found += 1;
-        at = end;
-    }
-    if found != i64::from(header.records_count) {
-        return Err(BatchError::RecordsCountMismatch { declared: header.records_count, found });
-    }
-    debug_assert!(found >= 1, "recordsCount >= 1 was checked first");
-    Ok((min, max))
-}
-
-/// Validates every batch in a produce payload and returns their headers in order.
+/// Validates every batch in a produce payload and returns their headers in order:
+/// [`check_all`], then [`walk_all`].
 ///
 /// `max_batch_bytes` is the topic's `max.message.bytes`, checked per batch as Kafka does.
 pub fn validate_all(buf: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHeader>, BatchError> {
+    let mut headers = check_all(buf, max_batch_bytes)?;
+    walk_all(buf, &mut headers)?;
+    Ok(headers)
+}
+
+/// The checks of [`validate_stored`] and `max.message.bytes` for every batch in a produce
+/// payload, without walking the records: what a caller can refuse cheaply before a walk
+/// that may decompress.
+pub fn check_all(buf: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHeader>, BatchError> {
     let mut headers = Vec::new();
     let mut at = 0usize;
     while at < buf.len() {
         let rest = buf.get(at..).unwrap_or_default();
-        let header = validate(rest)?;
+        let header = validate_stored(rest)?;
         if header.total_bytes > max_batch_bytes as usize {
             return Err(BatchError::TooLarge { limit: max_batch_bytes, value: header.total_bytes });
         }
@@ -303,6 +278,24 @@ pub fn validate_all(buf: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHeader>
     }
     debug_assert!(at == buf.len(), "batches cover {at} of {} bytes", buf.len());
     Ok(headers)
+}
+
+/// Walks the records of every batch [`check_all`] returned `headers` for (a known codec,
+/// exactly `recordsCount` records, as [`validate`] does) and fills in their
+/// [`BatchHeader::record_timestamps`].
+pub fn walk_all(buf: &[u8], headers: &mut [BatchHeader]) -> Result<(), BatchError> {
+    let mut at = 0usize;
+    for header in headers {
+        let batch = at.checked_add(header.total_bytes).and_then(|end| buf.get(at..end)).ok_or(
+            BatchError::Truncated { needed: at + header.total_bytes, remaining: buf.len() },
+        )?;
+        let codec = Codec::from_attributes(header.attributes)?;
+        let declared =
+            Declared { count: header.records_count, base_timestamp: header.base_timestamp };
+        header.record_timestamps = Some(records::walk(batch, codec, declared)?);
+        at += header.total_bytes;
+    }
+    Ok(())
 }
 
 /// Rewrites `baseOffset` and `partitionLeaderEpoch` (neither is under the CRC).
@@ -330,16 +323,31 @@ pub fn set_log_append_time(batch: &mut [u8], append_time_ms: i64) {
 
 /// [`set_log_append_time`] for a batch held as its patched header (`head`, the first
 /// `BATCH_HEADER_BYTES`) and the untouched rest: the CRC covers both.
-#[allow(clippy::indexing_slicing)] // the header is a fixed-size array
 pub fn set_log_append_time_split(
     head: &mut [u8; BATCH_HEADER_BYTES],
     rest: &[u8],
     append_time_ms: i64,
 ) {
-    let attributes = i16::from_be_bytes([head[ATTRIBUTES_AT], head[ATTRIBUTES_AT + 1]]);
-    let attributes = attributes | ATTR_LOG_APPEND_TIME;
-    head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-    head[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&append_time_ms.to_be_bytes());
+    set_max_timestamp_split(head, rest, append_time_ms, true);
+}
+
+/// Writes `max_timestamp` as the batch's `maxTimestamp` (and, with `log_append_time`, the
+/// LogAppendTime bit) into its patched header and recomputes the CRC over both parts. Kafka
+/// sets a CreateTime batch's `maxTimestamp` from its records this way when the producer's
+/// header disagrees with them.
+#[allow(clippy::indexing_slicing)] // the header is a fixed-size array
+pub fn set_max_timestamp_split(
+    head: &mut [u8; BATCH_HEADER_BYTES],
+    rest: &[u8],
+    max_timestamp: i64,
+    log_append_time: bool,
+) {
+    if log_append_time {
+        let attributes = i16::from_be_bytes([head[ATTRIBUTES_AT], head[ATTRIBUTES_AT + 1]]);
+        let attributes = attributes | ATTR_LOG_APPEND_TIME;
+        head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    }
+    head[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES_AT..]), rest);
     head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
@@ -648,6 +656,148 @@ mod tests {
         assert_eq!(&head[..], &whole[..BATCH_HEADER_BYTES]);
     }
 
+    const COMPRESSIONS: [Compression; 5] = [
+        Compression::Gzip,
+        Compression::SnappyRaw,
+        Compression::SnappyXerial,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    /// A validation result for a batch holding `records` records and declaring `declared`.
+    fn check_count(
+        result: Result<BatchHeader, BatchError>,
+        records: usize,
+        declared: i32,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        match result {
+            Ok(header) => prop_assert_eq!(header.records_count as usize, records),
+            Err(BatchError::RecordsCountMismatch { declared: d, found }) => {
+                // The walk stops one record past the declared count.
+                let expected = (records as i64).min(i64::from(declared) + 1);
+                prop_assert_eq!((d, found), (declared, expected));
+                prop_assert_ne!(declared as usize, records);
+            }
+            Err(other) => prop_assert!(false, "unexpected {other}"),
+        }
+        Ok(())
+    }
+
+    /// An uncompressed batch of records `(timestamp delta, offset delta, value)`, declaring
+    /// as many records as it holds, at `base_timestamp`.
+    fn batch_of(entries: &[(i64, i64, Vec<u8>)], base_timestamp: i64) -> Vec<u8> {
+        let mut batch = build(0, base_timestamp, &[b"v"]);
+        batch.truncate(BATCH_HEADER_BYTES);
+        for (timestamp_delta, offset_delta, value) in entries {
+            let mut body = vec![0u8];
+            put_varint(&mut body, *timestamp_delta);
+            put_varint(&mut body, *offset_delta);
+            put_bytes(&mut body, None);
+            put_bytes(&mut body, Some(value));
+            put_varint(&mut body, 0);
+            put_varint(&mut batch, body.len() as i64);
+            batch.extend_from_slice(&body);
+        }
+        let length = (batch.len() - 12) as i32;
+        batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+        declare(&mut batch, entries.len() as i32);
+        batch
+    }
+
+    /// Inside a compressed batch the offset deltas must run 0, 1, 2, ... (Kafka refuses
+    /// others); an uncompressed batch's are not checked, as in Kafka.
+    #[test]
+    fn compressed_offset_deltas_must_run_in_order() {
+        let entries: Vec<(i64, i64, Vec<u8>)> =
+            [0, 2, 1].iter().map(|offset| (0, *offset, b"v".to_vec())).collect();
+        let batch = batch_of(&entries, 7);
+        assert!(validate(&batch).is_ok());
+        for compression in COMPRESSIONS {
+            let packed = compress(&batch, compression).unwrap();
+            match validate(&packed) {
+                Err(BatchError::MalformedRecords { reason, declared: 3 }) => {
+                    assert!(reason.contains("offset deltas"), "{reason}")
+                }
+                other => panic!("{compression:?}: expected MalformedRecords, got {other:?}"),
+            }
+        }
+    }
+
+    /// Compression ids 5..=7 name no codec; a snappy block claiming more output than snappy
+    /// can encode is refused before anything is allocated; corrupt compressed data is an
+    /// error naming the codec.
+    #[test]
+    fn bad_compression_is_refused_with_its_reason() {
+        let batch = build(0, 7, &[b"one", b"two"]);
+        let mut unknown = batch.clone();
+        unknown[ATTRIBUTES_AT + 1] |= 5;
+        declare(&mut unknown, 2);
+        assert_eq!(validate(&unknown), Err(BatchError::UnknownCompression { id: 5 }));
+
+        let mut bomb = build(0, 7, &[b"v"]);
+        bomb.truncate(BATCH_HEADER_BYTES);
+        bomb.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]); // claims 4 GiB
+        let length = (bomb.len() - 12) as i32;
+        bomb[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+        bomb[ATTRIBUTES_AT + 1] |= 2;
+        declare(&mut bomb, 1);
+        match validate(&bomb) {
+            Err(BatchError::Decompression { codec: "snappy", reason }) => {
+                assert!(reason.contains("more than snappy can encode"), "{reason}")
+            }
+            other => panic!("expected a snappy error, got {other:?}"),
+        }
+
+        for compression in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+            let mut packed = compress(&batch, compression).unwrap();
+            let middle = BATCH_HEADER_BYTES + (packed.len() - BATCH_HEADER_BYTES) / 2;
+            packed[middle] ^= 0x55;
+            packed.truncate(packed.len() - 2);
+            let length = (packed.len() - 12) as i32;
+            packed[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+            declare(&mut packed, 2);
+            match validate(&packed) {
+                Err(BatchError::Decompression { .. } | BatchError::MalformedRecords { .. }) => {}
+                other => panic!("{compression:?}: expected an error, got {other:?}"),
+            }
+        }
+    }
+
+    /// Batches compressed by another implementation (the kafka-protocol crate's encoder:
+    /// xerial snappy, lz4 frames) validate with their records' timestamps.
+    #[test]
+    fn batches_from_another_encoder_validate() {
+        use kafka_protocol::records::{
+            Compression as Codec, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        for compression in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let records: Vec<Record> = (0..50i64)
+                .map(|i| Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i,
+                    // The encoder starts a new batch where offset - sequence changes.
+                    sequence: i as i32,
+                    timestamp: 1000 + i,
+                    key: None,
+                    value: Some(bytes::Bytes::from(vec![b'a'; 100])),
+                    headers: Default::default(),
+                })
+                .collect();
+            let mut out = bytes::BytesMut::new();
+            let options = RecordEncodeOptions { version: 2, compression };
+            RecordBatchEncoder::encode(&mut out, &records, &options).unwrap();
+            let header = validate(&out).unwrap();
+            assert_eq!(header.records_count, 50);
+            assert_eq!(header.record_timestamps, Some((1000, 1049)), "{compression:?}");
+        }
+    }
+
     /// Makes `batch` declare `count` records (its last offset delta too), under a valid CRC.
     fn declare(batch: &mut [u8], count: i32) {
         batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
@@ -690,14 +840,56 @@ mod tests {
             let mut batch = build(0, 7, &slices);
             declare(&mut batch, declared);
             prop_assert!(validate_stored(&batch).is_ok());
-            match validate(&batch) {
-                Ok(header) => prop_assert_eq!(header.records_count as usize, records),
-                Err(BatchError::RecordsCountMismatch { declared: d, found }) => {
-                    prop_assert_eq!((d, found), (declared, records as i64));
-                    prop_assert_ne!(declared as usize, records);
-                }
-                Err(other) => prop_assert!(false, "unexpected {other}"),
+            check_count(validate(&batch), records, declared)?;
+            // The same inside each codec.
+            for compression in COMPRESSIONS {
+                let packed = compress(&batch, compression).unwrap();
+                prop_assert!(validate_stored(&packed).is_ok());
+                check_count(validate(&packed), records, declared)?;
             }
+        }
+
+        /// A compressed batch is walked like the uncompressed one it was made from, in each
+        /// codec as clients write it: the same count and record timestamps.
+        #[test]
+        fn compressed_batches_walk_like_uncompressed_ones(
+            records in proptest::collection::vec((-1000i64..1000, 0usize..300), 1..30),
+            base_timestamp in 0i64..1 << 40,
+        ) {
+            let entries: Vec<(i64, i64, Vec<u8>)> = records
+                .iter()
+                .enumerate()
+                .map(|(i, (delta, size))| (*delta, i as i64, vec![b'x'; *size]))
+                .collect();
+            let batch = batch_of(&entries, base_timestamp);
+            let plain = validate(&batch).unwrap();
+            let low = records.iter().map(|r| base_timestamp + r.0).min().unwrap();
+            let high = records.iter().map(|r| base_timestamp + r.0).max().unwrap();
+            prop_assert_eq!(plain.record_timestamps, Some((low, high)));
+            for compression in COMPRESSIONS {
+                let packed = compress(&batch, compression).unwrap();
+                let header = validate(&packed).unwrap();
+                prop_assert_eq!(header.record_timestamps, plain.record_timestamps);
+                prop_assert_eq!(header.records_count, plain.records_count);
+            }
+        }
+
+        /// Whatever bytes a batch marked compressed holds, under a valid CRC, validation
+        /// answers (an error naming the codec, or a walk) and never panics.
+        #[test]
+        fn compressed_garbage_never_panics(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            codec in 1i16..=4,
+            declared in 1i32..10,
+        ) {
+            let mut batch = build(0, 7, &[b"v"]);
+            batch.truncate(BATCH_HEADER_BYTES);
+            batch.extend_from_slice(&body);
+            let length = (batch.len() - 12) as i32;
+            batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+            batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&codec.to_be_bytes());
+            declare(&mut batch, declared);
+            let _ = validate(&batch);
         }
 
         /// Whatever the records' bytes, under a valid CRC and a consistent header, the walk

@@ -112,21 +112,36 @@ pub enum BatchError {
         /// As read.
         last_offset_delta: i32,
     },
-    /// An uncompressed batch's records do not add up to `recordsCount`.
+    /// A batch's records do not add up to `recordsCount`; maps to INVALID_RECORD (87).
     #[error("record batch declares {declared} records but holds {found}; the producer wrote a malformed batch")]
     RecordsCountMismatch {
         /// `recordsCount` as read.
         declared: i32,
-        /// Records found by walking their length prefixes.
+        /// Records found by walking their length prefixes (the walk stops one past
+        /// `declared`).
         found: i64,
     },
-    /// An uncompressed batch's records cannot be walked.
+    /// A batch's records cannot be walked; maps to INVALID_RECORD (87).
     #[error("record batch declaring {declared} records is malformed: {reason}")]
     MalformedRecords {
         /// What is wrong.
         reason: &'static str,
         /// `recordsCount` as read.
         declared: i32,
+    },
+    /// Attribute bits 0..=2 name no codec (5..=7); maps to UNSUPPORTED_COMPRESSION_TYPE (76).
+    #[error("record batch compression id {id} is none of none (0), gzip (1), snappy (2), lz4 (3), zstd (4)")]
+    UnknownCompression {
+        /// The id as read.
+        id: i16,
+    },
+    /// A compressed batch's records do not decompress; maps to INVALID_RECORD (87).
+    #[error("record batch compressed with {codec} does not decompress: {reason}")]
+    Decompression {
+        /// The batch's codec.
+        codec: &'static str,
+        /// The decoder's complaint.
+        reason: String,
     },
     /// The batch is larger than `max.message.bytes`; maps to MESSAGE_TOO_LARGE (10).
     #[error("record batch of {value} bytes exceeds max.message.bytes = {limit}")]

@@ -14,6 +14,7 @@ mod error;
 pub mod frame;
 pub mod fuzzing;
 pub mod limits;
+mod records;
 pub mod request;
 pub mod response;
 pub mod versions;

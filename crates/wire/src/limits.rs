@@ -12,6 +12,11 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 /// The smallest legal `batchLength`: the header after the length field, with no records.
 pub const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - 12) as i32;
 
+/// The most output a raw snappy block can encode per input byte (its densest element, a
+/// 3-byte copy, yields 64 bytes: 21.3x), rounded up: a block claiming more is refused
+/// before its output is allocated.
+pub const SNAPPY_EXPANSION_MAX: usize = 22;
+
 /// Client ids longer than this are cut in logs; Kafka itself allows i16::MAX bytes.
 pub const CLIENT_ID_LOG_BYTES_MAX: usize = 128;
 

@@ -226,3 +226,36 @@ def test_timestamps_out_of_range_are_refused(module_broker):
         assert (low, high) == (0, 2)
     finally:
         consumer.close()
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_a_compressed_batch_is_checked_record_by_record(module_broker, codec):
+    """A record one day old behind a first record of now, in one compressed batch: its
+    header (first timestamp now, max timestamp now) shows nothing wrong, so only a broker
+    that decompresses the batch and checks every record, as Kafka does, refuses it. The
+    whole batch is refused (INVALID_TIMESTAMP for both records) and nothing is stored."""
+    topic = unique_name(f"timestamps-{codec}")
+    ck_create_topic(module_broker.bootstrap, topic, 1,
+                    config={"message.timestamp.before.max.ms": "600000"})
+    producer = ck_producer(module_broker.bootstrap,
+                           **{"linger.ms": 200, "compression.type": codec})
+    outcomes = {}
+
+    def on_delivery(error, message):
+        outcomes[message.value()] = error
+
+    now = int(time.time() * 1000)
+    producer.produce(topic, value=b"now", timestamp=now, on_delivery=on_delivery)
+    producer.produce(topic, value=b"one day ago", timestamp=now - 24 * 3_600_000,
+                     on_delivery=on_delivery)
+    producer.flush(OPERATION_TIMEOUT_SECS)
+    for value in (b"now", b"one day ago"):
+        assert outcomes[value] is not None, value
+        assert outcomes[value].code() == KafkaError.INVALID_TIMESTAMP, outcomes[value]
+    consumer = ck_consumer(module_broker.bootstrap)
+    try:
+        low, high = consumer.get_watermark_offsets(CkTopicPartition(topic, 0),
+                                                   timeout=OPERATION_TIMEOUT_SECS)
+        assert (low, high) == (0, 0)
+    finally:
+        consumer.close()

@@ -929,10 +929,8 @@ mod tests {
     #[tokio::test]
     async fn zstd_needs_produce_v7() {
         let (broker, state, _dir) = broker_with_topic(1).await;
-        let mut batch = sluice_wire::batch::build(0, 1, &[b"v"]);
-        batch[21..23].copy_from_slice(&sluice_wire::batch::COMPRESSION_ZSTD.to_be_bytes());
-        let crc = crc32c::crc32c(&batch[21..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        use sluice_wire::batch::{self, Compression};
+        let batch = batch::compress(&batch::build(0, 1, &[b"v"]), Compression::Zstd).unwrap();
         let request = produce_request(batch);
         let client = test_client();
         for (version, expected) in [(6, ResponseError::UnsupportedCompressionType.code()), (7, 0)] {
@@ -943,10 +941,12 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
-    /// An uncompressed batch that declares more records than it holds is INVALID_RECORD (as
-    /// Kafka's "Incorrect declared batch size", not retriable),
-    /// a timestamp two hours ahead (past Kafka 4's default `message.timestamp.after.max.ms`)
-    /// is INVALID_TIMESTAMP, and neither appends anything.
+    /// A batch that declares more records than it holds, compressed or not, is
+    /// INVALID_RECORD (as Kafka's "Incorrect declared batch size", not retriable), so is
+    /// compressed data that does not decompress; a compression id naming no codec is
+    /// UNSUPPORTED_COMPRESSION_TYPE; a record two hours ahead (past Kafka 4's default
+    /// `message.timestamp.after.max.ms`), also inside a compressed batch, is
+    /// INVALID_TIMESTAMP; and none of them appends anything.
     #[tokio::test]
     async fn bad_record_counts_and_timestamps_get_their_kafka_errors() {
         let (broker, state, _dir) = broker_with_topic(1).await;
@@ -956,9 +956,28 @@ mod tests {
         claiming[57..61].copy_from_slice(&2i32.to_be_bytes()); // recordsCount
         let crc = crc32c::crc32c(&claiming[21..]);
         claiming[17..21].copy_from_slice(&crc.to_be_bytes());
+        use sluice_wire::batch::{self, Compression};
+        let packed = batch::compress(&claiming, Compression::Zstd).unwrap();
         assert_eq!(produce_records(&state, claiming).await, ResponseError::InvalidRecord.code());
+        assert_eq!(produce_records(&state, packed).await, ResponseError::InvalidRecord.code());
+        let mut not_gzip = sluice_wire::batch::build(0, now, &[b"v"]);
+        not_gzip[22] |= 1;
+        let crc = crc32c::crc32c(&not_gzip[21..]);
+        not_gzip[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            produce_records(&state, not_gzip.clone()).await,
+            ResponseError::InvalidRecord.code()
+        );
+        let mut no_codec = not_gzip;
+        no_codec[22] |= 7;
+        let crc = crc32c::crc32c(&no_codec[21..]);
+        no_codec[17..21].copy_from_slice(&crc.to_be_bytes());
+        let unsupported = ResponseError::UnsupportedCompressionType.code();
+        assert_eq!(produce_records(&state, no_codec).await, unsupported);
         let ahead = sluice_wire::batch::build(0, now + 7_200_000, &[b"v"]);
+        let packed = batch::compress(&ahead, Compression::Lz4).unwrap();
         assert_eq!(produce_records(&state, ahead).await, ResponseError::InvalidTimestamp.code());
+        assert_eq!(produce_records(&state, packed).await, ResponseError::InvalidTimestamp.code());
         let partition = state.topics.get("t").unwrap().partition(0).unwrap().clone();
         assert_eq!(partition.with_log(|log| log.log_end_offset()), 0, "nothing appended");
         let fine = sluice_wire::batch::build(0, now, &[b"v"]);

@@ -63,7 +63,7 @@ pub fn run(dir: &Path) -> Result<DeliveryResult> {
     runtime.block_on(run_async(dir))
 }
 
-fn records() -> impl Iterator<Item = Vec<u8>> {
+pub(super) fn records() -> impl Iterator<Item = Vec<u8>> {
     let actions = ["click", "view", "purchase", "scroll", "login", "logout"];
     let pages = ["/home", "/cart", "/checkout", "/product/1234", "/search?q=shoes", "/account"];
     (0u64..).map(move |i| {

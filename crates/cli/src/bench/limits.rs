@@ -228,3 +228,22 @@ pub const DELIVERY_RECORD_BYTES: usize = 300;
 pub const DELIVERY_SECS_MAX: u64 = 600;
 /// `bench delivery`'s target: topic-to-objects speed as a fraction of one core's gzip.
 pub const TARGET_DELIVERY_GZIP_FRACTION: f64 = 0.8;
+
+/// Produce validation of compressed batches against one core only decompressing them: ours,
+/// not the issue's. The walk over the records should cost a fraction of the decompression.
+pub const TARGET_VALIDATE_FRACTION: f64 = 0.8;
+
+/// Produce validation of uncompressed batches against one core only computing their CRC32C:
+/// ours. The walk is a second pass over the same bytes (the CRC is needed anyway, and Kafka
+/// walks too), so 0.5x says the walk costs no more than the CRC.
+pub const TARGET_VALIDATE_UNCOMPRESSED_FRACTION: f64 = 0.5;
+
+/// Batches per pass of `sluice bench validate` (about 56 MiB uncompressed).
+pub const VALIDATE_BATCHES: usize = 64;
+
+/// Records per batch of `sluice bench validate`: about 880 KiB, under Kafka's default
+/// `max.message.bytes` (1 MiB) even uncompressed.
+pub const VALIDATE_BATCH_RECORDS: usize = 3_000;
+
+/// Seconds of whole passes per measure of `sluice bench validate`.
+pub const VALIDATE_SECS_MIN: f64 = 1.0;

@@ -12,7 +12,7 @@ use super::limits::{
     MIB, TARGET_CONSUME_RATIO_MIN, TARGET_DELIVERY_GZIP_FRACTION, TARGET_IDEMPOTENT_RATIO_MIN,
     TARGET_LATENCY_RATIO_MAX, TARGET_PRODUCE_RATIO_MIN, TARGET_REBALANCE_SECS_MAX,
     TARGET_RSS_IDLE_BYTES_MAX, TARGET_RSS_LOADED_BYTES_MAX, TARGET_TRANSACTIONAL_RATIO_MIN,
-    TRANSACTION_RECORDS,
+    TARGET_VALIDATE_FRACTION, TARGET_VALIDATE_UNCOMPRESSED_FRACTION, TRANSACTION_RECORDS,
 };
 use super::limits::{TARGET_FUNCTION_INVOCATIONS_PER_S, TARGET_FUNCTION_RECORDS_PER_S};
 use super::load::{BrokerResult, WireOnly, WireRuns};
@@ -49,6 +49,8 @@ pub struct Report {
     pub functions: Option<FunctionsResult>,
     /// `sluice bench delivery`.
     pub delivery: Option<super::delivery::DeliveryResult>,
+    /// `sluice bench validate`.
+    pub validate: Option<super::validate::ValidateResult>,
     /// Results against limits; empty unless every run ran.
     pub targets: Vec<Target>,
 }
@@ -428,6 +430,9 @@ pub fn markdown(report: &Report) -> String {
     if let Some(functions) = &report.functions {
         functions_section(&mut out, functions);
     }
+    if let Some(validate) = &report.validate {
+        validate_section(&mut out, validate);
+    }
     if let Some(delivery) = &report.delivery {
         delivery_section(&mut out, delivery);
     }
@@ -745,6 +750,54 @@ fn delivery_section(out: &mut String, run: &super::delivery::DeliveryResult) {
         run.peak_rss_mib,
         gib(run.backlog_bytes)
     );
+}
+
+fn validate_section(out: &mut String, result: &super::validate::ValidateResult) {
+    let _ = writeln!(
+        out,
+        "## Produce validation\n\nEach codec's batches (~300-byte JSON events, about 880 KiB a \
+         batch uncompressed) checked as the broker checks them on append (CRC32C, then every \
+         record walked, decompressed as a stream), against one core only decompressing them \
+         (only the CRC32C when uncompressed). One thread; MiB/s of uncompressed batches.\n"
+    );
+    let _ =
+        writeln!(out, "| Codec | Sent / uncompressed | Validation MiB/s | Limit MiB/s | Ratio |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for run in &result.runs {
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.1} | {:.1} | {:.2}x |",
+            run.codec,
+            run.sent_bytes as f64 / run.uncompressed_bytes as f64,
+            run.validate_mib_per_s,
+            run.limit_mib_per_s,
+            run.validate_mib_per_s / run.limit_mib_per_s,
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// Produce validation against decompression alone, per codec: the walk should add little.
+pub fn validate_targets(result: &super::validate::ValidateResult) -> Vec<Target> {
+    result
+        .runs
+        .iter()
+        .map(|run| {
+            let ratio = run.validate_mib_per_s / run.limit_mib_per_s;
+            let (limit, fraction) = match run.codec {
+                "none" => ("CRC32C alone", TARGET_VALIDATE_UNCOMPRESSED_FRACTION),
+                _ => ("decompression alone", TARGET_VALIDATE_FRACTION),
+            };
+            Target {
+                measure: format!("produce validation, {}", run.codec),
+                result: format!("{:.1} MiB/s", run.validate_mib_per_s),
+                limit: format!("{:.1} MiB/s (one core, {limit})", run.limit_mib_per_s),
+                ratio,
+                target: format!(">= {fraction}x"),
+                met: ratio >= fraction,
+            }
+        })
+        .collect()
 }
 
 /// The delivery target: topic-to-objects speed against one core's gzip.

@@ -265,6 +265,53 @@ fn create_time_topics_refuse_timestamps_out_of_range() {
     log.append(&batch::build(0, 0, &[&value]), now).unwrap();
 }
 
+/// `batch` with its header's `maxTimestamp` set to `max`, under a valid CRC.
+fn with_header_max_timestamp(batch: &[u8], max: i64) -> Vec<u8> {
+    let mut batch = batch.to_vec();
+    batch[35..43].copy_from_slice(&max.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// Under CreateTime a batch's stored `maxTimestamp` is its records' largest timestamp,
+/// whatever the producer's header says (Kafka rewrites it too), so the time index, ListOffsets
+/// and `segment.ms` see the records; compressed batches are read through their codec for
+/// this and for the KIP-937 limits.
+#[test]
+fn a_batch_max_timestamp_comes_from_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_700_000_000_000i64;
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), now).unwrap();
+    let plain = batch::build(0, now - 5, &[b"a", b"b"]);
+    log.append(&with_header_max_timestamp(&plain, now + 3_000_000), now).unwrap();
+    let gzip = batch::compress(&batch::build(0, now - 2, &[b"c"]), batch::Compression::Gzip);
+    log.append(&with_header_max_timestamp(&gzip.unwrap(), -1), now).unwrap();
+    let stored = log.locate(0).unwrap().unwrap().read(1 << 20, log.log_end_offset(), true).unwrap();
+    let first = batch::validate(&stored).unwrap();
+    assert_eq!(first.max_timestamp, now - 5, "the header's claim is replaced (CRC valid)");
+    let second = batch::validate(&stored[first.total_bytes..]).unwrap();
+    assert_eq!(second.max_timestamp, now - 2);
+    assert_eq!(log.max_timestamp().unwrap(), Some((now - 2, 2)));
+    drop(log);
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), now).unwrap();
+    assert_eq!(log.max_timestamp().unwrap(), Some((now - 2, 2)), "as rebuilt from the files");
+
+    // A record two hours ahead inside a compressed batch whose header says "now".
+    let hour = 3_600_000;
+    let ahead = batch::build(0, now + 2 * hour, &[b"late"]);
+    for compression in [batch::Compression::Zstd, batch::Compression::SnappyRaw] {
+        let packed = batch::compress(&ahead, compression).unwrap();
+        match log.append(&with_header_max_timestamp(&packed, now), now).unwrap_err() {
+            sluice_log::Error::InvalidTimestamp { timestamp, .. } => {
+                assert_eq!(timestamp, now + 2 * hour)
+            }
+            other => panic!("expected InvalidTimestamp, got {other}"),
+        }
+    }
+    assert_eq!(log.log_end_offset(), 3);
+}
+
 #[test]
 fn retention_by_bytes_moves_the_log_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -351,10 +398,8 @@ proptest! {
     }
 }
 
-/// A batch whose header claims `count` records (the CRC recomputed): the broker reserves
-/// offsets from the header without decompressing.
-/// A compressed batch (gzip by its attributes: the log does not decompress on append, so
-/// it cannot count its records) that claims `count` offsets.
+/// A gzip batch (by its attributes) holding one uncompressed record and claiming `count`
+/// (the CRC recomputed).
 fn batch_claiming(count: i32) -> Vec<u8> {
     let mut b = batch::build(0, 1, &[b"v"]);
     b[21..23].copy_from_slice(&1i16.to_be_bytes());
@@ -365,23 +410,37 @@ fn batch_claiming(count: i32) -> Vec<u8> {
     b
 }
 
+/// A batch claiming more than `RECORDS_PER_BATCH_MAX` records is refused from its header,
+/// before its records are decompressed and walked; below the limit, the walk finds that a
+/// batch holds fewer records than it claims, compressed or not. (That a segment rolls
+/// before its offset span passes u32 is `spans_too_many`'s unit test: reaching it here
+/// would take 2^31 real records.)
 #[test]
-fn rejects_batches_claiming_more_offsets_than_a_segment_spans() {
+fn batches_claiming_more_records_than_they_hold_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
     let too_many = batch_claiming(sluice_log::limits::RECORDS_PER_BATCH_MAX + 1);
     assert!(matches!(log.append(&too_many, 0), Err(sluice_log::Error::LimitExceeded { .. })));
-    // Many batches at the per-batch limit roll segments instead of wrapping u32 offsets.
-    for _ in 0..200 {
-        let b = batch_claiming(sluice_log::limits::RECORDS_PER_BATCH_MAX);
-        log.append(&b, 0).unwrap();
+    match log.append(&batch_claiming(sluice_log::limits::RECORDS_PER_BATCH_MAX), 0) {
+        // Marked gzip but not gzip: the walk stops at the codec.
+        Err(sluice_log::Error::InvalidBatch(sluice_wire::BatchError::Decompression { .. })) => {}
+        other => panic!("expected a decompression error, got {other:?}"),
     }
-    let end = log.log_end_offset();
-    assert_eq!(end, 200 * i64::from(sluice_log::limits::RECORDS_PER_BATCH_MAX));
-    drop(log);
-    let log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
-    assert_eq!(log.log_end_offset(), end);
-    assert!(segment_files(dir.path(), "log").len() > 1, "offset span forced a roll");
+    let mut claiming = batch::build(0, 1, &[b"v"]);
+    claiming[23..27].copy_from_slice(&(1000i32 - 1).to_be_bytes());
+    claiming[57..61].copy_from_slice(&1000i32.to_be_bytes());
+    let crc = crc32c::crc32c(&claiming[21..]);
+    claiming[17..21].copy_from_slice(&crc.to_be_bytes());
+    let packed = batch::compress(&claiming, batch::Compression::Lz4).unwrap();
+    for bad in [claiming, packed] {
+        match log.append(&bad, 0) {
+            Err(sluice_log::Error::InvalidBatch(
+                sluice_wire::BatchError::RecordsCountMismatch { declared: 1000, found: 1 },
+            )) => {}
+            other => panic!("expected a count mismatch, got {other:?}"),
+        }
+    }
+    assert_eq!(log.log_end_offset(), 0);
 }
 
 proptest! {

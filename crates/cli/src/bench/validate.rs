@@ -1,0 +1,134 @@
+//! `sluice bench validate`: what the broker does to every produced batch before it writes
+//! it (CRC32C, then the walk over its records, decompressing as a stream), for each codec,
+//! against one core doing only the unavoidable part on the same batches: decompressing them
+//! (or, uncompressed, the CRC32C). The ratio shows what the walk adds.
+//!
+//! Batches are `VALIDATE_BATCH_RECORDS` JSON events of about 300 bytes each (the delivery
+//! benchmark's records, under 1 MiB a batch), compressed as clients write them: gzip, raw snappy (librdkafka),
+//! lz4 frames, zstd level 3. Each measure runs whole passes over the batches until
+//! `VALIDATE_SECS_MIN` has passed; the better of two such runs is kept.
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sluice_wire::batch::{self, Compression};
+
+use super::limits::{MIB, VALIDATE_BATCHES, VALIDATE_BATCH_RECORDS, VALIDATE_SECS_MIN};
+
+/// One codec's run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidateRun {
+    /// The codec.
+    pub codec: &'static str,
+    /// Uncompressed bytes per pass (records and headers).
+    pub uncompressed_bytes: u64,
+    /// Bytes per pass as sent.
+    pub sent_bytes: u64,
+    /// The broker's validation, MiB/s of uncompressed batches.
+    pub validate_mib_per_s: f64,
+    /// The limit: decompression alone (CRC32C alone when uncompressed), MiB/s likewise.
+    pub limit_mib_per_s: f64,
+}
+
+/// Results of `sluice bench validate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidateResult {
+    /// One run per codec.
+    pub runs: Vec<ValidateRun>,
+}
+
+/// Runs every codec.
+pub fn run() -> Result<ValidateResult> {
+    let mut events = super::delivery::records();
+    let plain: Vec<Vec<u8>> = (0..VALIDATE_BATCHES)
+        .map(|_| {
+            let values: Vec<Vec<u8>> = events.by_ref().take(VALIDATE_BATCH_RECORDS).collect();
+            let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+            batch::build(0, 1_790_000_000_000, &slices)
+        })
+        .collect();
+    let uncompressed_bytes: u64 = plain.iter().map(|b| b.len() as u64).sum();
+    let codecs: [(&'static str, Option<Compression>); 5] = [
+        ("none", None),
+        ("gzip", Some(Compression::Gzip)),
+        ("snappy", Some(Compression::SnappyRaw)),
+        ("lz4", Some(Compression::Lz4)),
+        ("zstd", Some(Compression::Zstd)),
+    ];
+    let mut runs = Vec::new();
+    for (codec, compression) in codecs {
+        let sent: Vec<Vec<u8>> = match compression {
+            None => plain.clone(),
+            Some(compression) => plain
+                .iter()
+                .map(|b| batch::compress(b, compression))
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("cannot compress the batches with {codec}"))?,
+        };
+        let validate = || -> Result<()> {
+            for one in &sent {
+                let header = batch::validate(one).context("a benchmark batch fails validation")?;
+                std::hint::black_box(header);
+            }
+            Ok(())
+        };
+        let limit = || -> Result<()> {
+            for one in &sent {
+                unavoidable(one, compression).with_context(|| format!("{codec} fails"))?;
+            }
+            Ok(())
+        };
+        let validate_secs = best_pass_secs(validate)?;
+        let limit_secs = best_pass_secs(limit)?;
+        let mib = uncompressed_bytes as f64 / MIB as f64;
+        runs.push(ValidateRun {
+            codec,
+            uncompressed_bytes,
+            sent_bytes: sent.iter().map(|b| b.len() as u64).sum(),
+            validate_mib_per_s: mib / validate_secs,
+            limit_mib_per_s: mib / limit_secs,
+        });
+    }
+    Ok(ValidateResult { runs })
+}
+
+/// Seconds of one pass, the better of two runs of whole passes lasting `VALIDATE_SECS_MIN`.
+fn best_pass_secs(mut pass: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let mut passes = 0u32;
+        while passes == 0 || started.elapsed().as_secs_f64() < VALIDATE_SECS_MIN {
+            pass()?;
+            passes += 1;
+        }
+        best = best.min(started.elapsed().as_secs_f64() / f64::from(passes));
+    }
+    Ok(best)
+}
+
+/// Decompresses the batch's records into nothing (or, uncompressed, computes its CRC32C):
+/// what any broker must spend to look at each record.
+fn unavoidable(one: &[u8], compression: Option<Compression>) -> std::io::Result<()> {
+    let records = one.get(61..).unwrap_or_default();
+    let mut sink = std::io::sink();
+    match compression {
+        None => {
+            std::hint::black_box(crc32c::crc32c(one.get(21..).unwrap_or_default()));
+        }
+        Some(Compression::Gzip) => {
+            std::io::copy(&mut flate2::read::MultiGzDecoder::new(records), &mut sink)?;
+        }
+        Some(Compression::SnappyRaw | Compression::SnappyXerial) => {
+            let out = snap::raw::Decoder::new().decompress_vec(records)?;
+            std::hint::black_box(out);
+        }
+        Some(Compression::Lz4) => {
+            std::io::copy(&mut lz4::Decoder::new(records)?, &mut sink)?;
+        }
+        Some(Compression::Zstd) => {
+            std::io::copy(&mut zstd::stream::read::Decoder::new(records)?, &mut sink)?;
+        }
+    }
+    Ok(())
+}
