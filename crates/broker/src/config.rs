@@ -309,9 +309,15 @@ impl BrokerConfig {
                 .parse("log.message.timestamp.after.max.ms", 3_600_000i64)?,
             flush,
             producer_id_expiration_ms: self.parse("producer.id.expiration.ms", 86_400_000i64)?,
+            compacted: is_compacted(self.get("log.cleanup.policy").unwrap_or("delete")),
         };
         config.validate().map_err(|e| Error::Config(e.to_string()))
     }
+}
+
+/// Whether a `cleanup.policy` list includes `compact`.
+pub(crate) fn is_compacted(policy: &str) -> bool {
+    policy.split(',').any(|p| p.trim() == "compact")
 }
 
 /// Parses `PLAINTEXT://host:port` (only the plaintext protocol is served).

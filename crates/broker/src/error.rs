@@ -105,7 +105,8 @@ impl Error {
                 sluice_log::Error::InvalidProducerEpoch { .. } => {
                     ResponseError::InvalidProducerEpoch
                 }
-                sluice_log::Error::InvalidRecord { .. } => ResponseError::InvalidRecord,
+                sluice_log::Error::InvalidRecord { .. }
+                | sluice_log::Error::KeylessRecords { .. } => ResponseError::InvalidRecord,
                 sluice_log::Error::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
                 _ => ResponseError::UnknownServerError,
             },

@@ -226,6 +226,7 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
             "message.timestamp.type" => {
                 config.timestamp_type = crate::config::parse_timestamp_type(value)?
             }
+            "cleanup.policy" => config.compacted = crate::config::is_compacted(value),
             _ => {}
         }
     }

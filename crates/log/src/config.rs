@@ -54,6 +54,8 @@ pub struct LogConfig {
     /// `producer.id.expiration.ms` (a broker setting): idempotent producer state is dropped
     /// this long after the producer's last batch.
     pub producer_id_expiration_ms: i64,
+    /// `cleanup.policy` includes `compact`: records without a key are refused (KIP-467).
+    pub compacted: bool,
 }
 
 impl Default for LogConfig {
@@ -70,6 +72,7 @@ impl Default for LogConfig {
             timestamp_after_max_ms: 3_600_000,
             flush: FlushPolicy::Always,
             producer_id_expiration_ms: 86_400_000,
+            compacted: false,
         }
     }
 }

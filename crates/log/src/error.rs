@@ -59,6 +59,18 @@ pub enum Error {
         /// The epoch in the partition's state.
         current_epoch: i16,
     },
+    /// A compacted topic was sent records without a key: INVALID_RECORD, with the records
+    /// named in `record_errors` (KIP-467).
+    #[error(
+        "Compacted topic cannot accept message without key: {} record(s), the first at \
+         index {}; give every record a key or produce to a topic without cleanup.policy=compact",
+        indexes.len(),
+        indexes.first().copied().unwrap_or_default()
+    )]
+    KeylessRecords {
+        /// The records' indexes, counted across the request's batches for the partition.
+        indexes: Vec<i32>,
+    },
     /// A batch is well-formed but not acceptable here: INVALID_RECORD.
     #[error("invalid record: {reason}")]
     InvalidRecord {

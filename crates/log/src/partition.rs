@@ -224,7 +224,11 @@ impl PartitionLog {
         }
         // The claimed counts are refused before the walk, which may decompress.
         count_offsets(&headers)?;
-        batch::walk_all(bytes, &mut headers)?;
+        let mut keyless = Vec::new();
+        batch::walk_all(bytes, &mut headers, self.config.compacted.then_some(&mut keyless))?;
+        if !keyless.is_empty() {
+            return Err(Error::KeylessRecords { indexes: keyless });
+        }
         self.check_timestamps(&headers, now_ms)?;
         if let Check::Duplicate(original) = self.producers.check_all(&headers)? {
             return Ok(AppendInfo {
@@ -368,9 +372,13 @@ impl PartitionLog {
                 batch::set_log_append_time_split(&mut head, rest, now_ms);
                 header.max_timestamp = now_ms;
             } else if let Some(records_max) = records_max_timestamp(header) {
-                if records_max != header.max_timestamp {
+                // As Kafka's setMaxTimestamp(CREATE_TIME, max): also clears a LogAppendTime
+                // bit the producer set.
+                let marked = header.attributes & batch::ATTR_LOG_APPEND_TIME != 0;
+                if records_max != header.max_timestamp || marked {
                     batch::set_max_timestamp_split(&mut head, rest, records_max, false);
                     header.max_timestamp = records_max;
+                    header.attributes &= !batch::ATTR_LOG_APPEND_TIME;
                 }
             }
             next = header.next_offset();
@@ -381,7 +389,7 @@ impl PartitionLog {
         let parts: Vec<&[u8]> =
             heads.iter().zip(&rests).flat_map(|(head, rest)| [&head[..], *rest]).collect();
         debug_assert!(
-            parts.chunks(2).all(|p| batch::validate(&p.concat()).is_ok()),
+            parts.chunks(2).all(|p| batch::validate_stored(&p.concat()).is_ok()),
             "a patched batch fails its CRC"
         );
         self.active_mut().append(&parts, bytes.len(), &headers)?;
@@ -811,8 +819,8 @@ impl<'a> HeaderWindow<'a> {
 }
 
 /// A CreateTime batch's `maxTimestamp` as Kafka sets it: the largest of its records'
-/// timestamps, or -1 (none) when they are all below that. `None` for a header that was
-/// not walked.
+/// timestamps, or -1 (none) when no record has one above that. `None` for a header that
+/// was not walked.
 fn records_max_timestamp(header: &BatchHeader) -> Option<i64> {
     header.record_timestamps.map(|(_, max)| max.max(NO_TIMESTAMP))
 }

@@ -214,7 +214,7 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let (mut header, batch) = check_stored(buf)?;
     let codec = Codec::from_attributes(header.attributes)?;
     let declared = Declared { count: header.records_count, base_timestamp: header.base_timestamp };
-    header.record_timestamps = Some(records::walk(batch, codec, declared)?);
+    header.record_timestamps = Some(records::walk(batch, codec, declared, &mut |_| {})?);
     Ok(header)
 }
 
@@ -254,7 +254,7 @@ fn check_stored(buf: &[u8]) -> Result<(BatchHeader, &[u8]), BatchError> {
 /// `max_batch_bytes` is the topic's `max.message.bytes`, checked per batch as Kafka does.
 pub fn validate_all(buf: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHeader>, BatchError> {
     let mut headers = check_all(buf, max_batch_bytes)?;
-    walk_all(buf, &mut headers)?;
+    walk_all(buf, &mut headers, None)?;
     Ok(headers)
 }
 
@@ -281,10 +281,17 @@ pub fn check_all(buf: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHeader>, B
 }
 
 /// Walks the records of every batch [`check_all`] returned `headers` for (a known codec,
-/// exactly `recordsCount` records, as [`validate`] does) and fills in their
-/// [`BatchHeader::record_timestamps`].
-pub fn walk_all(buf: &[u8], headers: &mut [BatchHeader]) -> Result<(), BatchError> {
+/// exactly `recordsCount` well-formed records, as [`validate`] does) and fills in their
+/// [`BatchHeader::record_timestamps`]. With `keyless`, the indexes of the records without a
+/// key are added to it, counted across the payload's batches from 0 (a compacted topic
+/// refuses them, KIP-467).
+pub fn walk_all(
+    buf: &[u8],
+    headers: &mut [BatchHeader],
+    mut keyless: Option<&mut Vec<i32>>,
+) -> Result<(), BatchError> {
     let mut at = 0usize;
+    let mut first_index = 0i32;
     for header in headers {
         let batch = at.checked_add(header.total_bytes).and_then(|end| buf.get(at..end)).ok_or(
             BatchError::Truncated { needed: at + header.total_bytes, remaining: buf.len() },
@@ -292,7 +299,13 @@ pub fn walk_all(buf: &[u8], headers: &mut [BatchHeader]) -> Result<(), BatchErro
         let codec = Codec::from_attributes(header.attributes)?;
         let declared =
             Declared { count: header.records_count, base_timestamp: header.base_timestamp };
-        header.record_timestamps = Some(records::walk(batch, codec, declared)?);
+        let mut on_keyless = |index: i32| {
+            if let Some(list) = keyless.as_deref_mut() {
+                list.push(first_index.saturating_add(index));
+            }
+        };
+        header.record_timestamps = Some(records::walk(batch, codec, declared, &mut on_keyless)?);
+        first_index = first_index.saturating_add(header.records_count);
         at += header.total_bytes;
     }
     Ok(())
@@ -331,10 +344,10 @@ pub fn set_log_append_time_split(
     set_max_timestamp_split(head, rest, append_time_ms, true);
 }
 
-/// Writes `max_timestamp` as the batch's `maxTimestamp` (and, with `log_append_time`, the
-/// LogAppendTime bit) into its patched header and recomputes the CRC over both parts. Kafka
-/// sets a CreateTime batch's `maxTimestamp` from its records this way when the producer's
-/// header disagrees with them.
+/// Writes `max_timestamp` as the batch's `maxTimestamp` and sets (`log_append_time`) or
+/// clears the LogAppendTime bit in its patched header, and recomputes the CRC over both
+/// parts. Kafka sets a CreateTime batch's `maxTimestamp` from its records this way when the
+/// producer's header disagrees with them.
 #[allow(clippy::indexing_slicing)] // the header is a fixed-size array
 pub fn set_max_timestamp_split(
     head: &mut [u8; BATCH_HEADER_BYTES],
@@ -342,11 +355,13 @@ pub fn set_max_timestamp_split(
     max_timestamp: i64,
     log_append_time: bool,
 ) {
-    if log_append_time {
-        let attributes = i16::from_be_bytes([head[ATTRIBUTES_AT], head[ATTRIBUTES_AT + 1]]);
-        let attributes = attributes | ATTR_LOG_APPEND_TIME;
-        head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-    }
+    let attributes = i16::from_be_bytes([head[ATTRIBUTES_AT], head[ATTRIBUTES_AT + 1]]);
+    let attributes = if log_append_time {
+        attributes | ATTR_LOG_APPEND_TIME
+    } else {
+        attributes & !ATTR_LOG_APPEND_TIME
+    };
+    head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
     head[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES_AT..]), rest);
     head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
@@ -357,6 +372,36 @@ pub fn set_max_timestamp_split(
 pub fn build(base_offset: i64, timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
     let records: Vec<KeyValue<'_>> = values.iter().map(|value| (None, Some(*value))).collect();
     build_batch(&BatchSpec { base_offset, timestamp_ms, ..BatchSpec::default() }, &records)
+}
+
+/// Builds an uncompressed batch of keyless records `(timestamp, value)` at
+/// `base_timestamp` (each record's delta is its timestamp minus that), whose header's
+/// `maxTimestamp` is the records' largest. For tests, benchmarks and fuzz seeds.
+#[allow(clippy::indexing_slicing)] // the batch is built here, longer than its header
+pub fn build_timestamped(base_timestamp: i64, records: &[(i64, &[u8])]) -> Vec<u8> {
+    debug_assert!(!records.is_empty(), "a batch holds at least one record");
+    let values: Vec<&[u8]> = records.iter().map(|(_, value)| *value).collect();
+    let mut batch = build(0, base_timestamp, &values);
+    let mut body = Vec::with_capacity(batch.len());
+    for (index, (timestamp, value)) in records.iter().enumerate() {
+        let mut record = vec![0u8]; // attributes
+        put_varint(&mut record, timestamp.saturating_sub(base_timestamp));
+        put_varint(&mut record, index as i64);
+        put_bytes(&mut record, None);
+        put_bytes(&mut record, Some(value));
+        put_varint(&mut record, 0); // no headers
+        put_varint(&mut body, record.len() as i64);
+        body.extend_from_slice(&record);
+    }
+    batch.truncate(BATCH_HEADER_BYTES);
+    batch.extend_from_slice(&body);
+    let max = records.iter().map(|(timestamp, _)| *timestamp).max().unwrap_or(base_timestamp);
+    let length = (batch.len() - 12) as i32;
+    batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    batch
 }
 
 /// A record's key and value, either absent (null).
@@ -532,14 +577,6 @@ pub fn first_record_at_or_after(
     Ok(found.map(|r| (r.offset, r.timestamp)))
 }
 
-/// The indexes (counted across every batch in `batches`, from 0) of the records that have
-/// no key: a compacted topic refuses them (KIP-467 names them in `record_errors`).
-pub fn records_without_key(batches: &[u8]) -> Result<Vec<i32>, BatchError> {
-    let set = decode_records(batches)?;
-    let keyless = set.records.iter().enumerate().filter(|(_, r)| r.key.is_none());
-    Ok(keyless.map(|(i, _)| i32::try_from(i).unwrap_or(i32::MAX)).collect())
-}
-
 /// Decodes (and decompresses) every record of validated batches.
 fn decode_records(batches: &[u8]) -> Result<kafka_protocol::records::RecordSet, BatchError> {
     let mut bytes = bytes::Bytes::copy_from_slice(batches);
@@ -576,7 +613,11 @@ mod marker_tests {
         let records: [KeyValue<'_>; 4] =
             [(Some(b"k"), Some(b"a")), (None, Some(b"b")), (Some(b""), None), (None, None)];
         let built = build_batch(&spec, &records);
-        assert_eq!(records_without_key(&built).unwrap(), vec![1, 3]);
+        let payload = [built.clone(), built].concat();
+        let mut headers = check_all(&payload, u32::MAX).unwrap();
+        let mut keyless = Vec::new();
+        walk_all(&payload, &mut headers, Some(&mut keyless)).unwrap();
+        assert_eq!(keyless, vec![1, 3, 5, 7]);
     }
 
     #[test]
@@ -704,8 +745,9 @@ mod tests {
         batch
     }
 
-    /// Inside a compressed batch the offset deltas must run 0, 1, 2, ... (Kafka refuses
-    /// others); an uncompressed batch's are not checked, as in Kafka.
+    /// Inside a compressed batch the offset deltas must run 0, 1, 2, ... (our choice: Kafka
+    /// recompresses such a batch with the right ones, and sluice never recompresses); an
+    /// uncompressed batch's are not checked, as in Kafka.
     #[test]
     fn compressed_offset_deltas_must_run_in_order() {
         let entries: Vec<(i64, i64, Vec<u8>)> =
@@ -761,6 +803,99 @@ mod tests {
                 other => panic!("{compression:?}: expected an error, got {other:?}"),
             }
         }
+    }
+
+    /// A stream cut anywhere is refused, never read as fewer records: gzip and zstd fail
+    /// at the cut, an lz4 frame must reach its end mark, a snappy block its stated length.
+    #[test]
+    fn a_cut_compressed_stream_is_refused() {
+        let values: Vec<Vec<u8>> = (0..40).map(|i| format!("value {i}").into_bytes()).collect();
+        let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let batch = build(0, 7, &slices);
+        for compression in COMPRESSIONS {
+            let packed = compress(&batch, compression).unwrap();
+            for cut in 1..(packed.len() - BATCH_HEADER_BYTES).min(40) {
+                let mut short = packed[..packed.len() - cut].to_vec();
+                let length = (short.len() - 12) as i32;
+                short[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+                declare(&mut short, 40);
+                assert!(validate(&short).is_err(), "{compression:?} cut by {cut} was accepted");
+            }
+        }
+    }
+
+    /// A small batch that decompresses past `DECOMPRESSED_BATCH_BYTES_MAX` (one record
+    /// whose value is that many zeros, a few hundred KiB of zstd) is refused once the walk
+    /// has read that much, not walked to its end.
+    #[test]
+    fn decompression_stops_at_its_cap() {
+        use std::io::Write;
+        let value_bytes = crate::limits::DECOMPRESSED_BATCH_BYTES_MAX as usize + (1 << 20);
+        let mut head = vec![0u8, 0, 0]; // attributes, timestamp delta, offset delta
+        put_bytes(&mut head, None);
+        put_varint(&mut head, value_bytes as i64);
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        let mut prefix = Vec::new();
+        put_varint(&mut prefix, (head.len() + value_bytes + 1) as i64);
+        encoder.write_all(&prefix).unwrap();
+        encoder.write_all(&head).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..value_bytes >> 20 {
+            encoder.write_all(&zeros).unwrap();
+        }
+        encoder.write_all(&[0]).unwrap(); // no headers
+        let packed = encoder.finish().unwrap();
+        let mut batch = build(0, 7, &[b"v"]);
+        batch.truncate(BATCH_HEADER_BYTES);
+        batch.extend_from_slice(&packed);
+        let length = (batch.len() - 12) as i32;
+        batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+        batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&COMPRESSION_ZSTD.to_be_bytes());
+        declare(&mut batch, 1);
+        match validate(&batch) {
+            Err(BatchError::Decompression { codec: "zstd", reason }) => {
+                assert!(reason.contains("decompress to more than"), "{reason}")
+            }
+            other => panic!("expected the cap, got {other:?}"),
+        }
+    }
+
+    /// Every field of a record is read as Kafka's DefaultRecord.readFrom reads it: a header
+    /// with a null key, a negative header count, bytes left over after the headers or a
+    /// field running past the record's length are refused; a record without a timestamp
+    /// (-1) is left out of the batch's smallest and largest.
+    #[test]
+    fn records_are_read_field_by_field() {
+        let record = |body: &[u8]| {
+            let mut batch = build(0, 7, &[b"v"]);
+            batch.truncate(BATCH_HEADER_BYTES);
+            put_varint(&mut batch, body.len() as i64);
+            batch.extend_from_slice(body);
+            let length = (batch.len() - 12) as i32;
+            batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+            declare(&mut batch, 1);
+            validate(&batch)
+        };
+        // attributes, timestamp delta 0, offset delta 0, null key, value "v", no headers.
+        assert!(record(&[0, 0, 0, 1, 2, b'v', 0]).is_ok());
+        let refused = [
+            (&[0, 0, 0, 1, 2, b'v', 0, 9][..], "longer than its fields"),
+            (&[0, 0, 0, 1, 2, b'v', 1][..], "negative header count"),
+            (&[0, 0, 0, 1, 2, b'v', 2, 1, 1][..], "header key is null"),
+            (&[0, 0, 0, 1, 8, b'v', 0][..], "runs past its record"),
+        ];
+        for (body, reason) in refused {
+            match record(body) {
+                Err(BatchError::MalformedRecords { reason: got, .. }) => {
+                    assert!(got.contains(reason), "{body:?}: {got}")
+                }
+                other => panic!("{body:?}: expected {reason:?}, got {other:?}"),
+            }
+        }
+        let timed = build_timestamped(-1, &[(-1, b"a"), (0, b"b"), (500, b"c")]);
+        assert_eq!(validate(&timed).unwrap().record_timestamps, Some((0, 500)));
+        let untimed = build_timestamped(-1, &[(-1, b"a"), (-1, b"b")]);
+        assert_eq!(validate(&untimed).unwrap().record_timestamps, Some((-1, -1)));
     }
 
     /// Batches compressed by another implementation (the kafka-protocol crate's encoder:

@@ -17,6 +17,19 @@ pub const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - 12) as i32;
 /// before its output is allocated.
 pub const SNAPPY_EXPANSION_MAX: usize = 22;
 
+/// The most decompressed bytes one batch's records are read to on append. Kafka has no such
+/// limit; it bounds the CPU a single small batch can take under its partition's lock
+/// (a zstd batch of long runs can expand tens of thousands of times), far above real record
+/// data (a 1 MiB batch of JSON events compresses about 5 to 1).
+pub const DECOMPRESSED_BATCH_BYTES_MAX: u64 = 1 << 30;
+
+/// The buffer each streaming decompressor reads into while a batch is walked.
+pub const STREAM_BUFFER_BYTES: usize = 32 * 1024;
+
+/// The largest zstd window (log2 bytes) a batch may need: zstd's own default limit for
+/// decoders (128 MiB), made explicit; Kafka's zstd-jni decodes with the same default.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
 /// Client ids longer than this are cut in logs; Kafka itself allows i16::MAX bytes.
 pub const CLIENT_ID_LOG_BYTES_MAX: usize = 128;
 

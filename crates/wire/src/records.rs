@@ -1,17 +1,26 @@
 //! The walk over a batch's records on append, compressed or not, as Kafka's LogValidator
-//! walks them: exactly `recordsCount` records must fill the batch, each long enough for its
-//! attributes, timestamp delta and offset delta; inside a compressed batch the offset
-//! deltas must run 0, 1, 2, ... The walk returns the smallest and largest record timestamps
-//! (KIP-937 checks each record, and the header's `maxTimestamp` is set from them).
+//! walks them: exactly `recordsCount` records must fill the batch, each read field by field
+//! as Kafka's `DefaultRecord.readFrom` reads it; inside a compressed batch the offset deltas
+//! must run 0, 1, 2, ... (our choice: Kafka recompresses such a batch instead). The walk
+//! returns the smallest and largest record timestamps (KIP-937 checks each record, and the
+//! header's `maxTimestamp` is set from them) and reports records without a key (refused on
+//! compacted topics).
 //!
 //! Compressed records are read through a decompressing stream (gzip, lz4, zstd), so a batch
-//! is never held decompressed in memory; snappy, which has no streaming decoder here, is
-//! decompressed whole, and a length it claims beyond what snappy can encode in its input is
-//! refused before anything is allocated.
+//! is never held decompressed in memory, and at most `DECOMPRESSED_BATCH_BYTES_MAX` of it is
+//! read; snappy, which has no streaming decoder here, is decompressed whole, and a length it
+//! claims beyond what snappy can encode in its input is refused before anything is
+//! allocated.
 use std::io::{BufRead, BufReader, Read};
 
-use crate::limits::{BATCH_HEADER_BYTES, SNAPPY_EXPANSION_MAX};
+use crate::limits::{
+    BATCH_HEADER_BYTES, DECOMPRESSED_BATCH_BYTES_MAX, SNAPPY_EXPANSION_MAX, STREAM_BUFFER_BYTES,
+    ZSTD_WINDOW_LOG_MAX,
+};
 use crate::BatchError;
+
+/// A record's timestamp when it has none (Kafka's `RecordBatch.NO_TIMESTAMP`).
+const NO_TIMESTAMP: i64 = -1;
 
 /// The compression codec in a batch's attributes (bits 0..=2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,39 +65,50 @@ pub(crate) struct Declared {
     pub(crate) base_timestamp: i64,
 }
 
-/// Walks the records of a whole batch (`batch` from its first byte, CRC already checked) and
-/// returns their smallest and largest timestamps.
+/// Walks the records of a whole batch (`batch` from its first byte, CRC already checked)
+/// and returns the smallest and largest of their timestamps, leaving out -1 (none), or
+/// `(-1, -1)` when no record has one. `keyless` is called with the index (in the batch) of
+/// each record without a key.
 pub(crate) fn walk(
     batch: &[u8],
     codec: Codec,
     declared: Declared,
+    keyless: &mut dyn FnMut(i32),
 ) -> Result<(i64, i64), BatchError> {
     let records = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
     let undecodable = |reason: String| BatchError::Decompression { codec: codec.name(), reason };
     match codec {
-        Codec::None => walk_source(&mut Slice { bytes: records, at: 0 }, declared, false),
+        Codec::None => walk_source(&mut Slice { bytes: records, at: 0 }, declared, false, keyless),
         Codec::Snappy => {
             let plain = snappy_decompress(records).map_err(undecodable)?;
-            walk_source(&mut Slice { bytes: &plain, at: 0 }, declared, true)
+            walk_source(&mut Slice { bytes: &plain, at: 0 }, declared, true, keyless)
         }
         Codec::Gzip => {
             let reader = flate2::read::MultiGzDecoder::new(records);
-            walk_source(&mut Stream::new(reader, codec), declared, true)
+            walk_source(&mut Stream::new(reader, codec), declared, true, keyless)
         }
         Codec::Lz4 => {
             let reader = lz4::Decoder::new(records).map_err(|e| undecodable(e.to_string()))?;
-            walk_source(&mut Stream::new(reader, codec), declared, true)
+            let mut stream = Stream::new(reader, codec);
+            let walked = walk_source(&mut stream, declared, true, keyless)?;
+            // The decoder ends quietly where its input does: a frame cut before its end
+            // mark is only seen here.
+            let (_, finished) = stream.reader.into_inner().finish();
+            finished.map_err(|_| undecodable("the lz4 frame ends before its end mark".into()))?;
+            Ok(walked)
         }
         Codec::Zstd => {
-            let reader = zstd::stream::read::Decoder::new(records)
+            let mut reader = zstd::stream::read::Decoder::new(records)
                 .map_err(|e| undecodable(e.to_string()))?;
-            walk_source(&mut Stream::new(reader, codec), declared, true)
+            reader.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| undecodable(e.to_string()))?;
+            walk_source(&mut Stream::new(reader, codec), declared, true, keyless)
         }
     }
 }
 
 /// Where the walk reads record bytes from. A source that fails (a stream that does not
-/// decompress) ends as if the records ended, and reports why in [`Source::failure`].
+/// decompress, or one past `DECOMPRESSED_BATCH_BYTES_MAX`) ends as if the records ended,
+/// and reports why in [`Source::failure`].
 trait Source {
     /// The next byte, or `None` at the end of the records.
     fn next_byte(&mut self) -> Option<u8>;
@@ -96,6 +116,10 @@ trait Source {
     fn skip(&mut self, n: usize) -> bool;
     /// Why the records ended early, if they did.
     fn failure(&mut self) -> Option<BatchError>;
+    /// The bytes at hand without reading further (possibly fewer than remain).
+    fn at_hand(&self) -> &[u8];
+    /// Moves past `n <= at_hand().len()` bytes.
+    fn advance(&mut self, n: usize);
 }
 
 /// Uncompressed records, or snappy's decompressed ones.
@@ -126,18 +150,32 @@ impl Source for Slice<'_> {
     fn failure(&mut self) -> Option<BatchError> {
         None
     }
+
+    #[inline]
+    fn at_hand(&self) -> &[u8] {
+        self.bytes.get(self.at..).unwrap_or_default()
+    }
+
+    #[inline]
+    fn advance(&mut self, n: usize) {
+        debug_assert!(n <= self.at_hand().len(), "advance past the bytes at hand");
+        self.at += n;
+    }
 }
 
-/// Records read through a decompressing stream.
+/// Records read through a decompressing stream, at most `DECOMPRESSED_BATCH_BYTES_MAX`.
 struct Stream<R: Read> {
     reader: BufReader<R>,
     codec: Codec,
-    failed: Option<std::io::Error>,
+    /// Decompressed bytes handed to the walk so far.
+    read: u64,
+    failed: Option<BatchError>,
 }
 
 impl<R: Read> Stream<R> {
     fn new(reader: R, codec: Codec) -> Self {
-        Stream { reader: BufReader::with_capacity(32 * 1024, reader), codec, failed: None }
+        let reader = BufReader::with_capacity(STREAM_BUFFER_BYTES, reader);
+        Stream { reader, codec, read: 0, failed: None }
     }
 
     /// The buffered bytes (empty at the end, or after a failure, which is kept).
@@ -145,21 +183,40 @@ impl<R: Read> Stream<R> {
         if self.failed.is_some() {
             return &[];
         }
+        if self.read > DECOMPRESSED_BATCH_BYTES_MAX {
+            self.failed = Some(BatchError::Decompression {
+                codec: self.codec.name(),
+                reason: format!(
+                    "the records decompress to more than {DECOMPRESSED_BATCH_BYTES_MAX} bytes"
+                ),
+            });
+            return &[];
+        }
         match self.reader.fill_buf() {
             Ok(_) => self.reader.buffer(),
             Err(error) => {
-                self.failed = Some(error);
+                let reason = error.to_string();
+                self.failed = Some(BatchError::Decompression { codec: self.codec.name(), reason });
                 &[]
             }
         }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.reader.consume(n);
+        self.read += n as u64;
     }
 }
 
 impl<R: Read> Source for Stream<R> {
     fn next_byte(&mut self) -> Option<u8> {
+        if let Some(&byte) = self.reader.buffer().first() {
+            self.consume(1);
+            return Some(byte);
+        }
         let byte = self.buffered().first().copied();
         if byte.is_some() {
-            self.reader.consume(1);
+            self.consume(1);
         }
         byte
     }
@@ -171,43 +228,100 @@ impl<R: Read> Source for Stream<R> {
                 return false;
             }
             let step = available.min(n);
-            self.reader.consume(step);
+            self.consume(step);
             n -= step;
         }
         true
     }
 
     fn failure(&mut self) -> Option<BatchError> {
-        let error = self.failed.take()?;
-        Some(BatchError::Decompression { codec: self.codec.name(), reason: error.to_string() })
+        self.failed.take()
+    }
+
+    #[inline]
+    fn at_hand(&self) -> &[u8] {
+        self.reader.buffer()
+    }
+
+    #[inline]
+    fn advance(&mut self, n: usize) {
+        debug_assert!(n <= self.at_hand().len(), "advance past the bytes at hand");
+        self.consume(n);
     }
 }
 
-/// A zigzag varint whose first byte is `first`; also returns how many bytes it took.
+/// One record's bytes: reads stop at the length its prefix states.
+struct Record<'s, S: Source> {
+    source: &'s mut S,
+    left: usize,
+}
+
+impl<S: Source> Record<'_, S> {
+    #[inline]
+    fn byte(&mut self) -> Option<u8> {
+        self.left = self.left.checked_sub(1)?;
+        self.source.next_byte()
+    }
+
+    /// A zigzag varint of at most `max_bytes` bytes (5 for Kafka's int32 varints, 10 for
+    /// its varlongs).
+    #[inline]
+    fn varint(&mut self, max_bytes: u32) -> Option<i64> {
+        // The common case: the whole varint is at hand and inside the record.
+        let at_hand = self.source.at_hand();
+        if at_hand.len() >= VARINT_BYTES_MAX && self.left >= VARINT_BYTES_MAX {
+            let mut used = 0usize;
+            let value = varint_from(*at_hand.first()?, max_bytes, || {
+                used += 1;
+                at_hand.get(used).copied()
+            });
+            self.source.advance(used + 1);
+            self.left -= used + 1;
+            return value;
+        }
+        varint_from(self.byte()?, max_bytes, || self.byte())
+    }
+
+    #[inline]
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.left = self.left.checked_sub(n)?;
+        self.source.skip(n).then_some(())
+    }
+
+    /// Skips a length-prefixed field (a negative length is null); whether it was null.
+    #[inline]
+    fn nullable_bytes(&mut self) -> Result<bool, &'static str> {
+        let length = self.varint(5).ok_or("a key, value or header length is cut")?;
+        match usize::try_from(length) {
+            Ok(length) => self
+                .skip(length)
+                .map(|()| false)
+                .ok_or("a key, value or header runs past its record"),
+            Err(_) => Ok(true),
+        }
+    }
+}
+
+/// The longest varint (a varlong): 10 bytes of 7 bits.
+const VARINT_BYTES_MAX: usize = 10;
+
+/// A zigzag varint whose first byte is `first`, reading the rest from `next`.
 #[inline]
-fn varint(first: u8, source: &mut impl Source) -> Option<(i64, usize)> {
+fn varint_from(first: u8, max_bytes: u32, mut next: impl FnMut() -> Option<u8>) -> Option<i64> {
     let mut raw = u64::from(first & 0x7f);
     let mut byte = first;
-    let mut used = 1usize;
     let mut shift = 7u32;
     while byte & 0x80 != 0 {
-        if shift >= 70 {
+        if shift >= 7 * max_bytes {
             return None;
         }
-        let next = source.next_byte()?;
-        raw |= u64::from(next & 0x7f).checked_shl(shift).unwrap_or(0);
-        byte = next;
-        used += 1;
+        byte = next()?;
+        raw |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
         shift += 7;
     }
-    Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), used))
-}
-
-/// The next varint of a record.
-#[inline]
-fn field(source: &mut impl Source) -> Option<(i64, usize)> {
-    let first = source.next_byte()?;
-    varint(first, source)
+    let value = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+    // An int32 varint must decode to an int32.
+    (max_bytes > 5 || i32::try_from(value).is_ok()).then_some(value)
 }
 
 /// The walk; a source's failure takes precedence over what it made the walk find.
@@ -215,63 +329,94 @@ fn walk_source(
     source: &mut impl Source,
     declared: Declared,
     offsets_in_order: bool,
+    keyless: &mut dyn FnMut(i32),
 ) -> Result<(i64, i64), BatchError> {
-    let walked = walk_records(source, declared, offsets_in_order);
+    let walked = walk_records(source, declared, offsets_in_order, keyless);
     match source.failure() {
         Some(failure) => Err(failure),
         None => walked,
     }
 }
 
+/// Reads every record as Kafka's `DefaultRecord.readFrom` does: length, attributes,
+/// timestamp delta, offset delta, key, value, headers (a count, then each key, which may not
+/// be null, and value), and exactly the stated length.
 fn walk_records(
     source: &mut impl Source,
     declared: Declared,
     offsets_in_order: bool,
+    keyless: &mut dyn FnMut(i32),
 ) -> Result<(i64, i64), BatchError> {
     let malformed =
         |reason: &'static str| BatchError::MalformedRecords { reason, declared: declared.count };
-    let mut found = 0i64;
+    let mut found = 0i32;
     let (mut min, mut max) = (i64::MAX, i64::MIN);
     while let Some(first) = source.next_byte() {
-        if found >= i64::from(declared.count) {
+        if found >= declared.count {
             // One past the declared count is enough to refuse: a compressed batch could
             // otherwise keep the walk busy for as long as its decompressed size.
             return Err(BatchError::RecordsCountMismatch {
                 declared: declared.count,
-                found: found + 1,
+                found: i64::from(found) + 1,
             });
         }
-        let (length, _) =
-            varint(first, source).ok_or_else(|| malformed("a record length is cut"))?;
-        let length =
-            usize::try_from(length).map_err(|_| malformed("a record length is negative"))?;
-        // The record's attributes byte: unused in magic v2.
-        source.next_byte().ok_or_else(|| malformed("a record's attributes are cut"))?;
-        let (delta, delta_bytes) =
-            field(source).ok_or_else(|| malformed("a timestamp delta is cut"))?;
-        let (offset_delta, offset_bytes) =
-            field(source).ok_or_else(|| malformed("an offset delta is cut"))?;
-        let used = 1 + delta_bytes + offset_bytes;
-        let rest = length.checked_sub(used).ok_or_else(|| {
-            malformed("a record is shorter than its attributes, timestamp and offset deltas")
-        })?;
-        if offsets_in_order && offset_delta != found {
-            return Err(malformed(
-                "the offset deltas inside a compressed batch do not run 0, 1, 2, ...",
-            ));
+        let length = varint_from(first, 5, || source.next_byte())
+            .ok_or_else(|| malformed("a record length is cut or not an int32 varint"))?;
+        let left = usize::try_from(length).map_err(|_| malformed("a record length is negative"))?;
+        let mut record = Record { source: &mut *source, left };
+        let (delta, key_is_null) =
+            read_record(&mut record, found, offsets_in_order).map_err(malformed)?;
+        if record.left != 0 {
+            return Err(malformed("a record is longer than its fields"));
         }
-        if !source.skip(rest) {
-            return Err(malformed("a record length runs past the batch"));
+        if key_is_null {
+            keyless(found);
         }
         let timestamp = declared.base_timestamp.saturating_add(delta);
-        (min, max) = (min.min(timestamp), max.max(timestamp));
+        if timestamp != NO_TIMESTAMP {
+            (min, max) = (min.min(timestamp), max.max(timestamp));
+        }
         found += 1;
     }
-    if found != i64::from(declared.count) {
-        return Err(BatchError::RecordsCountMismatch { declared: declared.count, found });
+    if found != declared.count {
+        return Err(BatchError::RecordsCountMismatch {
+            declared: declared.count,
+            found: i64::from(found),
+        });
     }
     debug_assert!(found >= 1, "recordsCount >= 1 was checked first");
-    Ok((min, max))
+    Ok(if min <= max { (min, max) } else { (NO_TIMESTAMP, NO_TIMESTAMP) })
+}
+
+/// The fields of the record at `index` after its length; returns its timestamp delta and
+/// whether its key is null.
+#[inline]
+fn read_record<S: Source>(
+    record: &mut Record<'_, S>,
+    index: i32,
+    offsets_in_order: bool,
+) -> Result<(i64, bool), &'static str> {
+    record.byte().ok_or("a record's attributes are cut")?;
+    let delta = record.varint(10).ok_or("a timestamp delta is cut or too long")?;
+    let offset_delta = record.varint(5).ok_or("an offset delta is cut or not an int32")?;
+    if offsets_in_order && offset_delta != i64::from(index) {
+        return Err("the offset deltas inside a compressed batch do not run 0, 1, 2, ...");
+    }
+    let key_is_null = record.nullable_bytes()?;
+    record.nullable_bytes()?;
+    let headers = record.varint(5).ok_or("a header count is cut")?;
+    if headers < 0 {
+        return Err("a record has a negative header count");
+    }
+    for _ in 0..headers {
+        // Each header takes at least two bytes of the record, so the stated length bounds
+        // this loop.
+        if record.nullable_bytes()? {
+            return Err("a header key is null");
+        }
+        record.nullable_bytes()?;
+    }
+    Ok((delta, key_is_null))
 }
 
 /// The magic of xerial's snappy-java framing (Java clients), followed by two i32 versions

@@ -85,8 +85,7 @@ pub(crate) async fn produce_append(
                     Err(ResponseError::UnsupportedCompressionType.into())
                 }
                 (Some(topic), Some(records)) => match topic.partition(data.index) {
-                    Some(partition) => check_compacted(state, topic, data.index, &records)
-                        .map(|()| (Arc::clone(partition), records)),
+                    Some(partition) => Ok((Arc::clone(partition), records)),
                     None => Err(ResponseError::UnknownTopicOrPartition.into()),
                 },
             };
@@ -142,37 +141,6 @@ fn verify_transactional(
         at = at.saturating_add(header.total_bytes);
     }
     Ok(())
-}
-
-/// A compacted topic keeps the latest record per key, so a record without one is refused:
-/// the whole batch, with `record_errors` naming the keyless records (KIP-467, as Kafka).
-fn check_compacted(
-    state: &State,
-    topic: &crate::topics::Topic,
-    partition: i32,
-    records: &[u8],
-) -> std::result::Result<(), Refused> {
-    let policy = match topic.configs.get("cleanup.policy") {
-        Some(policy) => policy.clone(),
-        None => state.settings.properties.get("log.cleanup.policy").cloned().unwrap_or_default(),
-    };
-    if !policy.split(',').any(|p| p.trim() == "compact") {
-        return Ok(());
-    }
-    // Control batches (transaction markers) come only from the broker.
-    if batch::parse_header(records).is_ok_and(|h| h.is_control()) {
-        return Ok(());
-    }
-    let keyless = batch::records_without_key(records)
-        .map_err(|e| Refused::new(ResponseError::CorruptMessage, e.to_string()))?;
-    if keyless.is_empty() {
-        return Ok(());
-    }
-    let message = format!(
-        "Compacted topic cannot accept message without key in topic partition {}-{partition}.",
-        topic.name
-    );
-    Err(Refused { error: ResponseError::InvalidRecord, message, record_errors: keyless })
 }
 
 /// A partition to sync and the end offset a request needs synced.
@@ -297,9 +265,15 @@ fn append_all(
                     verify_transactional(state, &job.topic, job.index, &bytes)
                         .map_err(Refused::from)?;
                     log.append(&bytes, now).map_err(|error| {
+                        // A compacted topic names the keyless records (KIP-467), as Kafka.
+                        let record_errors = match &error {
+                            sluice_log::Error::KeylessRecords { indexes } => indexes.clone(),
+                            _ => Vec::new(),
+                        };
                         let error = Error::Log(error);
                         tracing::warn!(%peer, partition = job.index, %error, "produce rejected");
-                        Refused::new(error.kafka_error(), error.to_string())
+                        let message = error.to_string();
+                        Refused { error: error.kafka_error(), message, record_errors }
                     })
                 });
                 appended.map(|info| {

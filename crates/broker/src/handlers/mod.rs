@@ -975,13 +975,58 @@ mod tests {
         let unsupported = ResponseError::UnsupportedCompressionType.code();
         assert_eq!(produce_records(&state, no_codec).await, unsupported);
         let ahead = sluice_wire::batch::build(0, now + 7_200_000, &[b"v"]);
-        let packed = batch::compress(&ahead, Compression::Lz4).unwrap();
+        // Inside a compressed batch, behind a first record of now, with a header claiming
+        // now as the max: only the walk sees the late record.
+        let late = batch::build_timestamped(now, &[(now, b"v"), (now + 7_200_000, b"w")]);
+        let mut packed = batch::compress(&late, Compression::Lz4).unwrap();
+        packed[35..43].copy_from_slice(&now.to_be_bytes());
+        let crc = crc32c::crc32c(&packed[21..]);
+        packed[17..21].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(produce_records(&state, ahead).await, ResponseError::InvalidTimestamp.code());
         assert_eq!(produce_records(&state, packed).await, ResponseError::InvalidTimestamp.code());
         let partition = state.topics.get("t").unwrap().partition(0).unwrap().clone();
         assert_eq!(partition.with_log(|log| log.log_end_offset()), 0, "nothing appended");
         let fine = sluice_wire::batch::build(0, now, &[b"v"]);
         assert_eq!(produce_records(&state, fine).await, 0);
+        broker.shutdown().await.unwrap();
+    }
+
+    /// A compacted topic refuses a batch holding keyless records, compressed or not, naming
+    /// them in `record_errors` (KIP-467); a batch that fails validation gets the append's own
+    /// error rather than the compacted check's.
+    #[tokio::test]
+    async fn compacted_topics_refuse_keyless_records() {
+        use sluice_wire::batch::{self, BatchSpec, Compression};
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        let broker = crate::Broker::start(config).await.unwrap();
+        let configs = [("cleanup.policy".to_string(), "compact".to_string())].into();
+        broker.create_topic("t", 1, &configs).await.unwrap();
+        let state = broker.state_for_tests();
+        let now = crate::clock::now_ms();
+        let spec = BatchSpec { timestamp_ms: now, ..BatchSpec::default() };
+        let keyless = batch::build_batch(&spec, &[(Some(b"k"), Some(b"a")), (None, Some(b"b"))]);
+        for records in [keyless.clone(), batch::compress(&keyless, Compression::Gzip).unwrap()] {
+            let response = data::produce(&state, produce_request(records), 9, &test_client()).await;
+            let partition = &response.responses[0].partition_responses[0];
+            assert_eq!(partition.error_code, ResponseError::InvalidRecord.code());
+            let named: Vec<i32> = partition.record_errors.iter().map(|e| e.batch_index).collect();
+            assert_eq!(named, vec![1]);
+        }
+        let mut claiming = keyless;
+        claiming[57..61].copy_from_slice(&3i32.to_be_bytes());
+        claiming[23..27].copy_from_slice(&2i32.to_be_bytes());
+        let crc = crc32c::crc32c(&claiming[21..]);
+        claiming[17..21].copy_from_slice(&crc.to_be_bytes());
+        let code = produce_records(&state, claiming).await;
+        assert_eq!(
+            code,
+            ResponseError::InvalidRecord.code(),
+            "the count mismatch, from the append"
+        );
+        let keyed = batch::build_batch(&spec, &[(Some(b"k"), Some(b"a"))]);
+        assert_eq!(produce_records(&state, keyed).await, 0);
         broker.shutdown().await.unwrap();
     }
 

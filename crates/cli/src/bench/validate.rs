@@ -1,12 +1,14 @@
 //! `sluice bench validate`: what the broker does to every produced batch before it writes
-//! it (CRC32C, then the walk over its records, decompressing as a stream), for each codec,
-//! against one core doing only the unavoidable part on the same batches: decompressing them
-//! (or, uncompressed, the CRC32C). The ratio shows what the walk adds.
+//! it (CRC32C, then the walk that reads every record, decompressing as a stream), for each
+//! codec, against one core doing only the unavoidable part on the same batches:
+//! decompressing them (or, uncompressed, the CRC32C). The ratio shows what the walk and the
+//! CRC add to that.
 //!
 //! Batches are `VALIDATE_BATCH_RECORDS` JSON events of about 300 bytes each (the delivery
-//! benchmark's records, under 1 MiB a batch), compressed as clients write them: gzip, raw snappy (librdkafka),
-//! lz4 frames, zstd level 3. Each measure runs whole passes over the batches until
-//! `VALIDATE_SECS_MIN` has passed; the better of two such runs is kept.
+//! benchmark's records, under 1 MiB a batch), compressed with each codec: gzip, raw snappy
+//! (librdkafka's), lz4 frames (with the lz4 crate's default checksums), zstd level 3. Each
+//! measure runs whole passes over the batches until `VALIDATE_SECS_MIN` has passed; the
+//! better of two such runs is kept.
 use std::time::Instant;
 
 use anyhow::{Context, Result};

@@ -297,9 +297,10 @@ fn a_batch_max_timestamp_comes_from_its_records() {
     let mut log = PartitionLog::open(dir.path(), LogConfig::default(), now).unwrap();
     assert_eq!(log.max_timestamp().unwrap(), Some((now - 2, 2)), "as rebuilt from the files");
 
-    // A record two hours ahead inside a compressed batch whose header says "now".
+    // A record two hours ahead after one of now, inside a compressed batch whose header says
+    // "now" for both its first and its max timestamp: only the walk sees it.
     let hour = 3_600_000;
-    let ahead = batch::build(0, now + 2 * hour, &[b"late"]);
+    let ahead = batch::build_timestamped(now, &[(now, b"on time"), (now + 2 * hour, b"late")]);
     for compression in [batch::Compression::Zstd, batch::Compression::SnappyRaw] {
         let packed = batch::compress(&ahead, compression).unwrap();
         match log.append(&with_header_max_timestamp(&packed, now), now).unwrap_err() {
@@ -310,6 +311,18 @@ fn a_batch_max_timestamp_comes_from_its_records() {
         }
     }
     assert_eq!(log.log_end_offset(), 3);
+
+    // A LogAppendTime bit a producer set on a CreateTime topic is cleared, as Kafka's
+    // setMaxTimestamp(CREATE_TIME, ...) clears it.
+    let mut marked = batch::build(0, now - 1, &[b"d"]);
+    marked[22] |= 0x08;
+    let crc = crc32c::crc32c(&marked[21..]);
+    marked[17..21].copy_from_slice(&crc.to_be_bytes());
+    log.append(&marked, now).unwrap();
+    let last = log.locate(3).unwrap().unwrap().read(1 << 20, log.log_end_offset(), true).unwrap();
+    let header = batch::validate(&last).unwrap();
+    assert_eq!(header.attributes & batch::ATTR_LOG_APPEND_TIME, 0);
+    assert_eq!(header.max_timestamp, now - 1);
 }
 
 #[test]

@@ -119,5 +119,18 @@ fn write_fuzz_seeds_on_request() {
             std::fs::write(dir.join(format!("{:?}-v{version}", api.key)), &buf).unwrap();
         }
     }
-    std::fs::write(dir.join("batch"), sluice_wire::batch::build(0, 1, &[b"a", b"b"])).unwrap();
+    let batch = sluice_wire::batch::build(0, 1, &[b"a", b"b"]);
+    std::fs::write(dir.join("batch"), &batch).unwrap();
+    // Compressed batches, so the fuzzer reaches the decompressing walk.
+    use sluice_wire::batch::Compression;
+    for (name, compression) in [
+        ("gzip", Compression::Gzip),
+        ("snappy-raw", Compression::SnappyRaw),
+        ("snappy-xerial", Compression::SnappyXerial),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        let packed = sluice_wire::batch::compress(&batch, compression).unwrap();
+        std::fs::write(dir.join(format!("batch-{name}")), packed).unwrap();
+    }
 }
