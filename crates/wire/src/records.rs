@@ -90,12 +90,15 @@ pub(crate) fn walk(
         Codec::Lz4 => {
             let reader = lz4::Decoder::new(records).map_err(|e| undecodable(e.to_string()))?;
             let mut stream = Stream::new(reader, codec);
-            let walked = walk_source(&mut stream, declared, true, keyless)?;
+            let walked = walk_source(&mut stream, declared, true, keyless);
             // The decoder ends quietly where its input does: a frame cut before its end
-            // mark is only seen here.
-            let (_, finished) = stream.reader.into_inner().finish();
-            finished.map_err(|_| undecodable("the lz4 frame ends before its end mark".into()))?;
-            Ok(walked)
+            // mark is only seen here, and explains whatever the walk found at that end.
+            if stream.ended {
+                let (_, finished) = stream.reader.into_inner().finish();
+                finished
+                    .map_err(|_| undecodable("the lz4 frame ends before its end mark".into()))?;
+            }
+            walked
         }
         Codec::Zstd => {
             let mut reader = zstd::stream::read::Decoder::new(records)
@@ -170,12 +173,14 @@ struct Stream<R: Read> {
     /// Decompressed bytes handed to the walk so far.
     read: u64,
     failed: Option<BatchError>,
+    /// The decompressed stream has ended (a read returned nothing).
+    ended: bool,
 }
 
 impl<R: Read> Stream<R> {
     fn new(reader: R, codec: Codec) -> Self {
         let reader = BufReader::with_capacity(STREAM_BUFFER_BYTES, reader);
-        Stream { reader, codec, read: 0, failed: None }
+        Stream { reader, codec, read: 0, failed: None, ended: false }
     }
 
     /// The buffered bytes (empty at the end, or after a failure, which is kept).
@@ -193,7 +198,10 @@ impl<R: Read> Stream<R> {
             return &[];
         }
         match self.reader.fill_buf() {
-            Ok(_) => self.reader.buffer(),
+            Ok(buffer) => {
+                self.ended |= buffer.is_empty();
+                self.reader.buffer()
+            }
             Err(error) => {
                 let reason = error.to_string();
                 self.failed = Some(BatchError::Decompression { codec: self.codec.name(), reason });
@@ -460,6 +468,11 @@ fn snappy_block(block: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         ));
     }
     let start = out.len();
+    if (start + length) as u64 > DECOMPRESSED_BATCH_BYTES_MAX {
+        return Err(format!(
+            "the records decompress to more than {DECOMPRESSED_BATCH_BYTES_MAX} bytes"
+        ));
+    }
     out.resize(start + length, 0);
     let target = out.get_mut(start..).unwrap_or_default();
     snap::raw::Decoder::new().decompress(block, target).map_err(|e| e.to_string())?;
@@ -544,5 +557,43 @@ pub fn compress(batch: &[u8], compression: Compression) -> std::io::Result<Vec<u
 fn patch(batch: &mut [u8], at: usize, bytes: &[u8]) {
     if let Some(field) = batch.get_mut(at..at + bytes.len()) {
         field.copy_from_slice(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slow(bytes: &[u8], max_bytes: u32) -> Option<i64> {
+        let mut source = Slice { bytes, at: 0 };
+        let first = source.next_byte()?;
+        varint_from(first, max_bytes, || source.next_byte())
+    }
+
+    /// Kafka's limits: an int32 varint is at most 5 bytes and decodes to an int32, a varlong
+    /// at most 10 bytes; the fast path (whole varint at hand) and the byte-by-byte one agree.
+    #[test]
+    fn varints_decode_as_kafka_reads_them() {
+        let cases: [(&[u8], u32, Option<i64>); 7] = [
+            (&[0x01], 5, Some(-1)),
+            (&[0xff, 0xff, 0xff, 0xff, 0x0f], 5, Some(i64::from(i32::MIN))),
+            (&[0xfe, 0xff, 0xff, 0xff, 0x0f], 5, Some(i64::from(i32::MAX))),
+            (&[0xff, 0xff, 0xff, 0xff, 0x1f], 5, None), // beyond int32
+            (&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01], 5, None), // 6 bytes
+            (&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], 10, Some(i64::MIN)),
+            (&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01], 10, None),
+        ];
+        for (bytes, max_bytes, expected) in cases {
+            assert_eq!(slow(bytes, max_bytes), expected, "{bytes:02x?}");
+            // Padded to 16 bytes, inside a record of 16: the fast path.
+            let mut padded = bytes.to_vec();
+            padded.resize(16, 0);
+            let mut source = Slice { bytes: &padded, at: 0 };
+            let mut record = Record { source: &mut source, left: padded.len() };
+            assert_eq!(record.varint(max_bytes), expected, "fast {bytes:02x?}");
+            if expected.is_some() {
+                assert_eq!(source.at, bytes.len(), "fast path consumed {bytes:02x?}");
+            }
+        }
     }
 }

@@ -272,7 +272,17 @@ fn append_all(
                         };
                         let error = Error::Log(error);
                         tracing::warn!(%peer, partition = job.index, %error, "produce rejected");
-                        let message = error.to_string();
+                        let message = if record_errors.is_empty() {
+                            error.to_string()
+                        } else {
+                            // Kafka's own words, which clients show.
+                            format!(
+                                "Compacted topic cannot accept message without key in topic \
+                                 partition {}-{}.",
+                                job.topic.as_str(),
+                                job.index
+                            )
+                        };
                         Refused { error: error.kafka_error(), message, record_errors }
                     })
                 });

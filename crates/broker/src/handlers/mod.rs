@@ -1013,6 +1013,10 @@ mod tests {
             assert_eq!(partition.error_code, ResponseError::InvalidRecord.code());
             let named: Vec<i32> = partition.record_errors.iter().map(|e| e.batch_index).collect();
             assert_eq!(named, vec![1]);
+            let message = partition.error_message.as_ref().map(|m| m.to_string());
+            let expected =
+                "Compacted topic cannot accept message without key in topic partition t-0.";
+            assert_eq!(message.as_deref(), Some(expected));
         }
         let mut claiming = keyless;
         claiming[57..61].copy_from_slice(&3i32.to_be_bytes());
