@@ -223,7 +223,7 @@ impl PartitionLog {
             });
         }
         // The claimed counts are refused before the walk, which may decompress.
-        count_offsets(&headers)?;
+        let incoming_offsets = count_offsets(&headers)?;
         let mut keyless = Vec::new();
         batch::walk_all(bytes, &mut headers, self.config.compacted.then_some(&mut keyless))?;
         if !keyless.is_empty() {
@@ -239,7 +239,7 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
-        let (info, headers) = self.write_batches(bytes, headers, now_ms)?;
+        let (info, headers) = self.write_batches(bytes, headers, incoming_offsets, now_ms)?;
         for header in &headers {
             self.producers.record(header, now_ms);
         }
@@ -290,7 +290,8 @@ impl PartitionLog {
         let marker =
             batch::build_marker(producer_id, producer_epoch, control, coordinator_epoch, now_ms);
         let headers = batch::validate_all(&marker, u32::MAX)?;
-        let (info, headers) = self.write_batches(&marker, headers, now_ms)?;
+        let incoming_offsets = count_offsets(&headers)?;
+        let (info, headers) = self.write_batches(&marker, headers, incoming_offsets, now_ms)?;
         for header in &headers {
             self.producers.record_marker(header, control, now_ms);
         }
@@ -336,15 +337,17 @@ impl PartitionLog {
         self.producers.aborted_between(from, upper)
     }
 
-    /// Assigns offsets to validated batches and writes them (no sync); returns what was
-    /// written and the headers with their offsets.
+    /// Assigns offsets to validated batches claiming `incoming_offsets` (from
+    /// `count_offsets`) and writes them (no sync); returns what was written and the headers
+    /// with their offsets.
     fn write_batches(
         &mut self,
         bytes: &[u8],
         mut headers: Vec<BatchHeader>,
+        incoming_offsets: i64,
         now_ms: i64,
     ) -> Result<(AppendInfo, Vec<BatchHeader>)> {
-        let incoming_offsets = count_offsets(&headers)?;
+        debug_assert!(count_offsets(&headers).ok() == Some(incoming_offsets), "offsets miscounted");
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         let incoming_timestamp = if log_append {
             now_ms

@@ -377,31 +377,14 @@ pub fn build(base_offset: i64, timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
 /// Builds an uncompressed batch of keyless records `(timestamp, value)` at
 /// `base_timestamp` (each record's delta is its timestamp minus that), whose header's
 /// `maxTimestamp` is the records' largest. For tests, benchmarks and fuzz seeds.
-#[allow(clippy::indexing_slicing)] // the batch is built here, longer than its header
 pub fn build_timestamped(base_timestamp: i64, records: &[(i64, &[u8])]) -> Vec<u8> {
-    debug_assert!(!records.is_empty(), "a batch holds at least one record");
-    let values: Vec<&[u8]> = records.iter().map(|(_, value)| *value).collect();
-    let mut batch = build(0, base_timestamp, &values);
-    let mut body = Vec::with_capacity(batch.len());
-    for (index, (timestamp, value)) in records.iter().enumerate() {
-        let mut record = vec![0u8]; // attributes
-        put_varint(&mut record, timestamp.saturating_sub(base_timestamp));
-        put_varint(&mut record, index as i64);
-        put_bytes(&mut record, None);
-        put_bytes(&mut record, Some(value));
-        put_varint(&mut record, 0); // no headers
-        put_varint(&mut body, record.len() as i64);
-        body.extend_from_slice(&record);
-    }
-    batch.truncate(BATCH_HEADER_BYTES);
-    batch.extend_from_slice(&body);
+    let spec = BatchSpec { timestamp_ms: base_timestamp, ..BatchSpec::default() };
     let max = records.iter().map(|(timestamp, _)| *timestamp).max().unwrap_or(base_timestamp);
-    let length = (batch.len() - 12) as i32;
-    batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
-    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
-    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-    batch
+    let records: Vec<(i64, KeyValue<'_>)> = records
+        .iter()
+        .map(|(timestamp, value)| (timestamp.saturating_sub(base_timestamp), (None, Some(*value))))
+        .collect();
+    assemble(&spec, &records, max)
 }
 
 /// A record's key and value, either absent (null).
@@ -439,14 +422,21 @@ impl Default for BatchSpec {
 
 /// Builds an uncompressed batch of `(key, value)` records without headers, every record at
 /// `spec.timestamp_ms`. Used for transaction markers and by tests, benchmarks and fuzz seeds.
-#[allow(clippy::indexing_slicing)] // the batch is built here, longer than its header
 pub fn build_batch(spec: &BatchSpec, records: &[KeyValue<'_>]) -> Vec<u8> {
+    let records: Vec<(i64, KeyValue<'_>)> = records.iter().map(|record| (0, *record)).collect();
+    assemble(spec, &records, spec.timestamp_ms)
+}
+
+/// An uncompressed batch of `(timestamp delta, (key, value))` records without headers, at
+/// `spec.timestamp_ms`, with `max_timestamp` in its header.
+#[allow(clippy::indexing_slicing)] // the batch is built here, longer than its header
+fn assemble(spec: &BatchSpec, records: &[(i64, KeyValue<'_>)], max_timestamp: i64) -> Vec<u8> {
     debug_assert!(!records.is_empty(), "a batch holds at least one record");
     let mut body_all = Vec::new();
-    for (index, (key, value)) in records.iter().enumerate() {
+    for (index, (timestamp_delta, (key, value))) in records.iter().enumerate() {
         let mut body = Vec::new();
         body.push(0u8); // record attributes
-        put_varint(&mut body, 0); // timestamp delta
+        put_varint(&mut body, *timestamp_delta);
         put_varint(&mut body, index as i64); // offset delta
         put_bytes(&mut body, *key);
         put_bytes(&mut body, *value);
@@ -464,7 +454,7 @@ pub fn build_batch(spec: &BatchSpec, records: &[KeyValue<'_>]) -> Vec<u8> {
     batch.extend_from_slice(&spec.attributes.to_be_bytes());
     batch.extend_from_slice(&(count - 1).to_be_bytes());
     batch.extend_from_slice(&spec.timestamp_ms.to_be_bytes());
-    batch.extend_from_slice(&spec.timestamp_ms.to_be_bytes());
+    batch.extend_from_slice(&max_timestamp.to_be_bytes());
     batch.extend_from_slice(&spec.producer_id.to_be_bytes());
     batch.extend_from_slice(&spec.producer_epoch.to_be_bytes());
     batch.extend_from_slice(&spec.base_sequence.to_be_bytes());
@@ -727,8 +717,7 @@ mod tests {
     /// An uncompressed batch of records `(timestamp delta, offset delta, value)`, declaring
     /// as many records as it holds, at `base_timestamp`.
     fn batch_of(entries: &[(i64, i64, Vec<u8>)], base_timestamp: i64) -> Vec<u8> {
-        let mut batch = build(0, base_timestamp, &[b"v"]);
-        batch.truncate(BATCH_HEADER_BYTES);
+        let mut records = Vec::new();
         for (timestamp_delta, offset_delta, value) in entries {
             let mut body = vec![0u8];
             put_varint(&mut body, *timestamp_delta);
@@ -736,13 +725,32 @@ mod tests {
             put_bytes(&mut body, None);
             put_bytes(&mut body, Some(value));
             put_varint(&mut body, 0);
-            put_varint(&mut batch, body.len() as i64);
-            batch.extend_from_slice(&body);
+            put_varint(&mut records, body.len() as i64);
+            records.extend_from_slice(&body);
         }
-        let length = (batch.len() - 12) as i32;
-        batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+        let mut batch = with_records(&records, 0, entries.len() as i32);
+        batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8]
+            .copy_from_slice(&base_timestamp.to_be_bytes());
         declare(&mut batch, entries.len() as i32);
         batch
+    }
+
+    /// A batch whose records section is `records`, with `attributes`, declaring `declared`
+    /// records, its length and CRC made to match.
+    fn with_records(records: &[u8], attributes: i16, declared: i32) -> Vec<u8> {
+        let mut batch = build(0, 7, &[b"v"]);
+        batch.truncate(BATCH_HEADER_BYTES);
+        batch.extend_from_slice(records);
+        batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        fit_length(&mut batch);
+        declare(&mut batch, declared);
+        batch
+    }
+
+    /// Sets `batchLength` to the bytes `batch` holds (the CRC is left to [`declare`]).
+    fn fit_length(batch: &mut [u8]) {
+        let length = (batch.len() - 12) as i32;
+        batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
     }
 
     /// Inside a compressed batch the offset deltas must run 0, 1, 2, ... (our choice: Kafka
@@ -776,13 +784,8 @@ mod tests {
         declare(&mut unknown, 2);
         assert_eq!(validate(&unknown), Err(BatchError::UnknownCompression { id: 5 }));
 
-        let mut bomb = build(0, 7, &[b"v"]);
-        bomb.truncate(BATCH_HEADER_BYTES);
-        bomb.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]); // claims 4 GiB
-        let length = (bomb.len() - 12) as i32;
-        bomb[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
-        bomb[ATTRIBUTES_AT + 1] |= 2;
-        declare(&mut bomb, 1);
+        let claims_4_gib = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
+        let bomb = with_records(&claims_4_gib, 2, 1);
         match validate(&bomb) {
             Err(BatchError::Decompression { codec: "snappy", reason }) => {
                 assert!(reason.contains("more than snappy can encode"), "{reason}")
@@ -795,8 +798,7 @@ mod tests {
             let middle = BATCH_HEADER_BYTES + (packed.len() - BATCH_HEADER_BYTES) / 2;
             packed[middle] ^= 0x55;
             packed.truncate(packed.len() - 2);
-            let length = (packed.len() - 12) as i32;
-            packed[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+            fit_length(&mut packed);
             declare(&mut packed, 2);
             match validate(&packed) {
                 Err(BatchError::Decompression { .. } | BatchError::MalformedRecords { .. }) => {}
@@ -817,8 +819,7 @@ mod tests {
             let packed = compress(&batch, compression).unwrap();
             for cut in 1..(packed.len() - BATCH_HEADER_BYTES).min(40) {
                 let mut short = packed[..packed.len() - cut].to_vec();
-                let length = (short.len() - 12) as i32;
-                short[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+                fit_length(&mut short);
                 declare(&mut short, 40);
                 match validate(&short) {
                     Err(BatchError::Decompression { .. }) => {}
@@ -849,13 +850,7 @@ mod tests {
         }
         encoder.write_all(&[0]).unwrap(); // no headers
         let packed = encoder.finish().unwrap();
-        let mut batch = build(0, 7, &[b"v"]);
-        batch.truncate(BATCH_HEADER_BYTES);
-        batch.extend_from_slice(&packed);
-        let length = (batch.len() - 12) as i32;
-        batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
-        batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&COMPRESSION_ZSTD.to_be_bytes());
-        declare(&mut batch, 1);
+        let batch = with_records(&packed, COMPRESSION_ZSTD, 1);
         match validate(&batch) {
             Err(BatchError::Decompression { codec: "zstd", reason }) => {
                 assert!(reason.contains("decompress to more than"), "{reason}")
@@ -871,14 +866,10 @@ mod tests {
     #[test]
     fn records_are_read_field_by_field() {
         let record = |body: &[u8]| {
-            let mut batch = build(0, 7, &[b"v"]);
-            batch.truncate(BATCH_HEADER_BYTES);
-            put_varint(&mut batch, body.len() as i64);
-            batch.extend_from_slice(body);
-            let length = (batch.len() - 12) as i32;
-            batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
-            declare(&mut batch, 1);
-            validate(&batch)
+            let mut records = Vec::new();
+            put_varint(&mut records, body.len() as i64);
+            records.extend_from_slice(body);
+            validate(&with_records(&records, 0, 1))
         };
         // attributes, timestamp delta 0, offset delta 0, null key, value "v", no headers.
         assert!(record(&[0, 0, 0, 1, 2, b'v', 0]).is_ok());
@@ -1021,14 +1012,7 @@ mod tests {
             codec in 1i16..=4,
             declared in 1i32..10,
         ) {
-            let mut batch = build(0, 7, &[b"v"]);
-            batch.truncate(BATCH_HEADER_BYTES);
-            batch.extend_from_slice(&body);
-            let length = (batch.len() - 12) as i32;
-            batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
-            batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&codec.to_be_bytes());
-            declare(&mut batch, declared);
-            let _ = validate(&batch);
+            let _ = validate(&with_records(&body, codec, declared));
         }
 
         /// Whatever the records' bytes, under a valid CRC and a consistent header, the walk
@@ -1039,11 +1023,7 @@ mod tests {
             declared in 1i32..10,
             base_timestamp in any::<i64>(),
         ) {
-            let mut batch = build(0, 7, &[b"v"]);
-            batch.truncate(BATCH_HEADER_BYTES);
-            batch.extend_from_slice(&body);
-            let length = (batch.len() - 12) as i32;
-            batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+            let mut batch = with_records(&body, 0, declared);
             batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8]
                 .copy_from_slice(&base_timestamp.to_be_bytes());
             declare(&mut batch, declared);

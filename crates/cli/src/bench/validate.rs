@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use sluice_wire::batch::{self, Compression};
+use sluice_wire::limits::BATCH_HEADER_BYTES;
 
 use super::limits::{MIB, VALIDATE_BATCHES, VALIDATE_BATCH_RECORDS, VALIDATE_SECS_MIN};
 
@@ -112,10 +113,11 @@ fn best_pass_secs(mut pass: impl FnMut() -> Result<()>) -> Result<f64> {
 /// Decompresses the batch's records into nothing (or, uncompressed, computes its CRC32C):
 /// what any broker must spend to look at each record.
 fn unavoidable(one: &[u8], compression: Option<Compression>) -> std::io::Result<()> {
-    let records = one.get(61..).unwrap_or_default();
+    let records = one.get(BATCH_HEADER_BYTES..).unwrap_or_default();
     let mut sink = std::io::sink();
     match compression {
         None => {
+            // The CRC covers the batch from its attributes (byte 21) on.
             std::hint::black_box(crc32c::crc32c(one.get(21..).unwrap_or_default()));
         }
         Some(Compression::Gzip) => {
