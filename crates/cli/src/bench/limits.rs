@@ -245,5 +245,6 @@ pub const VALIDATE_BATCHES: usize = 64;
 /// `max.message.bytes` (1 MiB) even uncompressed.
 pub const VALIDATE_BATCH_RECORDS: usize = 3_000;
 
-/// Seconds of whole passes per measure of `sluice bench validate`.
+/// Seconds of whole passes per measure of `sluice bench validate` (the two measures of a
+/// codec take turns, so a codec takes twice this).
 pub const VALIDATE_SECS_MIN: f64 = 1.0;
