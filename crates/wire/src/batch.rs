@@ -547,8 +547,9 @@ fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
-/// Returns `(offset, timestamp)` of the first record in `batch` whose timestamp is at least
-/// `timestamp_ms`, decompressing as needed. `None` when every record is earlier.
+/// Returns `(offset, timestamp)` of the first record in the stored `batch` whose timestamp
+/// is at least `timestamp_ms`, decompressing as needed (the CRC, then the walk of
+/// [`validate`], stopping at that record). `None` when every record is earlier.
 ///
 /// ListOffsets by timestamp answers with a record, not a batch, as Kafka does.
 pub fn first_record_at_or_after(
@@ -562,23 +563,15 @@ pub fn first_record_at_or_after(
     if header.attributes & ATTR_LOG_APPEND_TIME != 0 {
         return Ok(Some((header.base_offset, header.max_timestamp)));
     }
-    let set = decode_records(batch.get(..header.total_bytes).unwrap_or(batch))?;
-    let found = set.records.iter().find(|r| r.timestamp >= timestamp_ms);
-    Ok(found.map(|r| (r.offset, r.timestamp)))
-}
-
-/// Decodes (and decompresses) every record of validated batches.
-fn decode_records(batches: &[u8]) -> Result<kafka_protocol::records::RecordSet, BatchError> {
-    let mut bytes = bytes::Bytes::copy_from_slice(batches);
-    // The decoder is third-party code fed with client bytes: a panic in it is an error here.
-    let decoded = std::panic::catch_unwind(move || {
-        kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
-    });
-    match decoded {
-        Ok(Ok(set)) => Ok(set),
-        Ok(Err(e)) => Err(BatchError::Undecodable { reason: format!("{e:#}") }),
-        Err(_) => Err(BatchError::Undecodable { reason: "decoder panicked".into() }),
-    }
+    // Stored batches were checked on append; the CRC is checked again before decompressing,
+    // a defence against corruption on disk since then.
+    let (_, whole) = check_stored(batch)?;
+    let codec = Codec::from_attributes(header.attributes)?;
+    let declared = Declared { count: header.records_count, base_timestamp: header.base_timestamp };
+    let found = records::first_at_or_after(whole, codec, declared, timestamp_ms)?;
+    Ok(found.map(|seen| {
+        (header.base_offset.saturating_add(i64::from(seen.offset_delta)), seen.timestamp)
+    }))
 }
 
 fn put_varint(out: &mut Vec<u8>, value: i64) {
@@ -733,6 +726,13 @@ mod tests {
             .copy_from_slice(&base_timestamp.to_be_bytes());
         declare(&mut batch, entries.len() as i32);
         batch
+    }
+
+    /// Writes `max_timestamp` into the header, under a fresh CRC.
+    fn claim_max_timestamp(batch: &mut [u8], max_timestamp: i64) {
+        batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     }
 
     /// A batch whose records section is `records`, with `attributes`, declaring `declared`
@@ -1001,6 +1001,55 @@ mod tests {
                 let header = validate(&packed).unwrap();
                 prop_assert_eq!(header.record_timestamps, plain.record_timestamps);
                 prop_assert_eq!(header.records_count, plain.records_count);
+            }
+        }
+
+        /// ListOffsets by timestamp finds the first record (in offset order) at or after the
+        /// time, in every codec, at the record's own offset: what a search over the records
+        /// as written finds.
+        #[test]
+        fn a_timestamp_finds_its_first_record_in_every_codec(
+            deltas in proptest::collection::vec(-1000i64..1000, 1..30),
+            gaps in proptest::collection::vec(1i64..3, 30),
+            target in -1100i64..1100,
+            base_offset in 0i64..1 << 40,
+        ) {
+            let base_timestamp = 1_790_000_000_000;
+            // Uncompressed batches may leave gaps between offset deltas; compressed ones not.
+            let mut offset_delta = 0;
+            let gapped: Vec<(i64, i64, Vec<u8>)> = deltas
+                .iter()
+                .zip(&gaps)
+                .map(|(delta, gap)| {
+                    let entry = (*delta, offset_delta, b"v".to_vec());
+                    offset_delta += gap;
+                    entry
+                })
+                .collect();
+            let expect = |entries: &[(i64, i64, Vec<u8>)]| {
+                entries
+                    .iter()
+                    .find(|e| e.0 >= target)
+                    .map(|e| (base_offset + e.1, base_timestamp + e.0))
+            };
+            let mut plain = batch_of(&gapped, base_timestamp);
+            claim_max_timestamp(&mut plain, base_timestamp + 1000);
+            assign_base_offset(&mut plain, base_offset);
+            prop_assert_eq!(
+                first_record_at_or_after(&plain, base_timestamp + target).unwrap(),
+                expect(&gapped)
+            );
+            let in_order: Vec<(i64, i64, Vec<u8>)> =
+                deltas.iter().enumerate().map(|(i, d)| (*d, i as i64, b"v".to_vec())).collect();
+            let batch = batch_of(&in_order, base_timestamp);
+            for compression in COMPRESSIONS {
+                let mut packed = compress(&batch, compression).unwrap();
+                claim_max_timestamp(&mut packed, base_timestamp + 1000);
+                assign_base_offset(&mut packed, base_offset);
+                prop_assert_eq!(
+                    first_record_at_or_after(&packed, base_timestamp + target).unwrap(),
+                    expect(&in_order)
+                );
             }
         }
 

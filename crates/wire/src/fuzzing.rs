@@ -7,7 +7,7 @@ use crate::{batch, request};
 
 /// Decodes `data` as a request, validates it as record batches, as one batch with its
 /// length and CRC made to match (so validation reaches the walk over the records), and
-/// looks a timestamp up in it. Results are dropped: only a panic or an abort is a finding.
+/// looks a timestamp up in both. Results are dropped: only a panic or an abort is a finding.
 pub fn decode_untrusted(data: &[u8]) {
     let _ = request::decode(Bytes::copy_from_slice(data));
     let _ = batch::validate_all(data, 1 << 20);
@@ -22,6 +22,7 @@ pub fn decode_untrusted(data: &[u8]) {
             field.copy_from_slice(&crc.to_be_bytes());
         }
         let _ = batch::validate_all(&fixed, 1 << 20);
+        let _ = batch::first_record_at_or_after(&fixed, 0);
     }
     if let Some(rest) = data.get(8..) {
         let _ = batch::first_record_at_or_after(rest, 0);

@@ -12,6 +12,7 @@
 //! claims beyond what snappy can encode in its input is refused before anything is
 //! allocated.
 use std::io::{BufRead, BufReader, Read};
+use std::ops::ControlFlow;
 
 use crate::limits::{
     BATCH_HEADER_BYTES, DECOMPRESSED_BATCH_BYTES_MAX, SNAPPY_EXPANSION_MAX, STREAM_BUFFER_BYTES,
@@ -65,6 +66,18 @@ pub(crate) struct Declared {
     pub(crate) base_timestamp: i64,
 }
 
+/// What the walk shows of each record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen {
+    /// The record's place in its batch, from 0.
+    pub(crate) index: i32,
+    /// Its offset less the batch's base offset.
+    pub(crate) offset_delta: i32,
+    /// Its timestamp (the batch's base timestamp plus its delta); -1 is none.
+    pub(crate) timestamp: i64,
+    pub(crate) key_is_null: bool,
+}
+
 /// Walks the records of a whole batch (`batch` from its first byte, CRC already checked)
 /// and returns the smallest and largest of their timestamps, leaving out -1 (none), or
 /// `(-1, -1)` when no record has one. `keyless` is called with the index (in the batch) of
@@ -75,22 +88,62 @@ pub(crate) fn walk(
     declared: Declared,
     keyless: &mut impl FnMut(i32),
 ) -> Result<(i64, i64), BatchError> {
+    let offsets_in_order = codec != Codec::None;
+    visit(batch, codec, declared, offsets_in_order, &mut |seen| {
+        if seen.key_is_null {
+            keyless(seen.index);
+        }
+        ControlFlow::Continue(())
+    })
+}
+
+/// The first record of a stored batch (walked on append, or stored before appends walked
+/// records) whose timestamp is at least `timestamp`, or `None` when every record is
+/// earlier. The walk stops there; an error before it is the batch's.
+pub(crate) fn first_at_or_after(
+    batch: &[u8],
+    codec: Codec,
+    declared: Declared,
+    timestamp: i64,
+) -> Result<Option<Seen>, BatchError> {
+    let mut found = None;
+    // The offsets are the records' own deltas, as stored: no order is asked of them here.
+    visit(batch, codec, declared, false, &mut |seen| {
+        if seen.timestamp >= timestamp {
+            found = Some(*seen);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(found)
+}
+
+/// The walk, showing each record to `visit` until it breaks (then the timestamps are those
+/// of the records seen); with `offsets_in_order`, the offset deltas must run 0, 1, 2, ...
+fn visit(
+    batch: &[u8],
+    codec: Codec,
+    declared: Declared,
+    offsets_in_order: bool,
+    visit: &mut impl FnMut(&Seen) -> ControlFlow<()>,
+) -> Result<(i64, i64), BatchError> {
     let records = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
     let undecodable = |reason: String| BatchError::Decompression { codec: codec.name(), reason };
+    let in_order = offsets_in_order;
     match codec {
-        Codec::None => walk_source(&mut Slice { bytes: records, at: 0 }, declared, false, keyless),
+        Codec::None => walk_source(&mut Slice { bytes: records, at: 0 }, declared, in_order, visit),
         Codec::Snappy => {
             let plain = snappy_decompress(records).map_err(undecodable)?;
-            walk_source(&mut Slice { bytes: &plain, at: 0 }, declared, true, keyless)
+            walk_source(&mut Slice { bytes: &plain, at: 0 }, declared, in_order, visit)
         }
         Codec::Gzip => {
             let reader = flate2::read::MultiGzDecoder::new(records);
-            walk_source(&mut Stream::new(reader, codec), declared, true, keyless)
+            walk_source(&mut Stream::new(reader, codec), declared, in_order, visit)
         }
         Codec::Lz4 => {
             let reader = lz4::Decoder::new(records).map_err(|e| undecodable(e.to_string()))?;
             let mut stream = Stream::new(reader, codec);
-            let walked = walk_source(&mut stream, declared, true, keyless);
+            let walked = walk_source(&mut stream, declared, in_order, visit);
             // The decoder ends quietly where its input does: a frame cut before its end
             // mark is only seen here, and explains whatever the walk found at that end.
             if stream.ended {
@@ -104,7 +157,7 @@ pub(crate) fn walk(
             let mut reader = zstd::stream::read::Decoder::new(records)
                 .map_err(|e| undecodable(e.to_string()))?;
             reader.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| undecodable(e.to_string()))?;
-            walk_source(&mut Stream::new(reader, codec), declared, true, keyless)
+            walk_source(&mut Stream::new(reader, codec), declared, in_order, visit)
         }
     }
 }
@@ -401,9 +454,9 @@ fn walk_source(
     source: &mut impl Source,
     declared: Declared,
     offsets_in_order: bool,
-    keyless: &mut impl FnMut(i32),
+    visit: &mut impl FnMut(&Seen) -> ControlFlow<()>,
 ) -> Result<(i64, i64), BatchError> {
-    let walked = walk_records(source, declared, offsets_in_order, keyless);
+    let walked = walk_records(source, declared, offsets_in_order, visit);
     match source.failure() {
         Some(failure) => Err(failure),
         None => walked,
@@ -417,7 +470,7 @@ fn walk_records(
     source: &mut impl Source,
     declared: Declared,
     offsets_in_order: bool,
-    keyless: &mut impl FnMut(i32),
+    visit: &mut impl FnMut(&Seen) -> ControlFlow<()>,
 ) -> Result<(i64, i64), BatchError> {
     let malformed =
         |reason: &'static str| BatchError::MalformedRecords { reason, declared: declared.count };
@@ -451,16 +504,17 @@ fn walk_records(
                 (read_record(&mut record, found, offsets_in_order), record.left)
             }
         };
-        let (delta, key_is_null) = read.map_err(malformed)?;
+        let (delta, offset_delta, key_is_null) = read.map_err(malformed)?;
         if unread != 0 {
             return Err(malformed("a record is longer than its fields"));
-        }
-        if key_is_null {
-            keyless(found);
         }
         let timestamp = declared.base_timestamp.saturating_add(delta);
         if timestamp != NO_TIMESTAMP {
             (min, max) = (min.min(timestamp), max.max(timestamp));
+        }
+        let seen = Seen { index: found, offset_delta, timestamp, key_is_null };
+        if visit(&seen).is_break() {
+            return Ok(bounds(min, max));
         }
         found += 1;
     }
@@ -471,21 +525,33 @@ fn walk_records(
         });
     }
     debug_assert!(found >= 1, "recordsCount >= 1 was checked first");
-    Ok(if min <= max { (min, max) } else { (NO_TIMESTAMP, NO_TIMESTAMP) })
+    Ok(bounds(min, max))
 }
 
-/// The fields of the record at `index` after its length; returns its timestamp delta and
-/// whether its key is null.
+/// The timestamps' bounds, `(-1, -1)` when no record had one.
+fn bounds(min: i64, max: i64) -> (i64, i64) {
+    if min <= max {
+        (min, max)
+    } else {
+        (NO_TIMESTAMP, NO_TIMESTAMP)
+    }
+}
+
+/// The fields of the record at `index` after its length; returns its timestamp delta, its
+/// offset delta and whether its key is null.
 #[inline(always)] // one call per record: inlined, it runs at about twice the speed
 fn read_record(
     record: &mut impl Fields,
     index: i32,
     offsets_in_order: bool,
-) -> Result<(i64, bool), &'static str> {
+) -> Result<(i64, i32, bool), &'static str> {
     record.byte().ok_or("a record's attributes are cut")?;
     let delta = record.varint(10).ok_or("a timestamp delta is cut or too long")?;
-    let offset_delta = record.varint(5).ok_or("an offset delta is cut or not an int32")?;
-    if offsets_in_order && offset_delta != i64::from(index) {
+    let offset_delta = record
+        .varint(5)
+        .and_then(|delta| i32::try_from(delta).ok())
+        .ok_or("an offset delta is cut or not an int32")?;
+    if offsets_in_order && offset_delta != index {
         return Err("the offset deltas inside a compressed batch do not run 0, 1, 2, ...");
     }
     let key_is_null = record.nullable_bytes()?;
@@ -502,7 +568,7 @@ fn read_record(
         }
         record.nullable_bytes()?;
     }
-    Ok((delta, key_is_null))
+    Ok((delta, offset_delta, key_is_null))
 }
 
 /// The magic of xerial's snappy-java framing (Java clients), followed by two i32 versions
@@ -716,7 +782,12 @@ mod tests {
     /// What a walk over `source` finds: its answer, as text, and the keyless records.
     fn walked(source: &mut impl Source, declared: Declared) -> (String, Vec<i32>) {
         let mut keyless = Vec::new();
-        let answer = walk_source(source, declared, true, &mut |index| keyless.push(index));
+        let answer = walk_source(source, declared, true, &mut |seen: &Seen| {
+            if seen.key_is_null {
+                keyless.push(seen.index);
+            }
+            ControlFlow::Continue(())
+        });
         (format!("{answer:?}"), keyless)
     }
 
