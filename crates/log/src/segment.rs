@@ -142,13 +142,16 @@ impl Segment {
             return Ok(false);
         }
         let mut scanned_max = (-1i64, -1i64);
-        let end = self.scan(u64::from(last.position), file_bytes, false, |_, header, _| {
+        // The entry names the base offset of the batch at its position: a batch found there
+        // with another base offset ends the scan at once, and the segment is rebuilt.
+        let expected_first = self.base_offset + i64::from(last.relative_offset);
+        let from = (u64::from(last.position), expected_first);
+        let end = self.scan(from, file_bytes, false, |_, header, _| {
             if header.max_timestamp > scanned_max.0 {
                 scanned_max = (header.max_timestamp, header.last_offset());
             }
             Ok(())
         })?;
-        let expected_first = self.base_offset + i64::from(last.relative_offset);
         let max_time_offset = self.base_offset + i64::from(max_time.relative_offset);
         if end.size_bytes != file_bytes
             || end.next_offset <= expected_first
@@ -171,10 +174,11 @@ impl Segment {
     /// batch. With `check_crc`, every batch is fully validated (the active segment).
     fn rebuild(&mut self, file_bytes: u64, check_crc: bool) -> Result<()> {
         let mut found = Vec::new();
-        let end = self.scan(0, file_bytes, check_crc, |position, header, _| {
-            found.push((position, *header));
-            Ok(())
-        })?;
+        let end =
+            self.scan((0, self.base_offset), file_bytes, check_crc, |position, header, _| {
+                found.push((position, *header));
+                Ok(())
+            })?;
         for (position, header) in found {
             self.index_batch(position, &header)?;
         }
@@ -193,18 +197,17 @@ impl Segment {
         Ok(())
     }
 
-    /// Walks batches from `from` until the end of the file or the first batch that is
-    /// truncated, out of sequence or (with `check_crc`) corrupt.
+    /// Walks batches from `from` (a position and the base offset of the batch expected
+    /// there) until the end of the file or the first batch that is truncated, out of
+    /// sequence or (with `check_crc`) corrupt.
     fn scan(
         &self,
-        from: u64,
+        from: (u64, i64),
         file_bytes: u64,
         check_crc: bool,
         mut visit: impl FnMut(u64, &batch::BatchHeader, &[u8]) -> Result<()>,
     ) -> Result<ScanEnd> {
-        let mut position = from;
-        let mut expected_offset: Option<i64> =
-            if from == 0 { Some(self.base_offset) } else { None };
+        let (mut position, mut expected_offset) = from;
         let mut buf = Vec::new();
         while position < file_bytes {
             let want = (file_bytes - position).min(SCAN_CHUNK_BYTES as u64) as usize;
@@ -221,11 +224,10 @@ impl Segment {
                     break;
                 }
                 let valid = !check_crc || batch::validate_stored(rest).is_ok();
-                let in_sequence = expected_offset.is_none_or(|e| e == header.base_offset);
-                if !valid || !in_sequence {
+                if !valid || header.base_offset != expected_offset {
                     return Ok(ScanEnd {
                         size_bytes: position + at as u64,
-                        next_offset: expected_offset.unwrap_or(self.base_offset),
+                        next_offset: expected_offset,
                     });
                 }
                 visit(
@@ -233,7 +235,7 @@ impl Segment {
                     &header,
                     rest.get(..header.total_bytes).unwrap_or(rest),
                 )?;
-                expected_offset = Some(header.next_offset());
+                expected_offset = header.next_offset();
                 at += header.total_bytes;
             }
             if at == 0 {
@@ -253,18 +255,17 @@ impl Segment {
                 }) else {
                     break;
                 };
-                if expected_offset.is_some_and(|e| e != header.base_offset) {
+                if header.base_offset != expected_offset {
                     break;
                 }
                 visit(position, &header, &whole)?;
-                expected_offset = Some(header.next_offset());
+                expected_offset = header.next_offset();
                 position += total as u64;
                 continue;
             }
             position += at as u64;
         }
-        let next_offset = expected_offset.unwrap_or(self.base_offset);
-        Ok(ScanEnd { size_bytes: position, next_offset })
+        Ok(ScanEnd { size_bytes: position, next_offset: expected_offset })
     }
 
     /// Records a batch written at `position` in the segment's counters and, every
@@ -377,7 +378,7 @@ impl Segment {
         &self,
         visit: impl FnMut(u64, &batch::BatchHeader, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        self.scan(0, self.size_bytes, false, visit).map(|_| ())
+        self.scan((0, self.base_offset), self.size_bytes, false, visit).map(|_| ())
     }
 
     /// Syncs the log file and indexes (on roll and shutdown).

@@ -85,6 +85,30 @@ fn rebuilds_missing_and_garbage_indexes() {
     assert_eq!(log.offset_for_timestamp(1_100).unwrap(), Some((100, 1_100)));
 }
 
+/// A closed segment's offset index is trusted only when the batch at its last entry's
+/// position has the base offset the entry names; an entry that names an earlier offset
+/// would send a read of that offset past it.
+#[test]
+fn a_last_index_entry_naming_another_batch_rebuilds_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    append_values(&mut log, 0, 300, 1_000);
+    drop(log);
+    let index = &segment_files(dir.path(), "index")[0];
+    let mut bytes = std::fs::read(index).unwrap();
+    let last = bytes.len() - 8;
+    let relative = u32::from_be_bytes(bytes[last..last + 4].try_into().unwrap());
+    assert!(relative >= 2, "the first segment's last entry is past its first batches");
+    // Each batch holds one record: the entry now names the batch before the one it points at.
+    bytes[last..last + 4].copy_from_slice(&(relative - 1).to_be_bytes());
+    std::fs::write(index, &bytes).unwrap();
+    let log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 300);
+    let named = i64::from(relative) - 1;
+    assert_eq!(read_offsets(&log, named), (named..300).collect::<Vec<_>>());
+    assert_eq!(read_offsets(&log, 0), (0..300).collect::<Vec<_>>());
+}
+
 #[test]
 fn finds_offsets_by_timestamp_and_max_timestamp() {
     let dir = tempfile::tempdir().unwrap();
