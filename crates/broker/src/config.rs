@@ -282,6 +282,10 @@ impl BrokerConfig {
             Some(_) => self.parse("log.roll.ms", 0i64)?,
             None => self.parse("log.roll.hours", 168i64)? * hour,
         };
+        let segment_jitter_ms = match self.get("log.roll.jitter.ms") {
+            Some(_) => self.parse("log.roll.jitter.ms", 0i64)?,
+            None => self.parse("log.roll.jitter.hours", 0i64)?.saturating_mul(hour),
+        };
         let flush = match self.get("log.flush").unwrap_or("always") {
             "always" => FlushPolicy::Always,
             "interval" => FlushPolicy::Interval {
@@ -297,6 +301,7 @@ impl BrokerConfig {
         let config = LogConfig {
             segment_bytes: self.parse("log.segment.bytes", 1u32 << 30)?,
             segment_ms,
+            segment_jitter_ms,
             retention_ms: if retention_ms < 0 { -1 } else { retention_ms },
             retention_bytes: self.parse("log.retention.bytes", -1i64)?,
             index_interval_bytes: self.parse("log.index.interval.bytes", 4096u32)?,

@@ -125,7 +125,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def("retention.ms", Some("log.retention.ms"), "604800000", kind::LONG, true),
     def("segment.bytes", Some("log.segment.bytes"), "1073741824", kind::INT, true),
     def("segment.index.bytes", Some("log.index.size.max.bytes"), "10485760", kind::INT, false),
-    def("segment.jitter.ms", Some("log.roll.jitter.ms"), "0", kind::LONG, false),
+    def("segment.jitter.ms", Some("log.roll.jitter.ms"), "0", kind::LONG, true),
     def("segment.ms", Some("log.roll.ms"), "604800000", kind::LONG, true),
     def(
         "unclean.leader.election.enable",
@@ -151,6 +151,7 @@ pub fn broker_value(settings: &Settings, def: &TopicConfigDef) -> (String, i8) {
         "retention.bytes" => d.retention_bytes.to_string(),
         "segment.bytes" => d.segment_bytes.to_string(),
         "segment.ms" => d.segment_ms.to_string(),
+        "segment.jitter.ms" => d.segment_jitter_ms.to_string(),
         "max.message.bytes" => d.max_message_bytes.to_string(),
         "index.interval.bytes" => d.index_interval_bytes.to_string(),
         "message.timestamp.before.max.ms" => d.timestamp_before_max_ms.to_string(),
@@ -169,7 +170,12 @@ pub fn broker_value(settings: &Settings, def: &TopicConfigDef) -> (String, i8) {
     let derived = matches!(def.name, "retention.ms")
         && settings.properties.keys().any(|k| k.starts_with("log.retention."))
         || matches!(def.name, "segment.ms")
-            && settings.properties.keys().any(|k| k.starts_with("log.roll."));
+            && settings
+                .properties
+                .keys()
+                .any(|k| matches!(k.as_str(), "log.roll.ms" | "log.roll.hours"))
+        || matches!(def.name, "segment.jitter.ms")
+            && settings.properties.keys().any(|k| k.starts_with("log.roll.jitter."));
     (value, if derived { source::STATIC_BROKER } else { source })
 }
 
@@ -217,6 +223,7 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
             "retention.bytes" => config.retention_bytes = parse::<i64>(key, value)?.max(-1),
             "segment.bytes" => config.segment_bytes = parse(key, value)?,
             "segment.ms" => config.segment_ms = parse(key, value)?,
+            "segment.jitter.ms" => config.segment_jitter_ms = parse(key, value)?,
             "max.message.bytes" => config.max_message_bytes = parse(key, value)?,
             "index.interval.bytes" => config.index_interval_bytes = parse(key, value)?,
             "message.timestamp.before.max.ms" => {
@@ -252,9 +259,14 @@ mod tests {
         let mut overrides = BTreeMap::new();
         overrides.insert("retention.ms".to_string(), "1000".to_string());
         overrides.insert("segment.bytes".to_string(), "100000".to_string());
+        overrides.insert("segment.jitter.ms".to_string(), "5000".to_string());
         let config = log_config(&LogConfig::default(), &overrides).unwrap();
         assert_eq!(config.retention_ms, 1000);
         assert_eq!(config.segment_bytes, 100_000);
+        assert_eq!(config.segment_jitter_ms, 5000);
+        overrides.insert("segment.jitter.ms".to_string(), "-1".to_string());
+        let refused = log_config(&LogConfig::default(), &overrides).unwrap_err();
+        assert!(refused.to_string().contains("segment.jitter.ms"), "{refused}");
         assert!(check("segment.bytes", "lots").is_err());
         assert!(check("no.such.config", "1").is_err());
         assert!(check("compression.type", "gzip").is_err());

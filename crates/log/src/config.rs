@@ -33,6 +33,10 @@ pub struct LogConfig {
     pub segment_bytes: u32,
     /// `segment.ms`: roll when the active segment's first batch is older than this.
     pub segment_ms: i64,
+    /// `segment.jitter.ms`: each segment rolls by age up to this much earlier, an amount
+    /// drawn at random when it becomes active (below `segment.ms` too), so that partitions
+    /// created together do not all roll together. 0 (the default) rolls at `segment.ms`.
+    pub segment_jitter_ms: i64,
     /// `retention.ms`: delete segments whose newest record is older; -1 keeps forever.
     pub retention_ms: i64,
     /// `retention.bytes`: delete oldest segments while the log is larger; -1 = no limit.
@@ -63,6 +67,7 @@ impl Default for LogConfig {
         LogConfig {
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
+            segment_jitter_ms: 0,
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             index_interval_bytes: 4096,
@@ -92,6 +97,13 @@ impl LogConfig {
                 key: "segment.ms",
                 value: self.segment_ms.to_string(),
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.segment_jitter_ms < 0 {
+            return Err(Error::Config {
+                key: "segment.jitter.ms",
+                value: self.segment_jitter_ms.to_string(),
+                reason: "must be at least 0".into(),
             });
         }
         if self.retention_ms < -1 || self.retention_bytes < -1 {

@@ -60,6 +60,9 @@ pub struct PartitionLog {
     /// ([`PartitionLog::append_deciding_marker`]), as `(first offset, marker offset)`, until
     /// the marker is below the high watermark. In memory only: on open everything is synced.
     held_closes: Vec<(i64, i64)>,
+    /// How much earlier than `segment.ms` the active segment rolls by age: drawn when it
+    /// became active ([`roll_jitter`]).
+    roll_jitter_ms: i64,
 }
 
 /// A read prepared under the lock and performed outside it.
@@ -119,6 +122,7 @@ impl PartitionLog {
         let end = segments.last().map_or(0, |s| s.next_offset);
         let log_start_offset = stored_start.unwrap_or(first_base).max(first_base).min(end);
         let producers = load_producer_states(dir, &segments, end, now_ms)?;
+        let roll_jitter_ms = roll_jitter(&config);
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
             config,
@@ -127,6 +131,7 @@ impl PartitionLog {
             failed: false,
             producers,
             held_closes: Vec::new(),
+            roll_jitter_ms,
         })
     }
 
@@ -428,7 +433,7 @@ impl PartitionLog {
         } else {
             now_ms.saturating_sub(active.created_ms)
         };
-        let old = waited > self.config.segment_ms;
+        let old = waited > self.config.segment_ms - self.roll_jitter_ms;
         let offsets_full =
             spans_too_many(active.next_offset - active.base_offset, incoming_offsets);
         if full || old || offsets_full {
@@ -454,6 +459,7 @@ impl PartitionLog {
         self.write_producer_snapshot();
         self.synced(|log| sync_dir(&log.dir))?;
         self.segments.push(segment);
+        self.roll_jitter_ms = roll_jitter(&self.config);
         Ok(())
     }
 
@@ -826,6 +832,21 @@ impl<'a> HeaderWindow<'a> {
 /// was not walked.
 fn records_max_timestamp(header: &BatchHeader) -> Option<i64> {
     header.record_timestamps.map(|(_, max)| max.max(NO_TIMESTAMP))
+}
+
+/// Kafka's `randomSegmentJitter`: a random amount in `[0, min(segment.jitter.ms,
+/// segment.ms))`, 0 when `segment.jitter.ms` is 0.
+fn roll_jitter(config: &LogConfig) -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bound = config.segment_jitter_ms.min(config.segment_ms);
+    match u64::try_from(bound) {
+        // A fresh `RandomState` is seeded at random: its hash of nothing is a random number.
+        Ok(bound) if bound > 0 => {
+            let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            i64::try_from(random % bound).unwrap_or(0)
+        }
+        _ => 0,
+    }
 }
 
 /// Whether a segment spanning `spanned` offsets must roll before taking `incoming` more:

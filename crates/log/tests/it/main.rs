@@ -251,6 +251,40 @@ fn a_segment_rolls_when_its_records_span_segment_ms() {
     assert_eq!(segment_files(dir.path(), "log").len(), 2);
 }
 
+/// `segment.jitter.ms`: each segment rolls by age a random amount earlier, below both the
+/// jitter and `segment.ms`, drawn anew for each segment.
+#[test]
+fn segment_jitter_rolls_segments_early_by_a_random_amount() {
+    let config =
+        LogConfig { segment_ms: 10_000, segment_jitter_ms: 10_000, ..LogConfig::default() };
+    let value = value(1);
+    let mut rolled_at_half = 0;
+    let logs = 40;
+    for _ in 0..logs {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+        // A jitter is below segment.ms: no segment rolls before any time has passed.
+        for ts in [100_000, 100_000] {
+            log.append(&batch::build(0, ts, &[&value]), 100_000).unwrap();
+        }
+        assert_eq!(segment_files(dir.path(), "log").len(), 1);
+        // Half of segment.ms: rolled when the jitter drawn is above 5 s, about half the time.
+        log.append(&batch::build(0, 105_000, &[&value]), 100_000).unwrap();
+        let rolled = segment_files(dir.path(), "log").len() == 2;
+        rolled_at_half += usize::from(rolled);
+        // Past segment.ms every segment has rolled.
+        let first = if rolled { 105_000 } else { 100_000 };
+        log.append(&batch::build(0, first + 10_001, &[&value]), 100_000).unwrap();
+        assert_eq!(segment_files(dir.path(), "log").len(), 2 + usize::from(rolled));
+    }
+    assert!(
+        (1..logs).contains(&rolled_at_half),
+        "{rolled_at_half} of {logs} segments rolled at half segment.ms"
+    );
+    let refused = LogConfig { segment_jitter_ms: -1, ..LogConfig::default() }.validate();
+    assert!(refused.is_err());
+}
+
 fn config_ms(segment_ms: i64) -> LogConfig {
     LogConfig { segment_ms, ..LogConfig::default() }
 }
