@@ -315,6 +315,7 @@ impl BrokerConfig {
             flush,
             producer_id_expiration_ms: self.parse("producer.id.expiration.ms", 86_400_000i64)?,
             compacted: is_compacted(self.get("log.cleanup.policy").unwrap_or("delete")),
+            preallocate: self.parse("log.preallocate", false)?,
         };
         config.validate().map_err(|e| Error::Config(e.to_string()))
     }

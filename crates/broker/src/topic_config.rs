@@ -119,7 +119,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
     def("min.compaction.lag.ms", Some("log.cleaner.min.compaction.lag.ms"), "0", kind::LONG, false),
     def("min.insync.replicas", Some("min.insync.replicas"), "1", kind::INT, false),
-    def("preallocate", Some("log.preallocate"), "false", kind::BOOLEAN, false),
+    def("preallocate", Some("log.preallocate"), "false", kind::BOOLEAN, true),
     def("remote.storage.enable", None, "false", kind::BOOLEAN, false),
     def("retention.bytes", Some("log.retention.bytes"), "-1", kind::LONG, true),
     def("retention.ms", Some("log.retention.ms"), "604800000", kind::LONG, true),
@@ -152,6 +152,7 @@ pub fn broker_value(settings: &Settings, def: &TopicConfigDef) -> (String, i8) {
         "segment.bytes" => d.segment_bytes.to_string(),
         "segment.ms" => d.segment_ms.to_string(),
         "segment.jitter.ms" => d.segment_jitter_ms.to_string(),
+        "preallocate" => d.preallocate.to_string(),
         "max.message.bytes" => d.max_message_bytes.to_string(),
         "index.interval.bytes" => d.index_interval_bytes.to_string(),
         "message.timestamp.before.max.ms" => d.timestamp_before_max_ms.to_string(),
@@ -224,6 +225,7 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
             "segment.bytes" => config.segment_bytes = parse(key, value)?,
             "segment.ms" => config.segment_ms = parse(key, value)?,
             "segment.jitter.ms" => config.segment_jitter_ms = parse(key, value)?,
+            "preallocate" => config.preallocate = parse(key, value)?,
             "max.message.bytes" => config.max_message_bytes = parse(key, value)?,
             "index.interval.bytes" => config.index_interval_bytes = parse(key, value)?,
             "message.timestamp.before.max.ms" => {
@@ -260,7 +262,9 @@ mod tests {
         overrides.insert("retention.ms".to_string(), "1000".to_string());
         overrides.insert("segment.bytes".to_string(), "100000".to_string());
         overrides.insert("segment.jitter.ms".to_string(), "5000".to_string());
+        overrides.insert("preallocate".to_string(), "true".to_string());
         let config = log_config(&LogConfig::default(), &overrides).unwrap();
+        assert!(config.preallocate);
         assert_eq!(config.retention_ms, 1000);
         assert_eq!(config.segment_bytes, 100_000);
         assert_eq!(config.segment_jitter_ms, 5000);

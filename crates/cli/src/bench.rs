@@ -99,6 +99,10 @@ pub struct BenchArgs {
     /// takes about a minute per 20 GiB.
     #[arg(long = "fill-page-cache")]
     fill_page_cache: bool,
+    /// A broker setting for the benchmarks' broker (`broker`, `wire`), as `sluice broker
+    /// --override` takes it, e.g. `log.preallocate=true`; repeatable. The report names them.
+    #[arg(long = "broker-override", value_name = "KEY=VALUE")]
+    broker_overrides: Vec<String>,
     /// The no-op Lambda handler of `bench functions` [default: examples/lambda_noop next
     /// to this binary]
     #[arg(long, value_name = "PATH")]
@@ -133,7 +137,9 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         .transpose()
         .context("filling the page cache failed")?;
     let broker = wants(What::Broker)
-        .then(|| load::run(&broker_dir, bytes, args.record_bytes, &progress))
+        .then(|| {
+            load::run(&broker_dir, &args.broker_overrides, bytes, args.record_bytes, &progress)
+        })
         .transpose()
         .context("the broker benchmark failed")?;
     let groups = wants(What::Groups)
@@ -165,7 +171,15 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
         .transpose()
         .context("the validation benchmark failed")?;
     let wire_only = (args.what == What::Wire)
-        .then(|| load::run_wire_only(&broker_dir, bytes, args.record_bytes, &progress))
+        .then(|| {
+            load::run_wire_only(
+                &broker_dir,
+                &args.broker_overrides,
+                bytes,
+                args.record_bytes,
+                &progress,
+            )
+        })
         .transpose()
         .context("the wire benchmark failed")?;
     let mut targets = match (&disk, &loopback, &broker, &wire_only) {
@@ -192,6 +206,7 @@ fn run_blocking(args: BenchArgs) -> Result<()> {
     let report = report::Report {
         machine: machine::describe(&scratch.path),
         page_cache,
+        broker_overrides: args.broker_overrides.clone(),
         produce_bytes: bytes,
         record_bytes: args.record_bytes,
         disk,

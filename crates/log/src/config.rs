@@ -60,6 +60,9 @@ pub struct LogConfig {
     pub producer_id_expiration_ms: i64,
     /// `cleanup.policy` includes `compact`: records without a key are refused (KIP-467).
     pub compacted: bool,
+    /// `preallocate`: the active segment keeps zeros written ahead of its last batch
+    /// (`PREALLOCATE_AHEAD_BYTES`), so that syncs overwrite instead of growing the file.
+    pub preallocate: bool,
 }
 
 impl Default for LogConfig {
@@ -78,6 +81,7 @@ impl Default for LogConfig {
             flush: FlushPolicy::Always,
             producer_id_expiration_ms: 86_400_000,
             compacted: false,
+            preallocate: false,
         }
     }
 }

@@ -13,7 +13,8 @@ use sluice_wire::limits::BATCH_HEADER_BYTES;
 
 use crate::error::io;
 use crate::limits::{
-    RECORDS_PER_BATCH_MAX, SEGMENTS_PER_PARTITION_MAX, SEGMENT_OFFSETS_MAX, SNAPSHOT_BYTES_MAX,
+    PREALLOCATE_AHEAD_BYTES, RECORDS_PER_BATCH_MAX, SEGMENTS_PER_PARTITION_MAX,
+    SEGMENT_OFFSETS_MAX, SNAPSHOT_BYTES_MAX,
 };
 use crate::producer_state::AbortedTxn;
 use crate::producer_state::{list_snapshots, SNAPSHOT_EXTENSION};
@@ -123,6 +124,9 @@ impl PartitionLog {
         let log_start_offset = stored_start.unwrap_or(first_base).max(first_base).min(end);
         let producers = load_producer_states(dir, &segments, end, now_ms)?;
         let roll_jitter_ms = roll_jitter(&config);
+        if let Some(active) = segments.last_mut() {
+            active.preallocate_bytes = preallocate_bytes(&config);
+        }
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
             config,
@@ -168,6 +172,7 @@ impl PartitionLog {
         for segment in &mut self.segments {
             segment.index_interval_bytes = u64::from(config.index_interval_bytes);
         }
+        self.active_mut().preallocate_bytes = preallocate_bytes(&config);
         self.config = config;
     }
 
@@ -459,6 +464,7 @@ impl PartitionLog {
         self.write_producer_snapshot();
         self.synced(|log| sync_dir(&log.dir))?;
         self.segments.push(segment);
+        self.active_mut().preallocate_bytes = preallocate_bytes(&self.config);
         self.roll_jitter_ms = roll_jitter(&self.config);
         Ok(())
     }
@@ -832,6 +838,16 @@ impl<'a> HeaderWindow<'a> {
 /// was not walked.
 fn records_max_timestamp(header: &BatchHeader) -> Option<i64> {
     header.record_timestamps.map(|(_, max)| max.max(NO_TIMESTAMP))
+}
+
+/// Zeros the active segment keeps written ahead: `PREALLOCATE_AHEAD_BYTES` with
+/// `preallocate`, no more than a segment holds.
+fn preallocate_bytes(config: &LogConfig) -> u64 {
+    if config.preallocate {
+        PREALLOCATE_AHEAD_BYTES.min(u64::from(config.segment_bytes))
+    } else {
+        0
+    }
 }
 
 /// Kafka's `randomSegmentJitter`: a random amount in `[0, min(segment.jitter.ms,

@@ -36,6 +36,11 @@ pub(crate) struct Segment {
     bytes_since_index: u64,
     /// `index.interval.bytes` in force.
     pub index_interval_bytes: u64,
+    /// Zeros to keep written ahead of the last batch (`preallocate`); 0 when off.
+    pub preallocate_bytes: u64,
+    /// The file's length as written by this segment: whole batches, then any zeros
+    /// written ahead of them.
+    file_bytes: u64,
     pub file: Arc<File>,
     pub path: PathBuf,
     pub indexes: Indexes,
@@ -84,6 +89,8 @@ impl Segment {
             created_ms: now_ms,
             bytes_since_index: 0,
             index_interval_bytes,
+            preallocate_bytes: 0,
+            file_bytes: 0,
             file: Arc::new(file),
             path,
             indexes,
@@ -122,6 +129,8 @@ impl Segment {
             // roll does.
             segment.end_time_index();
         }
+        // Recovery cut whatever followed the last whole batch, zeros written ahead included.
+        segment.file_bytes = segment.size_bytes;
         Ok(segment)
     }
 
@@ -183,18 +192,44 @@ impl Segment {
             self.index_batch(position, &header)?;
         }
         if end.size_bytes < file_bytes {
-            tracing::warn!(
-                segment = %self.path.display(),
-                valid_bytes = end.size_bytes,
-                file_bytes,
-                "truncating torn or corrupt tail of segment"
-            );
+            if self.only_zeros(end.size_bytes, file_bytes)? {
+                // Written ahead by `preallocate`: nothing was lost.
+                tracing::debug!(
+                    segment = %self.path.display(),
+                    valid_bytes = end.size_bytes,
+                    file_bytes,
+                    "cutting the zeros written ahead of the segment's last batch"
+                );
+            } else {
+                tracing::warn!(
+                    segment = %self.path.display(),
+                    valid_bytes = end.size_bytes,
+                    file_bytes,
+                    "truncating torn or corrupt tail of segment"
+                );
+            }
             self.file.set_len(end.size_bytes).map_err(io("truncate segment", &self.path))?;
             self.file.sync_all().map_err(io("sync segment", &self.path))?;
         }
         self.size_bytes = end.size_bytes;
         self.next_offset = end.next_offset;
         Ok(())
+    }
+
+    /// Whether the file holds only zero bytes from `from` to `to`.
+    fn only_zeros(&self, from: u64, to: u64) -> Result<bool> {
+        let mut buf = vec![0u8; SCAN_CHUNK_BYTES];
+        let mut position = from;
+        while position < to {
+            let want = (to - position).min(SCAN_CHUNK_BYTES as u64) as usize;
+            let chunk = buf.get_mut(..want).unwrap_or_default();
+            self.file.read_exact_at(chunk, position).map_err(io("read segment", &self.path))?;
+            if chunk.iter().any(|byte| *byte != 0) {
+                return Ok(false);
+            }
+            position += want as u64;
+        }
+        Ok(true)
     }
 
     /// Walks batches from `from` (a position and the base offset of the batch expected
@@ -318,6 +353,11 @@ impl Segment {
     /// entry for the segment's max timestamp (as Kafka's), and it is synced with its indexes.
     pub fn close(&mut self) -> Result<()> {
         self.end_time_index();
+        if self.file_bytes > self.size_bytes {
+            // A closed segment ends with its last batch, as Kafka trims a preallocated one.
+            self.file.set_len(self.size_bytes).map_err(io("trim segment", &self.path))?;
+            self.file_bytes = self.size_bytes;
+        }
         self.sync_all()
     }
 
@@ -329,7 +369,6 @@ impl Segment {
         }
     }
 
-    /// Appends validated batches whose base offsets are already assigned.
     /// Appends validated batches, given as `parts` (patched headers and untouched bodies,
     /// in order, `total_bytes` together) whose base offsets are already assigned.
     pub fn append(
@@ -355,6 +394,10 @@ impl Segment {
         // The batches are in the file: count them before indexing, so a failed index write
         // (a hint, rebuilt on open) leaves the segment's offsets and size consistent.
         self.size_bytes += total_bytes as u64;
+        self.file_bytes = self.file_bytes.max(self.size_bytes);
+        if self.preallocate_bytes > 0 && self.size_bytes == self.file_bytes {
+            self.write_ahead();
+        }
         self.next_offset = headers.last().map_or(self.next_offset, |h| h.next_offset());
         let mut position = start;
         for header in headers {
@@ -371,6 +414,30 @@ impl Segment {
             self.size_bytes
         );
         Ok(())
+    }
+
+    /// Writes `preallocate_bytes` of zeros after the last batch, synced with it by the
+    /// sync that acknowledges it. Best effort: should the write fail (a full disk), the
+    /// batches are in the file and appends go on growing it.
+    fn write_ahead(&mut self) {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut parts = Vec::new();
+        let mut left = self.preallocate_bytes;
+        while left > 0 {
+            let part = left.min(ZEROS.len() as u64);
+            parts.push(ZEROS.get(..part as usize).unwrap_or_default());
+            left -= part;
+        }
+        match write_all_vectored_at(&self.file, &parts, self.file_bytes) {
+            Ok(()) => self.file_bytes += self.preallocate_bytes,
+            Err(error) => {
+                tracing::debug!(segment = %self.path.display(), %error, "zeros not written ahead");
+                // Some of them may be in the file: cut them (should that fail too, recovery
+                // cuts zeros left after the last batch).
+                let _ = self.file.set_len(self.size_bytes);
+                self.file_bytes = self.size_bytes;
+            }
+        }
     }
 
     /// Visits every batch in the segment with its header, in order (read in chunks).

@@ -139,14 +139,21 @@ impl ProduceRuns {
     }
 }
 
+/// The benchmarks' broker on `dir`, with `--override` for each of `overrides`.
+fn start_broker(dir: &Path, overrides: &[String]) -> Result<BrokerProcess> {
+    let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    BrokerProcess::start_with(dir, &overrides)
+}
+
 /// Runs every broker measurement with the broker's data folder in `dir`.
 pub fn run(
     dir: &Path,
+    overrides: &[String],
     bytes: u64,
     record_bytes: usize,
     progress: &Progress,
 ) -> Result<BrokerResult> {
-    let broker = BrokerProcess::start(dir)?;
+    let broker = start_broker(dir, overrides)?;
     std::thread::sleep(Duration::from_millis(BROKER_IDLE_SETTLE_MS));
     let rss_idle_bytes = broker.rss_bytes()?;
     create_topic(&broker.bootstrap)?;
@@ -187,11 +194,12 @@ pub fn run(
 /// `sluice bench wire`: only the broker-only runs, on a broker of their own.
 pub fn run_wire_only(
     dir: &Path,
+    overrides: &[String],
     bytes: u64,
     record_bytes: usize,
     progress: &Progress,
 ) -> Result<WireOnly> {
-    let broker = BrokerProcess::start(dir)?;
+    let broker = start_broker(dir, overrides)?;
     create_topic(&broker.bootstrap)?;
     let target = wire_target(&broker, record_bytes);
     let produced = wire_produce_all(&target, bytes / record_bytes as u64, dir, progress)?;

@@ -23,13 +23,8 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
-    /// Starts `sluice broker --data-dir DIR --listeners PLAINTEXT://127.0.0.1:0` and waits
-    /// for its listening line.
-    pub fn start(data_dir: &Path) -> Result<BrokerProcess> {
-        BrokerProcess::start_with(data_dir, &[])
-    }
-
-    /// As [`BrokerProcess::start`], with `--override KEY=VALUE` for each of `overrides`.
+    /// Starts `sluice broker --data-dir DIR --listeners PLAINTEXT://127.0.0.1:0`, with
+    /// `--override KEY=VALUE` for each of `overrides`, and waits for its listening line.
     pub fn start_with(data_dir: &Path, overrides: &[&str]) -> Result<BrokerProcess> {
         let exe = std::env::current_exe().context("cannot locate the sluice binary")?;
         let mut command = Command::new(&exe);

@@ -31,6 +31,8 @@ pub struct Report {
     pub machine: Machine,
     /// `--fill-page-cache`: the fill before the broker ran.
     pub page_cache: Option<super::page_cache::PageCacheFill>,
+    /// `--broker-override` settings of the benchmarks' broker.
+    pub broker_overrides: Vec<String>,
     /// Payload bytes per produce run.
     pub produce_bytes: u64,
     /// Payload bytes per record.
@@ -392,6 +394,13 @@ pub fn markdown(report: &Report) -> String {
         machine.data_dir,
         machine.filesystem,
     );
+    if !report.broker_overrides.is_empty() {
+        let _ = writeln!(
+            out,
+            "Broker started with `--override` {}.\n",
+            report.broker_overrides.join(", ")
+        );
+    }
     if let Some(disk) = &report.disk {
         disk_section(&mut out, disk);
     }

@@ -203,11 +203,27 @@ async fn assert_log_holds(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_every_acknowledged_record_across_sigkill() {
+    keeps_acknowledged_records_across_sigkill(&[]).await;
+}
+
+/// The same with `preallocate` (zeros written ahead of the active segment, trimmed when it
+/// rolls) and segments small enough that several roll in each round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_every_acknowledged_record_across_sigkill_with_preallocate() {
+    keeps_acknowledged_records_across_sigkill(&[
+        ("preallocate", "true"),
+        ("segment.bytes", "16384"),
+    ])
+    .await;
+}
+
+/// The rounds, on a topic created with `configs`.
+async fn keeps_acknowledged_records_across_sigkill(configs: &[(&str, &str)]) {
     let seed = crash_seed();
     println!("crash seed {seed} (replay with SLUICE_CRASH_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut broker = start_broker();
-    create_topic(&broker, TOPIC, PARTITION_COUNT, &[]).await;
+    create_topic(&broker, TOPIC, PARTITION_COUNT, configs).await;
 
     let mut acked: BTreeMap<(i32, i64), String> = BTreeMap::new();
     for round in 0..round_count() {

@@ -251,6 +251,47 @@ fn a_segment_rolls_when_its_records_span_segment_ms() {
     assert_eq!(segment_files(dir.path(), "log").len(), 2);
 }
 
+/// `preallocate`: the active segment keeps zeros written ahead of its last batch, which
+/// reads never see; a closed segment ends with its last batch; reopening cuts the zeros
+/// and loses nothing.
+#[test]
+fn preallocate_keeps_zeros_ahead_of_the_active_segment_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_bytes: 65_536, preallocate: true, ..LogConfig::default() };
+    let mut log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+    let file_len = |path: &Path| std::fs::metadata(path).unwrap().len();
+    append_values(&mut log, 0, 1, 1_000);
+    let (_, active) = log.active_file();
+    assert_eq!(file_len(&active), log.size_bytes() + 65_536, "zeros written ahead");
+    // Appends inside the zeros overwrite them and write no more.
+    append_values(&mut log, 1, 9, 1_000);
+    assert_eq!(file_len(&active), synced_size(&active, 1) + 65_536);
+    assert_eq!(read_offsets(&log, 0), (0..10).collect::<Vec<_>>());
+    // Past a segment: the closed one is trimmed to its batches.
+    append_values(&mut log, 10, 3000, 1_000);
+    let logs = segment_files(dir.path(), "log");
+    assert!(logs.len() >= 2, "segments rolled");
+    for closed in &logs[..logs.len() - 1] {
+        assert_eq!(file_len(closed), synced_size(closed, i64::MAX), "{closed:?} trimmed");
+    }
+    let (_, active) = log.active_file();
+    assert!(file_len(&active) > synced_size(&active, i64::MAX), "zeros ahead");
+    drop(log);
+    let mut log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 3010);
+    assert_eq!(read_offsets(&log, 0), (0..3010).collect::<Vec<_>>());
+    assert_eq!(file_len(&active), synced_size(&active, i64::MAX), "recovery cut the zeros");
+    append_values(&mut log, 3010, 1, 1_000);
+    assert!(file_len(&active) > synced_size(&active, i64::MAX), "zeros ahead again");
+    // Turned off, the zeros already written stay until the segment closes.
+    log.set_config(LogConfig { preallocate: false, ..config });
+    log.roll(0).unwrap();
+    assert_eq!(file_len(&active), synced_size(&active, i64::MAX));
+    append_values(&mut log, 3011, 1, 1_000);
+    let (_, active) = log.active_file();
+    assert_eq!(file_len(&active), synced_size(&active, i64::MAX), "no zeros when off");
+}
+
 /// `segment.jitter.ms`: each segment rolls by age a random amount earlier, below both the
 /// jitter and `segment.ms`, drawn anew for each segment.
 #[test]
@@ -525,9 +566,11 @@ proptest! {
         ops in proptest::collection::vec((1usize..6, any::<bool>()), 1..40),
         keep in 0.0f64..1.0,
         garbage in proptest::collection::vec(any::<u8>(), 0..80),
+        preallocate in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+        let config = LogConfig { preallocate, ..small_segments() };
+        let log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
         let partition = Partition::new(log);
         let mut next = 0usize;
         let mut acked = 0i64;
@@ -545,6 +588,7 @@ proptest! {
         }
         // The crash: the active segment keeps its synced bytes, then some fraction of the
         // unsynced tail, then garbage (a torn page). Closed segments were synced on roll.
+        // With `preallocate` the zeros written ahead were synced too and stay after it.
         let (synced_bytes, active) = partition.with_log(|log| {
             let (_, path) = log.active_file();
             (synced_size(&path, acked), path)
@@ -553,12 +597,14 @@ proptest! {
         let len = std::fs::metadata(&active).unwrap().len();
         let cut = synced_bytes + ((len - synced_bytes) as f64 * keep) as u64;
         let file = std::fs::OpenOptions::new().write(true).open(&active).unwrap();
-        file.set_len(cut).unwrap();
+        if !preallocate {
+            file.set_len(cut).unwrap();
+        }
         use std::os::unix::fs::FileExt;
         file.write_all_at(&garbage, cut).unwrap();
         drop(file);
 
-        let log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+        let log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
         prop_assert!(log.log_end_offset() >= acked, "end {} < acked {}", log.log_end_offset(), acked);
         let offsets = read_offsets(&log, 0);
         prop_assert_eq!(offsets, (0..log.log_end_offset()).collect::<Vec<_>>());
@@ -567,6 +613,13 @@ proptest! {
             let expected = value(offset as usize);
             prop_assert!(bytes.windows(expected.len()).any(|w| w == expected.as_slice()), "offset {} holds its value", offset);
         }
+        // Appends go on after recovery, zeros written ahead again, and survive a reopen.
+        let mut log = log;
+        let end = log.log_end_offset();
+        append_values(&mut log, end as usize, 3, 1_000 + end);
+        drop(log);
+        let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+        prop_assert_eq!(read_offsets(&log, 0), (0..end + 3).collect::<Vec<_>>());
     }
 }
 
@@ -576,7 +629,8 @@ fn synced_size(path: &Path, acked: i64) -> u64 {
     let bytes = std::fs::read(path).unwrap();
     let mut at = 0usize;
     while at < bytes.len() {
-        let header = batch::parse_header(&bytes[at..]).unwrap();
+        // Zeros written ahead (`preallocate`) end the batches.
+        let Ok(header) = batch::parse_header(&bytes[at..]) else { break };
         if header.base_offset >= acked {
             break;
         }
