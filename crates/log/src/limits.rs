@@ -17,11 +17,15 @@ pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
 pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
 /// With `preallocate`, zeros written ahead of the active segment's last batch whenever an
-/// append reaches past those written before (at most up to `segment.bytes`): appends inside
+/// append reaches past those written before (never past `segment.bytes`): appends inside
 /// them overwrite blocks that are already allocated and synced, so their `fdatasync` has
 /// no inode to write (1.4 to 2.1 times faster here, docs/benchmarks.md), and one sync in
 /// each such stretch pays for the zeros. Small enough that the zeros' own sync stays short.
 pub const PREALLOCATE_AHEAD_BYTES: u64 = 1 << 20;
+
+/// The static buffer of zeros `preallocate` writes from, repeated in one vectored write:
+/// 16 `iovec`s per `PREALLOCATE_AHEAD_BYTES`, and no allocation.
+pub const ZEROS_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Segments per partition, so the in-memory segment list and open files stay bounded.
 pub const SEGMENTS_PER_PARTITION_MAX: usize = 100_000;

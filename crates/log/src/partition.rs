@@ -62,7 +62,9 @@ pub struct PartitionLog {
     /// the marker is below the high watermark. In memory only: on open everything is synced.
     held_closes: Vec<(i64, i64)>,
     /// How much earlier than `segment.ms` the active segment rolls by age: drawn when it
-    /// became active ([`roll_jitter`]).
+    /// became active ([`draw_roll_jitter_ms`]) and kept until it rolls, as Kafka keeps a
+    /// segment's (AlterConfigs on `segment.ms` or `segment.jitter.ms` applies from the next
+    /// segment; a `segment.ms` lowered below it rolls at the next append).
     roll_jitter_ms: i64,
 }
 
@@ -123,11 +125,8 @@ impl PartitionLog {
         let end = segments.last().map_or(0, |s| s.next_offset);
         let log_start_offset = stored_start.unwrap_or(first_base).max(first_base).min(end);
         let producers = load_producer_states(dir, &segments, end, now_ms)?;
-        let roll_jitter_ms = roll_jitter(&config);
-        if let Some(active) = segments.last_mut() {
-            active.preallocate_bytes = preallocate_bytes(&config);
-        }
-        Ok(PartitionLog {
+        let roll_jitter_ms = draw_roll_jitter_ms(&config);
+        let mut log = PartitionLog {
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -136,7 +135,19 @@ impl PartitionLog {
             producers,
             held_closes: Vec::new(),
             roll_jitter_ms,
-        })
+        };
+        log.apply_preallocate();
+        Ok(log)
+    }
+
+    /// Sets what the active segment writes ahead: `PREALLOCATE_AHEAD_BYTES` of zeros with
+    /// `preallocate`, none past `segment.bytes`.
+    fn apply_preallocate(&mut self) {
+        let ahead = if self.config.preallocate { PREALLOCATE_AHEAD_BYTES } else { 0 };
+        let segment_bytes = u64::from(self.config.segment_bytes);
+        let active = self.active_mut();
+        active.preallocate_bytes = ahead;
+        active.segment_bytes = segment_bytes;
     }
 
     /// The idempotent producer state.
@@ -172,8 +183,8 @@ impl PartitionLog {
         for segment in &mut self.segments {
             segment.index_interval_bytes = u64::from(config.index_interval_bytes);
         }
-        self.active_mut().preallocate_bytes = preallocate_bytes(&config);
         self.config = config;
+        self.apply_preallocate();
     }
 
     /// Total bytes of all segments.
@@ -464,8 +475,8 @@ impl PartitionLog {
         self.write_producer_snapshot();
         self.synced(|log| sync_dir(&log.dir))?;
         self.segments.push(segment);
-        self.active_mut().preallocate_bytes = preallocate_bytes(&self.config);
-        self.roll_jitter_ms = roll_jitter(&self.config);
+        self.apply_preallocate();
+        self.roll_jitter_ms = draw_roll_jitter_ms(&self.config);
         Ok(())
     }
 
@@ -840,19 +851,9 @@ fn records_max_timestamp(header: &BatchHeader) -> Option<i64> {
     header.record_timestamps.map(|(_, max)| max.max(NO_TIMESTAMP))
 }
 
-/// Zeros the active segment keeps written ahead: `PREALLOCATE_AHEAD_BYTES` with
-/// `preallocate`, no more than a segment holds.
-fn preallocate_bytes(config: &LogConfig) -> u64 {
-    if config.preallocate {
-        PREALLOCATE_AHEAD_BYTES.min(u64::from(config.segment_bytes))
-    } else {
-        0
-    }
-}
-
 /// Kafka's `randomSegmentJitter`: a random amount in `[0, min(segment.jitter.ms,
 /// segment.ms))`, 0 when `segment.jitter.ms` is 0.
-fn roll_jitter(config: &LogConfig) -> i64 {
+fn draw_roll_jitter_ms(config: &LogConfig) -> i64 {
     use std::hash::{BuildHasher, Hasher};
     let bound = config.segment_jitter_ms.min(config.segment_ms);
     match u64::try_from(bound) {

@@ -11,7 +11,7 @@ use sluice_wire::batch;
 
 use crate::error::io;
 use crate::index::{Indexes, OffsetEntry, TimeEntry};
-use crate::limits::SCAN_CHUNK_BYTES;
+use crate::limits::{SCAN_CHUNK_BYTES, ZEROS_BUFFER_BYTES};
 use crate::{Error, Result};
 
 /// A segment of one partition's log.
@@ -38,6 +38,8 @@ pub(crate) struct Segment {
     pub index_interval_bytes: u64,
     /// Zeros to keep written ahead of the last batch (`preallocate`); 0 when off.
     pub preallocate_bytes: u64,
+    /// `segment.bytes`: no zeros are written past it.
+    pub segment_bytes: u64,
     /// The file's length as written by this segment: whole batches, then any zeros
     /// written ahead of them.
     file_bytes: u64,
@@ -90,6 +92,7 @@ impl Segment {
             bytes_since_index: 0,
             index_interval_bytes,
             preallocate_bytes: 0,
+            segment_bytes: u64::MAX,
             file_bytes: 0,
             file: Arc::new(file),
             path,
@@ -353,11 +356,13 @@ impl Segment {
     /// entry for the segment's max timestamp (as Kafka's), and it is synced with its indexes.
     pub fn close(&mut self) -> Result<()> {
         self.end_time_index();
-        if self.file_bytes > self.size_bytes {
-            // A closed segment ends with its last batch, as Kafka trims a preallocated one.
+        // A closed segment ends with its last batch, as Kafka trims a preallocated one. The
+        // file's own length, not `file_bytes`: a failed write may have left more.
+        let length = self.file.metadata().map_err(io("stat segment", &self.path))?.len();
+        if length > self.size_bytes {
             self.file.set_len(self.size_bytes).map_err(io("trim segment", &self.path))?;
-            self.file_bytes = self.size_bytes;
         }
+        self.file_bytes = self.size_bytes;
         self.sync_all()
     }
 
@@ -420,21 +425,30 @@ impl Segment {
     /// sync that acknowledges it. Best effort: should the write fail (a full disk), the
     /// batches are in the file and appends go on growing it.
     fn write_ahead(&mut self) {
-        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        static ZEROS: [u8; ZEROS_BUFFER_BYTES] = [0; ZEROS_BUFFER_BYTES];
+        let ahead = self.preallocate_bytes.min(self.segment_bytes.saturating_sub(self.file_bytes));
         let mut parts = Vec::new();
-        let mut left = self.preallocate_bytes;
+        let mut left = ahead;
         while left > 0 {
-            let part = left.min(ZEROS.len() as u64);
+            let part = left.min(ZEROS_BUFFER_BYTES as u64);
             parts.push(ZEROS.get(..part as usize).unwrap_or_default());
             left -= part;
         }
+        if parts.is_empty() {
+            return;
+        }
         match write_all_vectored_at(&self.file, &parts, self.file_bytes) {
-            Ok(()) => self.file_bytes += self.preallocate_bytes,
+            Ok(()) => self.file_bytes += ahead,
             Err(error) => {
-                tracing::debug!(segment = %self.path.display(), %error, "zeros not written ahead");
-                // Some of them may be in the file: cut them (should that fail too, recovery
-                // cuts zeros left after the last batch).
-                let _ = self.file.set_len(self.size_bytes);
+                // Some of them may be in the file: cut them (should that fail too, the roll
+                // or recovery cuts whatever follows the last batch).
+                let cut = self.file.set_len(self.size_bytes).err().map(|e| e.to_string());
+                tracing::warn!(
+                    segment = %self.path.display(),
+                    %error,
+                    cut_error = cut.as_deref().unwrap_or("none"),
+                    "zeros not written ahead (preallocate); appends go on growing the file"
+                );
                 self.file_bytes = self.size_bytes;
             }
         }

@@ -570,7 +570,11 @@ pub fn first_record_at_or_after(
     let declared = Declared { count: header.records_count, base_timestamp: header.base_timestamp };
     let found = records::first_at_or_after(whole, codec, declared, timestamp_ms)?;
     Ok(found.map(|seen| {
-        (header.base_offset.saturating_add(i64::from(seen.offset_delta)), seen.timestamp)
+        // Inside the batch: an uncompressed batch's offset deltas are not checked to run
+        // 0, 1, 2 (nor are they by Kafka), and a delta past `lastOffsetDelta` would name an
+        // offset of a later batch, or past the log end.
+        let delta = seen.offset_delta.clamp(0, header.last_offset_delta);
+        (header.base_offset.saturating_add(i64::from(delta)), seen.timestamp)
     }))
 }
 
@@ -1026,11 +1030,13 @@ mod tests {
                     entry
                 })
                 .collect();
+            // At the record's own offset, kept inside the batch (`lastOffsetDelta`).
+            let last_delta = deltas.len() as i64 - 1;
             let expect = |entries: &[(i64, i64, Vec<u8>)]| {
                 entries
                     .iter()
                     .find(|e| e.0 >= target)
-                    .map(|e| (base_offset + e.1, base_timestamp + e.0))
+                    .map(|e| (base_offset + e.1.min(last_delta), base_timestamp + e.0))
             };
             let mut plain = batch_of(&gapped, base_timestamp);
             claim_max_timestamp(&mut plain, base_timestamp + 1000);

@@ -68,7 +68,7 @@ pub(crate) struct Declared {
 
 /// What the walk shows of each record.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Seen {
+pub(crate) struct SeenRecord {
     /// The record's place in its batch, from 0.
     pub(crate) index: i32,
     /// Its offset less the batch's base offset.
@@ -105,7 +105,7 @@ pub(crate) fn first_at_or_after(
     codec: Codec,
     declared: Declared,
     timestamp: i64,
-) -> Result<Option<Seen>, BatchError> {
+) -> Result<Option<SeenRecord>, BatchError> {
     let mut found = None;
     // The offsets are the records' own deltas, as stored: no order is asked of them here.
     visit(batch, codec, declared, false, &mut |seen| {
@@ -118,32 +118,34 @@ pub(crate) fn first_at_or_after(
     Ok(found)
 }
 
-/// The walk, showing each record to `visit` until it breaks (then the timestamps are those
+/// The walk, showing each record to `on_record` until it breaks (then the timestamps are those
 /// of the records seen); with `offsets_in_order`, the offset deltas must run 0, 1, 2, ...
 fn visit(
     batch: &[u8],
     codec: Codec,
     declared: Declared,
     offsets_in_order: bool,
-    visit: &mut impl FnMut(&Seen) -> ControlFlow<()>,
+    on_record: &mut impl FnMut(&SeenRecord) -> ControlFlow<()>,
 ) -> Result<(i64, i64), BatchError> {
     let records = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
     let undecodable = |reason: String| BatchError::Decompression { codec: codec.name(), reason };
     let in_order = offsets_in_order;
     match codec {
-        Codec::None => walk_source(&mut Slice { bytes: records, at: 0 }, declared, in_order, visit),
+        Codec::None => {
+            walk_source(&mut Slice { bytes: records, at: 0 }, declared, in_order, on_record)
+        }
         Codec::Snappy => {
             let plain = snappy_decompress(records).map_err(undecodable)?;
-            walk_source(&mut Slice { bytes: &plain, at: 0 }, declared, in_order, visit)
+            walk_source(&mut Slice { bytes: &plain, at: 0 }, declared, in_order, on_record)
         }
         Codec::Gzip => {
             let reader = flate2::read::MultiGzDecoder::new(records);
-            walk_source(&mut Stream::new(reader, codec), declared, in_order, visit)
+            walk_source(&mut Stream::new(reader, codec), declared, in_order, on_record)
         }
         Codec::Lz4 => {
             let reader = lz4::Decoder::new(records).map_err(|e| undecodable(e.to_string()))?;
             let mut stream = Stream::new(reader, codec);
-            let walked = walk_source(&mut stream, declared, in_order, visit);
+            let walked = walk_source(&mut stream, declared, in_order, on_record);
             // The decoder ends quietly where its input does: a frame cut before its end
             // mark is only seen here, and explains whatever the walk found at that end.
             if stream.ended {
@@ -157,7 +159,7 @@ fn visit(
             let mut reader = zstd::stream::read::Decoder::new(records)
                 .map_err(|e| undecodable(e.to_string()))?;
             reader.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| undecodable(e.to_string()))?;
-            walk_source(&mut Stream::new(reader, codec), declared, in_order, visit)
+            walk_source(&mut Stream::new(reader, codec), declared, in_order, on_record)
         }
     }
 }
@@ -332,12 +334,12 @@ trait Fields {
 }
 
 /// A record whose bytes are all at hand: one slice, read without going back to the source.
-struct InHand<'a> {
+struct RecordInHand<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
-impl Fields for InHand<'_> {
+impl Fields for RecordInHand<'_> {
     #[inline]
     fn byte(&mut self) -> Option<u8> {
         let byte = *self.bytes.get(self.at)?;
@@ -454,9 +456,9 @@ fn walk_source(
     source: &mut impl Source,
     declared: Declared,
     offsets_in_order: bool,
-    visit: &mut impl FnMut(&Seen) -> ControlFlow<()>,
+    on_record: &mut impl FnMut(&SeenRecord) -> ControlFlow<()>,
 ) -> Result<(i64, i64), BatchError> {
-    let walked = walk_records(source, declared, offsets_in_order, visit);
+    let walked = walk_records(source, declared, offsets_in_order, on_record);
     match source.failure() {
         Some(failure) => Err(failure),
         None => walked,
@@ -470,7 +472,7 @@ fn walk_records(
     source: &mut impl Source,
     declared: Declared,
     offsets_in_order: bool,
-    visit: &mut impl FnMut(&Seen) -> ControlFlow<()>,
+    on_record: &mut impl FnMut(&SeenRecord) -> ControlFlow<()>,
 ) -> Result<(i64, i64), BatchError> {
     let malformed =
         |reason: &'static str| BatchError::MalformedRecords { reason, declared: declared.count };
@@ -491,7 +493,7 @@ fn walk_records(
         // Most records lie whole in the bytes at hand (always, uncompressed): their fields
         // are read from one slice; a record across a stream's buffer is read byte by byte.
         let in_hand = source.at_hand().get(..left).map(|bytes| {
-            let mut fields = InHand { bytes, at: 0 };
+            let mut fields = RecordInHand { bytes, at: 0 };
             (read_record(&mut fields, found, offsets_in_order), fields.left())
         });
         let (read, unread) = match in_hand {
@@ -512,8 +514,8 @@ fn walk_records(
         if timestamp != NO_TIMESTAMP {
             (min, max) = (min.min(timestamp), max.max(timestamp));
         }
-        let seen = Seen { index: found, offset_delta, timestamp, key_is_null };
-        if visit(&seen).is_break() {
+        let seen = SeenRecord { index: found, offset_delta, timestamp, key_is_null };
+        if on_record(&seen).is_break() {
             return Ok(bounds(min, max));
         }
         found += 1;
@@ -782,7 +784,7 @@ mod tests {
     /// What a walk over `source` finds: its answer, as text, and the keyless records.
     fn walked(source: &mut impl Source, declared: Declared) -> (String, Vec<i32>) {
         let mut keyless = Vec::new();
-        let answer = walk_source(source, declared, true, &mut |seen: &Seen| {
+        let answer = walk_source(source, declared, true, &mut |seen: &SeenRecord| {
             if seen.key_is_null {
                 keyless.push(seen.index);
             }

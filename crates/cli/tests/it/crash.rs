@@ -52,6 +52,10 @@ const SENDS_IN_FLIGHT_MAX: usize = 1000;
 /// `message.timeout.ms` (5 s) bounds any that slip past the purge.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
+/// Zero bytes the preallocate round checks at the end of each active segment: values here
+/// are text, so a batch never ends with so many.
+const ZEROS_AHEAD_SEEN: usize = 1024;
+
 /// Time to read both partitions back after a restart.
 const READ_LIMIT: Duration = Duration::from_secs(30);
 
@@ -243,4 +247,33 @@ async fn keeps_acknowledged_records_across_sigkill(configs: &[(&str, &str)]) {
         assert_log_holds(&broker, &acked, round).await;
     }
     assert!(!acked.is_empty(), "no send was ever acked, so nothing was tested (seed {seed})");
+    if configs.contains(&("preallocate", "true")) {
+        assert_zeros_ahead(&broker).await;
+    }
+}
+
+/// With `preallocate`, after one more record per partition, each partition's active segment
+/// ends with zeros written ahead of its last batch (recovery cut them at the last restart).
+async fn assert_zeros_ahead(broker: &BrokerProcess) {
+    let producer = producer(&broker.bootstrap(), &[]);
+    for partition in 0..PARTITION_COUNT {
+        let record = FutureRecord::<(), _>::to(TOPIC).partition(partition).payload("after:0");
+        producer.send(record, Duration::from_secs(5)).await.expect("a send after the rounds");
+    }
+    for partition in 0..PARTITION_COUNT {
+        let dir = broker.data_dir().join("log").join(format!("{TOPIC}-{partition}"));
+        let mut logs: Vec<_> = std::fs::read_dir(&dir)
+            .expect("the partition folder")
+            .map(|entry| entry.expect("a folder entry").path())
+            .filter(|path| path.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        let active = std::fs::read(logs.last().expect("an active segment")).expect("readable");
+        let tail = active.get(active.len().saturating_sub(ZEROS_AHEAD_SEEN)..).unwrap_or_default();
+        assert!(
+            active.len() > ZEROS_AHEAD_SEEN && tail.iter().all(|byte| *byte == 0),
+            "partition {partition}: the active segment ({} bytes) ends with zeros",
+            active.len()
+        );
+    }
 }
