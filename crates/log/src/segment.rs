@@ -423,7 +423,8 @@ impl Segment {
 
     /// Writes `preallocate_bytes` of zeros after the last batch, synced with it by the
     /// sync that acknowledges it. Best effort: should the write fail (a full disk), the
-    /// batches are in the file and appends go on growing it.
+    /// batches are in the file, and appends go on growing it without zeros until the
+    /// segment rolls (one WARN line, not one per append).
     fn write_ahead(&mut self) {
         static ZEROS: [u8; ZEROS_BUFFER_BYTES] = [0; ZEROS_BUFFER_BYTES];
         let ahead = self.preallocate_bytes.min(self.segment_bytes.saturating_sub(self.file_bytes));
@@ -450,6 +451,7 @@ impl Segment {
                     "zeros not written ahead (preallocate); appends go on growing the file"
                 );
                 self.file_bytes = self.size_bytes;
+                self.preallocate_bytes = 0;
             }
         }
     }

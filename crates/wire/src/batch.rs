@@ -537,7 +537,8 @@ fn get_varint(buf: &[u8], at: &mut usize) -> Option<i64> {
     None
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+/// Writes a Kafka nullable bytes field: a zigzag varint length (-1 for null), then the bytes.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         None => put_varint(out, -1),
         Some(bytes) => {
@@ -578,7 +579,8 @@ pub fn first_record_at_or_after(
     }))
 }
 
-fn put_varint(out: &mut Vec<u8>, value: i64) {
+/// Writes `value` as a zigzag varint, as Kafka's records carry their lengths and deltas.
+pub(crate) fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     loop {
         if zigzag < 0x80 {

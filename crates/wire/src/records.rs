@@ -129,23 +129,22 @@ fn visit(
 ) -> Result<(i64, i64), BatchError> {
     let records = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
     let undecodable = |reason: String| BatchError::Decompression { codec: codec.name(), reason };
-    let in_order = offsets_in_order;
     match codec {
         Codec::None => {
-            walk_source(&mut Slice { bytes: records, at: 0 }, declared, in_order, on_record)
+            walk_source(&mut Slice { bytes: records, at: 0 }, declared, offsets_in_order, on_record)
         }
         Codec::Snappy => {
             let plain = snappy_decompress(records).map_err(undecodable)?;
-            walk_source(&mut Slice { bytes: &plain, at: 0 }, declared, in_order, on_record)
+            walk_source(&mut Slice { bytes: &plain, at: 0 }, declared, offsets_in_order, on_record)
         }
         Codec::Gzip => {
             let reader = flate2::read::MultiGzDecoder::new(records);
-            walk_source(&mut Stream::new(reader, codec), declared, in_order, on_record)
+            walk_source(&mut Stream::new(reader, codec), declared, offsets_in_order, on_record)
         }
         Codec::Lz4 => {
             let reader = lz4::Decoder::new(records).map_err(|e| undecodable(e.to_string()))?;
             let mut stream = Stream::new(reader, codec);
-            let walked = walk_source(&mut stream, declared, in_order, on_record);
+            let walked = walk_source(&mut stream, declared, offsets_in_order, on_record);
             // The decoder ends quietly where its input does: a frame cut before its end
             // mark is only seen here, and explains whatever the walk found at that end.
             if stream.ended {
@@ -159,7 +158,7 @@ fn visit(
             let mut reader = zstd::stream::read::Decoder::new(records)
                 .map_err(|e| undecodable(e.to_string()))?;
             reader.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| undecodable(e.to_string()))?;
-            walk_source(&mut Stream::new(reader, codec), declared, in_order, on_record)
+            walk_source(&mut Stream::new(reader, codec), declared, offsets_in_order, on_record)
         }
     }
 }
@@ -711,6 +710,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::batch::{put_bytes, put_varint};
 
     /// A source that never has bytes at hand: every record is read byte by byte, as one
     /// across a stream's buffer is.
@@ -734,25 +734,6 @@ mod tests {
         }
     }
 
-    fn put_varint(value: i64, out: &mut Vec<u8>) {
-        let mut raw = ((value << 1) ^ (value >> 63)) as u64;
-        while raw >= 0x80 {
-            out.push((raw as u8) | 0x80);
-            raw >>= 7;
-        }
-        out.push(raw as u8);
-    }
-
-    fn put_bytes(field: &Option<Vec<u8>>, out: &mut Vec<u8>) {
-        match field {
-            Some(bytes) => {
-                put_varint(bytes.len() as i64, out);
-                out.extend_from_slice(bytes);
-            }
-            None => put_varint(-1, out),
-        }
-    }
-
     type Header = (Option<Vec<u8>>, Option<Vec<u8>>);
     /// A record's timestamp delta, key, value and headers.
     type Written = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<Header>);
@@ -762,16 +743,16 @@ mod tests {
         let mut out = Vec::new();
         for (index, (timestamp_delta, key, value, headers)) in records.iter().enumerate() {
             let mut body = vec![0u8];
-            put_varint(*timestamp_delta, &mut body);
-            put_varint(index as i64, &mut body);
-            put_bytes(key, &mut body);
-            put_bytes(value, &mut body);
-            put_varint(headers.len() as i64, &mut body);
+            put_varint(&mut body, *timestamp_delta);
+            put_varint(&mut body, index as i64);
+            put_bytes(&mut body, key.as_deref());
+            put_bytes(&mut body, value.as_deref());
+            put_varint(&mut body, headers.len() as i64);
             for (key, value) in headers {
-                put_bytes(key, &mut body);
-                put_bytes(value, &mut body);
+                put_bytes(&mut body, key.as_deref());
+                put_bytes(&mut body, value.as_deref());
             }
-            put_varint(body.len() as i64, &mut out);
+            put_varint(&mut out, body.len() as i64);
             out.extend_from_slice(&body);
         }
         out
