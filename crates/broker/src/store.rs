@@ -5,9 +5,13 @@
 //! B-trees with a checksummed commit slot), so a crash leaves either the old or the new state
 //! and never a torn one. Metadata writes are rare next to log appends, so one sync each is
 //! affordable; the hot path (produce) never touches this file.
+//!
+//! After a failed commit (a full disk) redb refuses every later transaction until it is
+//! reopened; the store reopens it before its next transaction (see [`Store::reopen`]).
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -156,9 +160,24 @@ pub struct GroupMemberRecord {
     pub assignment: Vec<u8>,
 }
 
+/// Opens the database file (the store's `path`): [`Database::create`], or a test backend.
+type Opener =
+    Box<dyn Fn(&Path) -> std::result::Result<Database, redb::DatabaseError> + Send + Sync>;
+
 /// The store.
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    opener: Opener,
+    /// The database; `None` only while a reopen failed. Every transaction holds the read
+    /// lock from its start until it ended, and the counters of [`GroupCommit`] that it moves
+    /// are moved before it lets go, so a reopen (the write lock) sees them consistent.
+    db: RwLock<Option<Database>>,
+    /// Set when a transaction failed in a way that leaves redb refusing every later one
+    /// (an I/O error): the next transaction reopens the database first.
+    needs_reopen: AtomicBool,
+    /// Set from the first such failure until a write commits again: the start and the end
+    /// of a run of failures are logged, not each failure.
+    writes_failing: AtomicBool,
     /// Group commit of synced transaction-state writes (see [`Store::put_transaction`]).
     commits: GroupCommit,
     /// Transaction markers appended but not yet synced: `(partition, end offset)`. Every
@@ -179,6 +198,17 @@ struct GroupCommit {
     synced: std::sync::atomic::AtomicU64,
     /// Held while a sync runs; waiters queue here.
     lock: std::sync::Mutex<()>,
+    /// Unsynced commits a reopen dropped, as ranges `(after, through]` of their numbers:
+    /// redb keeps only durable commits across a failed one, so a waiter among them fails.
+    lost: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl GroupCommit {
+    /// Whether the commit numbered `number` was dropped by a reopen before a sync.
+    fn was_lost(&self, number: u64) -> bool {
+        let lost = self.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        lost.iter().any(|(after, through)| (*after + 1..=*through).contains(&number))
+    }
 }
 
 fn store_error(what: &'static str) -> impl Fn(String) -> Error {
@@ -193,10 +223,18 @@ fn offset_key(group: &str, topic: &str, partition: i32) -> String {
 impl Store {
     /// Opens or creates the store file.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = Database::create(path)
-            .map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
+        Self::open_with(path, Box::new(|path| Database::create(path)))
+    }
+
+    /// Opens the store through `opener` (the same on every reopen).
+    fn open_with(path: &Path, opener: Opener) -> Result<Store> {
+        let db = opener(path).map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
         let store = Store {
-            db,
+            path: path.to_path_buf(),
+            opener,
+            db: RwLock::new(Some(db)),
+            needs_reopen: AtomicBool::new(false),
+            writes_failing: AtomicBool::new(false),
             commits: GroupCommit::default(),
             unsynced_markers: Default::default(),
             marker_syncs: Default::default(),
@@ -210,6 +248,86 @@ impl Store {
             Ok(())
         })?;
         Ok(store)
+    }
+
+    /// The database, for one write: reopened first if an earlier write failed with an I/O
+    /// error.
+    fn db(&self) -> Result<RwLockReadGuard<'_, Option<Database>>> {
+        if self.needs_reopen.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        Ok(self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// The database, for one read: redb goes on reading after an I/O error, so the handle
+    /// in use serves it; reopened first only when a reopen failed and left none.
+    fn db_to_read(&self) -> Result<RwLockReadGuard<'_, Option<Database>>> {
+        let db = self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if db.is_some() {
+            return Ok(db);
+        }
+        drop(db);
+        self.db()
+    }
+
+    /// Closes and reopens the database after an I/O error (redb refuses every transaction
+    /// after one until then), once no transaction runs. redb rolls back to the last synced
+    /// commit: as after a crash of this file alone, unsynced commits are gone (the writes
+    /// `put_transaction` makes unsynced, which a crash may lose too; one that a caller
+    /// waits to see synced fails, see [`GroupCommit::lost`]). Fails, and is tried again
+    /// at the next transaction, while the disk is still full.
+    fn reopen(&self) -> Result<()> {
+        let mut db = self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !self.needs_reopen.load(Ordering::Acquire) {
+            return Ok(()); // another caller reopened it meanwhile
+        }
+        // The old handle must be closed first: it holds the file's lock.
+        drop(db.take());
+        let reopened = (self.opener)(&self.path).map_err(|e| {
+            Error::Store(format!(
+                "reopen {} after an I/O error: {e} (free disk space; it is tried again at the next write)",
+                self.path.display()
+            ))
+        })?;
+        let commits = &self.commits;
+        let synced = commits.synced.load(Ordering::Acquire);
+        let written = commits.written.load(Ordering::Acquire);
+        if written > synced {
+            let mut lost = commits.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            lost.push((synced, written));
+            // Later syncs cover nothing below `written`: what was unsynced is gone.
+            commits.synced.store(written, Ordering::Release);
+        }
+        *db = Some(reopened);
+        self.needs_reopen.store(false, Ordering::Release);
+        tracing::debug!(path = %self.path.display(), "metadata store reopened after an I/O error");
+        Ok(())
+    }
+
+    /// Notes a redb error that leaves the database refusing every later transaction, and
+    /// words it for the caller.
+    fn failed(&self, what: &str, error: impl Into<redb::Error>) -> Error {
+        let error: redb::Error = error.into();
+        let refusing = matches!(error, redb::Error::Io(_) | redb::Error::PreviousIo);
+        if refusing {
+            self.needs_reopen.store(true, Ordering::Release);
+            if !self.writes_failing.swap(true, Ordering::AcqRel) {
+                tracing::error!(
+                    path = %self.path.display(),
+                    %error,
+                    "metadata store writes fail (offset commits, topic changes, transactions) until one commits; reads go on"
+                );
+            }
+        }
+        Error::Store(format!("{what}: {error}"))
+    }
+
+    /// Runs `f` in a read transaction.
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
+        let db = self.db_to_read()?;
+        let db = db.as_ref().ok_or_else(|| Error::Store("metadata store not open".into()))?;
+        let tx = db.begin_read().map_err(|e| self.failed("read", e))?;
+        f(&tx)
     }
 
     fn write<T>(
@@ -226,7 +344,20 @@ impl Store {
         durability: redb::Durability,
         f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, String>,
     ) -> Result<T> {
-        let mut tx = self.db.begin_write().map_err(|e| Error::Store(e.to_string()))?;
+        let db = self.db()?;
+        self.write_in(&db, durability, f)
+    }
+
+    /// [`Store::write_with`] on a database the caller holds (to move counters before a
+    /// reopen can run).
+    fn write_in<T>(
+        &self,
+        db: &Option<Database>,
+        durability: redb::Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        let db = db.as_ref().ok_or_else(|| Error::Store("metadata store not open".into()))?;
+        let mut tx = db.begin_write().map_err(|e| self.failed("write", e))?;
         if !matches!(durability, redb::Durability::None) {
             // Under the write lock: every unsynced commit before this one has registered
             // its markers by now, and none commits until this one has.
@@ -234,7 +365,12 @@ impl Store {
         }
         tx.set_durability(durability);
         let value = f(&tx).map_err(store_error("write"))?;
-        tx.commit().map_err(|e| Error::Store(format!("commit: {e}")))?;
+        tx.commit().map_err(|e| self.failed("commit", e))?;
+        if self.writes_failing.load(Ordering::Acquire)
+            && self.writes_failing.swap(false, Ordering::AcqRel)
+        {
+            tracing::info!(path = %self.path.display(), "metadata store writes work again");
+        }
         Ok(value)
     }
 
@@ -333,16 +469,17 @@ impl Store {
 
     /// Every topic.
     pub fn topics(&self) -> Result<BTreeMap<String, TopicRecord>> {
-        let tx = self.db.begin_read().map_err(|e| Error::Store(e.to_string()))?;
-        let table = tx.open_table(TOPICS).map_err(|e| Error::Store(e.to_string()))?;
-        let mut topics = BTreeMap::new();
-        for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
-            let (name, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
-            let record: TopicRecord = serde_json::from_slice(value.value())
-                .map_err(|e| Error::Store(format!("topic {}: {e}", name.value())))?;
-            topics.insert(name.value().to_string(), record);
-        }
-        Ok(topics)
+        self.read(|tx| {
+            let table = tx.open_table(TOPICS).map_err(|e| Error::Store(e.to_string()))?;
+            let mut topics = BTreeMap::new();
+            for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
+                let (name, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
+                let record: TopicRecord = serde_json::from_slice(value.value())
+                    .map_err(|e| Error::Store(format!("topic {}: {e}", name.value())))?;
+                topics.insert(name.value().to_string(), record);
+            }
+            Ok(topics)
+        })
     }
 
     /// Writes (creates or replaces) a topic.
@@ -407,16 +544,29 @@ impl Store {
     /// and return without a sync of their own.
     fn sync_through(&self, number: u64) -> Result<()> {
         let commits = &self.commits;
-        if commits.synced.load(Ordering::Acquire) >= number {
-            return Ok(());
+        let covered = || {
+            if commits.was_lost(number) {
+                return Some(Err(Error::Store(
+                    "write lost: the metadata store was reopened after an I/O error before it was synced".into(),
+                )));
+            }
+            (commits.synced.load(Ordering::Acquire) >= number).then_some(Ok(()))
+        };
+        if let Some(outcome) = covered() {
+            return outcome;
         }
         let _guard = commits.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if commits.synced.load(Ordering::Acquire) >= number {
-            return Ok(());
+        if let Some(outcome) = covered() {
+            return outcome;
+        }
+        let db = self.db()?;
+        // A reopen may have run since `covered`; it cannot now until `db` is let go.
+        if let Some(outcome) = covered() {
+            return outcome;
         }
         let target = commits.written.load(Ordering::Acquire);
         debug_assert!(target >= number, "commit {number} counted after {target}");
-        self.write_with(redb::Durability::Immediate, |_| Ok(()))?;
+        self.write_in(&db, redb::Durability::Immediate, |_| Ok(()))?;
         commits.synced.fetch_max(target, Ordering::AcqRel);
         Ok(())
     }
@@ -429,16 +579,17 @@ impl Store {
 
     /// Every transactional id's coordinator state.
     pub fn transactions(&self) -> Result<BTreeMap<String, TxnRecord>> {
-        let tx = self.db.begin_read().map_err(|e| Error::Store(e.to_string()))?;
-        let table = tx.open_table(TRANSACTIONS).map_err(|e| Error::Store(e.to_string()))?;
-        let mut found = BTreeMap::new();
-        for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
-            let (id, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
-            let record: TxnRecord = serde_json::from_slice(value.value())
-                .map_err(|e| Error::Store(format!("transaction {}: {e}", id.value())))?;
-            found.insert(id.value().to_string(), record);
-        }
-        Ok(found)
+        self.read(|tx| {
+            let table = tx.open_table(TRANSACTIONS).map_err(|e| Error::Store(e.to_string()))?;
+            let mut found = BTreeMap::new();
+            for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
+                let (id, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
+                let record: TxnRecord = serde_json::from_slice(value.value())
+                    .map_err(|e| Error::Store(format!("transaction {}: {e}", id.value())))?;
+                found.insert(id.value().to_string(), record);
+            }
+            Ok(found)
+        })
     }
 
     /// Writes a transactional id's state and, in the same store transaction, commits
@@ -496,7 +647,8 @@ impl Store {
         };
         if let Some(_guard) = alone {
             // No sync is running: one synced commit carries this write.
-            let number = self.write_with(redb::Durability::Immediate, body)?;
+            let db = self.db()?;
+            let number = self.write_in(&db, redb::Durability::Immediate, body)?;
             commits.synced.fetch_max(number, Ordering::AcqRel);
             return Ok(());
         }
@@ -506,16 +658,17 @@ impl Store {
 
     /// Every stored group.
     pub fn groups(&self) -> Result<BTreeMap<String, GroupRecord>> {
-        let tx = self.db.begin_read().map_err(|e| Error::Store(e.to_string()))?;
-        let table = tx.open_table(GROUPS).map_err(|e| Error::Store(e.to_string()))?;
-        let mut found = BTreeMap::new();
-        for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
-            let (id, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
-            let record: GroupRecord = serde_json::from_slice(value.value())
-                .map_err(|e| Error::Store(format!("group {}: {e}", id.value())))?;
-            found.insert(id.value().to_string(), record);
-        }
-        Ok(found)
+        self.read(|tx| {
+            let table = tx.open_table(GROUPS).map_err(|e| Error::Store(e.to_string()))?;
+            let mut found = BTreeMap::new();
+            for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
+                let (id, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
+                let record: GroupRecord = serde_json::from_slice(value.value())
+                    .map_err(|e| Error::Store(format!("group {}: {e}", id.value())))?;
+                found.insert(id.value().to_string(), record);
+            }
+            Ok(found)
+        })
     }
 
     /// Writes a group, or removes it with `None`.
@@ -539,37 +692,39 @@ impl Store {
 
     /// Every committed offset of a group: `(topic, partition) -> record`.
     pub fn group_offsets(&self, group: &str) -> Result<BTreeMap<(String, i32), OffsetRecord>> {
-        let tx = self.db.begin_read().map_err(|e| Error::Store(e.to_string()))?;
-        let table = tx.open_table(OFFSETS).map_err(|e| Error::Store(e.to_string()))?;
-        let prefix = format!("{group}\0");
-        let mut offsets = BTreeMap::new();
-        let range = table.range(prefix.as_str()..).map_err(|e| Error::Store(e.to_string()))?;
-        for entry in range {
-            let (key, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
-            let Some(rest) = key.value().strip_prefix(&prefix) else { break };
-            let Some((topic, partition)) = rest.rsplit_once('\0') else { continue };
-            let Ok(partition) = partition.parse::<i32>() else { continue };
-            let record: OffsetRecord =
-                serde_json::from_slice(value.value()).map_err(|e| Error::Store(e.to_string()))?;
-            offsets.insert((topic.to_string(), partition), record);
-        }
-        Ok(offsets)
+        self.read(|tx| {
+            let table = tx.open_table(OFFSETS).map_err(|e| Error::Store(e.to_string()))?;
+            let prefix = format!("{group}\0");
+            let mut offsets = BTreeMap::new();
+            let range = table.range(prefix.as_str()..).map_err(|e| Error::Store(e.to_string()))?;
+            for entry in range {
+                let (key, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
+                let Some(rest) = key.value().strip_prefix(&prefix) else { break };
+                let Some((topic, partition)) = rest.rsplit_once('\0') else { continue };
+                let Ok(partition) = partition.parse::<i32>() else { continue };
+                let record: OffsetRecord = serde_json::from_slice(value.value())
+                    .map_err(|e| Error::Store(e.to_string()))?;
+                offsets.insert((topic.to_string(), partition), record);
+            }
+            Ok(offsets)
+        })
     }
 
     /// Every group id with committed offsets.
     pub fn groups_with_offsets(&self) -> Result<Vec<String>> {
-        let tx = self.db.begin_read().map_err(|e| Error::Store(e.to_string()))?;
-        let table = tx.open_table(OFFSETS).map_err(|e| Error::Store(e.to_string()))?;
-        let mut groups: Vec<String> = Vec::new();
-        for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
-            let (key, _) = entry.map_err(|e| Error::Store(e.to_string()))?;
-            if let Some((group, _)) = key.value().split_once('\0') {
-                if groups.last().map(String::as_str) != Some(group) {
-                    groups.push(group.to_string());
+        self.read(|tx| {
+            let table = tx.open_table(OFFSETS).map_err(|e| Error::Store(e.to_string()))?;
+            let mut groups: Vec<String> = Vec::new();
+            for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
+                let (key, _) = entry.map_err(|e| Error::Store(e.to_string()))?;
+                if let Some((group, _)) = key.value().split_once('\0') {
+                    if groups.last().map(String::as_str) != Some(group) {
+                        groups.push(group.to_string());
+                    }
                 }
             }
-        }
-        Ok(groups)
+            Ok(groups)
+        })
     }
 
     /// Deletes committed offsets: all of a group's when `partitions` is `None`.
@@ -683,5 +838,103 @@ mod tests {
         let found = Store::open(&path).unwrap().transactions().unwrap();
         assert_eq!(found.len(), 200);
         assert_eq!(found["txn-7-24"], txn_record(724));
+    }
+
+    /// A redb backend over a file whose writes, length changes and syncs fail with ENOSPC
+    /// while `full` is set, as on a full disk.
+    #[derive(Debug)]
+    struct FullDisk {
+        file: redb::backends::FileBackend,
+        full: std::sync::Arc<AtomicBool>,
+    }
+
+    impl FullDisk {
+        fn check(&self) -> std::io::Result<()> {
+            if self.full.load(Ordering::Acquire) {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC on Linux
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for FullDisk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            self.file.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+            self.check()?;
+            self.file.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+    }
+
+    fn open_on_full_disk(path: &Path, full: &std::sync::Arc<AtomicBool>) -> Store {
+        let full = std::sync::Arc::clone(full);
+        let opener: Opener = Box::new(move |path| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            let backend =
+                FullDisk { file: redb::backends::FileBackend::new(file)?, full: full.clone() };
+            redb::Builder::new().create_with_backend(backend)
+        });
+        Store::open_with(path, opener).unwrap()
+    }
+
+    fn offset(offset: i64) -> OffsetRecord {
+        OffsetRecord { offset, leader_epoch: -1, metadata: None, commit_timestamp_ms: 1 }
+    }
+
+    /// redb refuses every transaction after an I/O error until it is reopened: the store
+    /// reopens it, so commits work again once the disk has room, with nothing synced lost.
+    #[test]
+    fn the_store_works_again_once_a_full_disk_has_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let full = std::sync::Arc::new(AtomicBool::new(false));
+        let store = open_on_full_disk(&path, &full);
+        store.commit_offsets("g", &[("t".into(), 0, offset(5))]).unwrap();
+        let unsynced = txn_record(1);
+        store.put_transaction("unsynced", Some(&unsynced), &[], false).unwrap();
+        let unsynced_number = store.commits.written.load(Ordering::Acquire);
+
+        full.store(true, Ordering::Release);
+        let error = store.commit_offsets("g", &[("t".into(), 0, offset(6))]).unwrap_err();
+        assert!(error.to_string().contains("No space left on device"), "{error}");
+        // Reads go on.
+        assert_eq!(store.group_offsets("g").unwrap()[&("t".to_string(), 0)], offset(5));
+        // Still full: the reopen before the next write fails too, and says what to do.
+        let error = store.commit_offsets("g", &[("t".into(), 0, offset(7))]).unwrap_err();
+        assert!(error.to_string().contains("free disk space"), "{error}");
+        // With no handle left (this backend refuses even the writes an open makes), reads
+        // wait for the disk too.
+        assert!(store.group_offsets("g").is_err(), "read from a store that is not open");
+
+        full.store(false, Ordering::Release);
+        assert_eq!(store.group_offsets("g").unwrap()[&("t".to_string(), 0)], offset(5));
+        store.commit_offsets("g", &[("t".into(), 0, offset(8))]).unwrap();
+        assert_eq!(store.group_offsets("g").unwrap()[&("t".to_string(), 0)], offset(8));
+        // The unsynced write before the failure went with the reopen: a caller waiting
+        // for its sync is told so, rather than told it is durable.
+        let error = store.sync_through(unsynced_number).unwrap_err();
+        assert!(error.to_string().contains("write lost"), "{error}");
+        store.put_transaction("later", Some(&txn_record(2)), &[], true).unwrap();
+        drop(store);
+        let reopened = Store::open(&path).unwrap();
+        assert_eq!(reopened.group_offsets("g").unwrap()[&("t".to_string(), 0)], offset(8));
+        assert_eq!(reopened.transactions().unwrap()["later"], txn_record(2));
     }
 }

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", describe(&error));
             ExitCode::from(2)
         }
     }
@@ -137,6 +137,24 @@ fn init_tracing() {
         .init();
 }
 
+/// The error and its causes, `: `-separated as `{:#}` prints them, leaving out a cause
+/// whose text the message so far already ends with (errors such as the log's I/O error
+/// print their source in their own text and also name it as their source).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
 /// Whether the error comes from writing to a closed stdout (the reader went away).
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
@@ -154,6 +172,31 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        /// As the log's I/O error: its text ends with its source's, which it also names.
+        #[derive(Debug)]
+        struct WithSource(std::io::Error);
+        impl std::fmt::Display for WithSource {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "write index /data/t-0/0.index: {}", self.0)
+            }
+        }
+        impl std::error::Error for WithSource {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::other("No space left on device");
+        let error = anyhow::Error::new(WithSource(io)).context("cannot start the broker");
+        assert_eq!(
+            describe(&error),
+            "cannot start the broker: write index /data/t-0/0.index: No space left on device"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(describe(&plain), format!("{plain:#}"));
     }
 
     #[test]

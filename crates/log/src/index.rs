@@ -4,6 +4,11 @@
 //! not rescan closed segments. The files are hints: a missing, short or inconsistent file is
 //! rebuilt from the segment on open, so they are synced only when a segment is closed.
 //!
+//! A failed file write (a full disk) never fails an append: the entries stay in memory, both
+//! files are cut to zero length (so the next open rebuilds them rather than trust a file
+//! with entries missing), and no more entries are written until [`Indexes::catch_up`]
+//! rewrites both files from memory.
+//!
 //! - `.index`: entries of (relative offset u32, position u32), big-endian, offsets and
 //!   positions strictly increasing.
 //! - `.timeindex`: entries of (timestamp i64, relative offset u32), big-endian, timestamps
@@ -44,6 +49,9 @@ pub(crate) struct Indexes {
     offset_path: PathBuf,
     time_file: File,
     time_path: PathBuf,
+    /// The files miss entries that memory has (a write failed); they are empty or being
+    /// rewritten, and single entries are not written until [`Indexes::catch_up`] succeeds.
+    files_behind: bool,
 }
 
 fn open_rw(path: &Path) -> Result<File> {
@@ -69,6 +77,7 @@ impl Indexes {
             offset_path,
             time_file,
             time_path,
+            files_behind: false,
         };
         indexes.load()?;
         Ok(indexes)
@@ -112,36 +121,89 @@ impl Indexes {
     pub fn clear(&mut self) -> Result<()> {
         self.offsets.clear();
         self.times.clear();
+        self.files_behind = false;
         self.offset_file.set_len(0).map_err(io("truncate index", &self.offset_path))?;
         self.time_file.set_len(0).map_err(io("truncate index", &self.time_path))?;
         Ok(())
     }
 
-    /// Appends an offset entry (in memory and to the file).
+    /// Appends an offset entry in memory, and to its file unless the files are behind. An
+    /// error means this write failed and the files were set behind; the entry is in memory.
     pub fn push_offset(&mut self, entry: OffsetEntry) -> Result<()> {
         if let Some(last) = self.offsets.last() {
             debug_assert!(entry.relative_offset > last.relative_offset, "{entry:?} after {last:?}");
             debug_assert!(entry.position > last.position, "{entry:?} after {last:?}");
         }
-        let mut bytes = [0u8; OFFSET_INDEX_ENTRY_BYTES];
-        bytes[..4].copy_from_slice(&entry.relative_offset.to_be_bytes());
-        bytes[4..].copy_from_slice(&entry.position.to_be_bytes());
         let at = (self.offsets.len() * OFFSET_INDEX_ENTRY_BYTES) as u64;
         self.offsets.push(entry);
-        self.offset_file.write_all_at(&bytes, at).map_err(io("write index", &self.offset_path))
+        if self.files_behind {
+            return Ok(());
+        }
+        let written = self
+            .offset_file
+            .write_all_at(&offset_bytes(entry), at)
+            .map_err(io("write index", &self.offset_path));
+        self.fall_behind_on(written)
     }
 
-    /// Appends a time entry if `timestamp` is above the last one.
+    /// Appends a time entry if `timestamp` is above the last one (as [`Indexes::push_offset`]).
     pub fn push_time(&mut self, entry: TimeEntry) -> Result<()> {
         if self.times.last().is_some_and(|last| entry.timestamp <= last.timestamp) {
             return Ok(());
         }
-        let mut bytes = [0u8; TIME_INDEX_ENTRY_BYTES];
-        bytes[..8].copy_from_slice(&entry.timestamp.to_be_bytes());
-        bytes[8..].copy_from_slice(&entry.relative_offset.to_be_bytes());
         let at = (self.times.len() * TIME_INDEX_ENTRY_BYTES) as u64;
         self.times.push(entry);
-        self.time_file.write_all_at(&bytes, at).map_err(io("write index", &self.time_path))
+        if self.files_behind {
+            return Ok(());
+        }
+        let written = self
+            .time_file
+            .write_all_at(&time_bytes(entry), at)
+            .map_err(io("write index", &self.time_path));
+        self.fall_behind_on(written)
+    }
+
+    /// After a failed write: both files are cut to zero length, so that an open before
+    /// [`Indexes::catch_up`] rebuilds them (cutting needs no free space), and marked behind.
+    fn fall_behind_on(&mut self, written: Result<()>) -> Result<()> {
+        if written.is_err() {
+            self.files_behind = true;
+            let _ = self.offset_file.set_len(0);
+            let _ = self.time_file.set_len(0);
+        }
+        written
+    }
+
+    /// Whether the files miss entries that memory has.
+    pub fn files_behind(&self) -> bool {
+        self.files_behind
+    }
+
+    /// Rewrites both files from memory when they are behind; `Ok(true)` when they were and
+    /// now hold every entry. On failure they stay behind (and empty).
+    pub fn catch_up(&mut self) -> Result<bool> {
+        if !self.files_behind {
+            return Ok(false);
+        }
+        let offsets: Vec<u8> = self.offsets.iter().flat_map(|e| offset_bytes(*e)).collect();
+        let times: Vec<u8> = self.times.iter().flat_map(|e| time_bytes(*e)).collect();
+        // The time file first: until the offset file has entries, an open rebuilds both.
+        let written = self
+            .time_file
+            .write_all_at(&times, 0)
+            .map_err(io("write index", &self.time_path))
+            .and_then(|()| {
+                self.offset_file
+                    .write_all_at(&offsets, 0)
+                    .map_err(io("write index", &self.offset_path))
+            });
+        if let Err(error) = written {
+            let _ = self.offset_file.set_len(0);
+            let _ = self.time_file.set_len(0);
+            return Err(error);
+        }
+        self.files_behind = false;
+        Ok(true)
     }
 
     /// The position of the last indexed batch at or before `relative_offset` (0 if none).
@@ -187,6 +249,20 @@ impl Indexes {
         }
         Ok(())
     }
+}
+
+fn offset_bytes(entry: OffsetEntry) -> [u8; OFFSET_INDEX_ENTRY_BYTES] {
+    let mut bytes = [0u8; OFFSET_INDEX_ENTRY_BYTES];
+    bytes[..4].copy_from_slice(&entry.relative_offset.to_be_bytes());
+    bytes[4..].copy_from_slice(&entry.position.to_be_bytes());
+    bytes
+}
+
+fn time_bytes(entry: TimeEntry) -> [u8; TIME_INDEX_ENTRY_BYTES] {
+    let mut bytes = [0u8; TIME_INDEX_ENTRY_BYTES];
+    bytes[..8].copy_from_slice(&entry.timestamp.to_be_bytes());
+    bytes[8..].copy_from_slice(&entry.relative_offset.to_be_bytes());
+    bytes
 }
 
 fn read_all(file: &File, path: &Path) -> Result<Vec<u8>> {
@@ -240,5 +316,43 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let index = open(dir.path());
         assert_eq!(index.offsets.len(), 2);
+    }
+
+    /// A failed file write (as on a full disk) keeps the entry in memory, empties both files
+    /// so that an open in between rebuilds them, writes no more single entries, and a
+    /// catch-up writes every entry back.
+    #[test]
+    fn a_failed_write_keeps_memory_and_the_files_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = open(dir.path());
+        index.push_offset(OffsetEntry { relative_offset: 1, position: 10 }).unwrap();
+        index.push_time(TimeEntry { timestamp: 100, relative_offset: 1 }).unwrap();
+        // A handle that cannot write stands in for a disk with no room.
+        let writable = std::mem::replace(
+            &mut index.offset_file,
+            File::open(dir.path().join("0.index")).unwrap(),
+        );
+        assert!(index.push_offset(OffsetEntry { relative_offset: 2, position: 20 }).is_err());
+        assert!(index.files_behind());
+        assert_eq!(index.offsets.len(), 2, "the entry is in memory");
+        assert_eq!(index.position_for(2), 20);
+        assert_eq!(std::fs::metadata(dir.path().join("0.timeindex")).unwrap().len(), 0);
+        // Behind: later entries go to memory only, without another error.
+        index.push_time(TimeEntry { timestamp: 200, relative_offset: 2 }).unwrap();
+        assert_eq!(std::fs::metadata(dir.path().join("0.timeindex")).unwrap().len(), 0);
+        // (This stand-in cannot cut the offset file; an empty time file alone makes a
+        // segment's open rebuild both.)
+        let reopened = Indexes::open(dir.path().join("0.index"), dir.path().join("0.timeindex"));
+        assert!(reopened.unwrap().times.is_empty(), "an open in between finds nothing to trust");
+
+        index.offset_file = writable;
+        assert!(index.catch_up().unwrap(), "caught up");
+        assert!(!index.files_behind());
+        assert!(!index.catch_up().unwrap(), "nothing left to catch up");
+        index.push_offset(OffsetEntry { relative_offset: 3, position: 30 }).unwrap();
+        drop(index);
+        let reopened = open(dir.path());
+        assert_eq!(reopened.offsets.iter().map(|e| e.position).collect::<Vec<_>>(), [10, 20, 30]);
+        assert_eq!(reopened.times.iter().map(|e| e.timestamp).collect::<Vec<_>>(), [100, 200]);
     }
 }

@@ -55,6 +55,9 @@ pub struct PartitionLog {
     /// the last good sync can be trusted: the partition refuses appends, rolls, retention
     /// and syncs until the broker restarts and recovery re-reads the files. Reads go on.
     failed: bool,
+    /// Whether the last append failed to write (a full disk): logged when it starts and when
+    /// an append works again, not once per refused produce.
+    writes_failing: bool,
     /// Idempotent producers' sequence state, rebuilt on open from a snapshot and the log.
     producers: ProducerStates,
     /// Transactions closed by a marker that is their only decision
@@ -132,6 +135,7 @@ impl PartitionLog {
             segments,
             log_start_offset,
             failed: false,
+            writes_failing: false,
             producers,
             held_closes: Vec::new(),
             roll_jitter_ms,
@@ -260,11 +264,34 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
-        let (info, headers) = self.write_batches(bytes, headers, incoming_offsets, now_ms)?;
+        let written = self.write_batches(bytes, headers, incoming_offsets, now_ms);
+        let (info, headers) = self.note_write_outcome(written)?;
         for header in &headers {
             self.producers.record(header, now_ms);
         }
         Ok(info)
+    }
+
+    /// Logs the start and the end of a run of failed writes (a full disk), once each.
+    fn note_write_outcome<T>(&mut self, written: Result<T>) -> Result<T> {
+        match (&written, self.writes_failing) {
+            (Err(Error::Io { .. }), false) => {
+                if let Err(error) = &written {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        %error,
+                        "appends to this partition fail (KAFKA_STORAGE_ERROR) until a write succeeds; reads go on"
+                    );
+                }
+                self.writes_failing = true;
+            }
+            (Ok(_), true) => {
+                tracing::info!(dir = %self.dir.display(), "appends to this partition work again");
+                self.writes_failing = false;
+            }
+            _ => {}
+        }
+        written
     }
 
     /// Under CreateTime, refuses a batch with a record timestamp outside

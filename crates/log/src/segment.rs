@@ -192,7 +192,11 @@ impl Segment {
                 Ok(())
             })?;
         for (position, header) in found {
-            self.index_batch(position, &header)?;
+            if let Err(error) = self.index_batch(position, &header) {
+                // Memory holds the entries; the files are rebuilt at the next open unless
+                // the segment catches them up before (a full disk must not stop a start).
+                self.warn_index_behind(&error);
+            }
         }
         if end.size_bytes < file_bytes {
             if self.only_zeros(end.size_bytes, file_bytes)? {
@@ -356,6 +360,13 @@ impl Segment {
     /// entry for the segment's max timestamp (as Kafka's), and it is synced with its indexes.
     pub fn close(&mut self) -> Result<()> {
         self.end_time_index();
+        if let Err(error) = self.indexes.catch_up() {
+            tracing::warn!(
+                segment = %self.path.display(),
+                %error,
+                "index files left empty at close: the next open rebuilds them"
+            );
+        }
         // A closed segment ends with its last batch, as Kafka trims a preallocated one. The
         // file's own length, not `file_bytes`: a failed write may have left more.
         let length = self.file.metadata().map_err(io("stat segment", &self.path))?.len();
@@ -393,8 +404,16 @@ impl Segment {
             parts.iter().map(|p| p.len()).sum::<usize>() == total_bytes,
             "parts do not add up to {total_bytes} bytes"
         );
-        write_all_vectored_at(&self.file, parts, self.size_bytes)
-            .map_err(io("write segment", &self.path))?;
+        if let Err(error) = write_all_vectored_at(&self.file, parts, self.size_bytes) {
+            // Part of it may be in the file, past what it held: cut that (it takes disk space
+            // a full disk needs back; the next append writes over it anyway).
+            if let Ok(metadata) = self.file.metadata() {
+                if metadata.len() > self.file_bytes {
+                    let _ = self.file.set_len(self.file_bytes);
+                }
+            }
+            return Err(io("write segment", &self.path)(error));
+        }
         let start = self.size_bytes;
         // The batches are in the file: count them before indexing, so a failed index write
         // (a hint, rebuilt on open) leaves the segment's offsets and size consistent.
@@ -405,11 +424,24 @@ impl Segment {
         }
         self.next_offset = headers.last().map_or(self.next_offset, |h| h.next_offset());
         let mut position = start;
+        if self.indexes.files_behind() {
+            // A write just succeeded, so there may be room again for the entries the files
+            // missed. Quiet on failure: the first one warned.
+            match self.indexes.catch_up() {
+                Ok(caught_up) if caught_up => {
+                    tracing::info!(segment = %self.path.display(), "index files written again");
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(segment = %self.path.display(), %error, "index files still behind")
+                }
+            }
+        }
         for header in headers {
             if let Err(error) = self.index_batch(position, header) {
                 // The batches are durable data; the index is a hint rebuilt on open. Failing
                 // the produce here would make its retry a duplicate.
-                tracing::warn!(segment = %self.path.display(), %error, "index write failed");
+                self.warn_index_behind(&error);
             }
             position += header.total_bytes as u64;
         }
@@ -419,6 +451,16 @@ impl Segment {
             self.size_bytes
         );
         Ok(())
+    }
+
+    /// Logs the write that put the index files behind: one line per episode, since the
+    /// files take no single entries until they are caught up.
+    fn warn_index_behind(&self, error: &crate::Error) {
+        tracing::warn!(
+            segment = %self.path.display(),
+            %error,
+            "index files not written (kept in memory; rewritten when a write succeeds, or rebuilt at the next open)"
+        );
     }
 
     /// Writes `preallocate_bytes` of zeros after the last batch, synced with it by the

@@ -7,6 +7,7 @@
 //! - [`raw`] is a tiny blocking Kafka client that writes exactly the bytes a test asks for:
 //!   bogus frame sizes, truncated requests, unknown API keys, corrupt record batches. Real clients
 //!   (rdkafka) refuse to send such bytes, so bad-input tests need it.
+//! - [`SmallDisk`] mounts a small `tmpfs` (as root) so a data folder really runs out of space.
 //!
 //! Every wait has a limit ([`limits`]) so a broken broker fails a test fast instead of hanging it.
 //! Errors are plain [`std::io::Error`]s whose messages carry the broker log tail where it helps:
@@ -16,5 +17,7 @@
 mod broker_process;
 pub mod limits;
 pub mod raw;
+mod small_disk;
 
 pub use broker_process::BrokerProcess;
+pub use small_disk::SmallDisk;

@@ -270,8 +270,13 @@ fn append_all(
                             sluice_log::Error::KeylessRecords { indexes } => indexes.clone(),
                             _ => Vec::new(),
                         };
+                        // A failed write is logged by the log when a run of them starts.
+                        if matches!(error, sluice_log::Error::Io { .. }) {
+                            tracing::debug!(%peer, partition = job.index, %error, "produce rejected");
+                        } else {
+                            tracing::warn!(%peer, partition = job.index, %error, "produce rejected");
+                        }
                         let error = Error::Log(error);
-                        tracing::warn!(%peer, partition = job.index, %error, "produce rejected");
                         let message = if record_errors.is_empty() {
                             error.to_string()
                         } else {

@@ -12,6 +12,7 @@ mod crash;
 mod delivery;
 mod delivery_crash;
 mod etl;
+mod full_disk;
 mod functions;
 mod functions_crash;
 mod groups;
