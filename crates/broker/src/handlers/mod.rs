@@ -148,7 +148,13 @@ pub(crate) async fn handle(
             }
             ResponseKind::ApiVersions(cluster::api_versions())
         }
-        RequestKind::Metadata(r) => ResponseKind::Metadata(cluster::metadata(state, r, version)),
+        RequestKind::Metadata(r) => {
+            // May create topics (auto-create): folders, segments, a synced store write.
+            match on_blocking_pool(state, peer, move |s| cluster::metadata(s, r, version)).await {
+                Some(response) => ResponseKind::Metadata(response),
+                None => return Reply::Close,
+            }
+        }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe_cluster(state, r))
         }
@@ -200,24 +206,52 @@ pub(crate) async fn handle(
             };
         }
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(data::list_offsets(state, r, version))
+            // By timestamp it reads (and may decompress) batches from the segments.
+            match on_blocking_pool(state, peer, move |s| data::list_offsets(s, r, version)).await {
+                Some(response) => ResponseKind::ListOffsets(response),
+                None => return Reply::Close,
+            }
         }
         RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(data::delete_records(state, r))
+            match on_blocking_pool(state, peer, move |s| data::delete_records(s, r)).await {
+                Some(response) => ResponseKind::DeleteRecords(response),
+                None => return Reply::Close,
+            }
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(admin::create_topics(state, r, version))
+            let create = move |s: &State| admin::create_topics(s, r, version);
+            match on_blocking_pool(state, peer, create).await {
+                Some(response) => ResponseKind::CreateTopics(response),
+                None => return Reply::Close,
+            }
         }
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(state, r)),
+        RequestKind::DeleteTopics(r) => {
+            match on_blocking_pool(state, peer, move |s| admin::delete_topics(s, r)).await {
+                Some(response) => ResponseKind::DeleteTopics(response),
+                None => return Reply::Close,
+            }
+        }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(admin::create_partitions(state, r))
+            match on_blocking_pool(state, peer, move |s| admin::create_partitions(s, r)).await {
+                Some(response) => ResponseKind::CreatePartitions(response),
+                None => return Reply::Close,
+            }
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(admin::describe_configs(state, r))
         }
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(admin::alter_configs(state, r)),
+        RequestKind::AlterConfigs(r) => {
+            match on_blocking_pool(state, peer, move |s| admin::alter_configs(s, r)).await {
+                Some(response) => ResponseKind::AlterConfigs(response),
+                None => return Reply::Close,
+            }
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(admin::incremental_alter_configs(state, r))
+            let alter = move |s: &State| admin::incremental_alter_configs(s, r);
+            match on_blocking_pool(state, peer, alter).await {
+                Some(response) => ResponseKind::IncrementalAlterConfigs(response),
+                None => return Reply::Close,
+            }
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer::init_producer_id(state, r, version).await)
@@ -262,25 +296,33 @@ pub(crate) async fn handle(
             ResponseKind::LeaveGroup(group::leave_group(state, r, version))
         }
         RequestKind::OffsetCommit(r) => {
-            // A synced store commit: off the async workers.
-            let committing = std::sync::Arc::clone(state);
-            match tokio::task::spawn_blocking(move || group::offset_commit(&committing, r)).await {
-                Ok(response) => ResponseKind::OffsetCommit(response),
-                Err(error) => {
-                    tracing::error!(%peer, %error, "closing connection: OffsetCommit failed");
-                    return Reply::Close;
-                }
+            match on_blocking_pool(state, peer, move |s| group::offset_commit(s, r)).await {
+                Some(response) => ResponseKind::OffsetCommit(response),
+                None => return Reply::Close,
             }
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(group::offset_fetch(state, r, version))
+            match on_blocking_pool(state, peer, move |s| group::offset_fetch(s, r, version)).await {
+                Some(response) => ResponseKind::OffsetFetch(response),
+                None => return Reply::Close,
+            }
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list_groups(state, r)),
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(group::describe_groups(state, r))
         }
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group::delete_groups(state, r)),
-        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(group::offset_delete(state, r)),
+        RequestKind::DeleteGroups(r) => {
+            match on_blocking_pool(state, peer, move |s| group::delete_groups(s, r)).await {
+                Some(response) => ResponseKind::DeleteGroups(response),
+                None => return Reply::Close,
+            }
+        }
+        RequestKind::OffsetDelete(r) => {
+            match on_blocking_pool(state, peer, move |s| group::offset_delete(s, r)).await {
+                Some(response) => ResponseKind::OffsetDelete(response),
+                None => return Reply::Close,
+            }
+        }
         other => {
             // versions::SUPPORTED lists only the APIs above, so decode never yields another.
             tracing::error!(api_key = ?api_key, "no handler for a supported api: {other:?}");
@@ -288,6 +330,25 @@ pub(crate) async fn handle(
         }
     };
     encode(api_key, version, correlation_id, &body, peer)
+}
+
+/// Runs a handler that may wait on the disk (a synced store write, folder and segment work,
+/// segment reads) on the blocking pool, so that a slow or full disk holds up its own request
+/// and not every connection served by the same async worker. `None` when the handler
+/// panicked (a bug, logged once): the connection closes.
+async fn on_blocking_pool<T: Send + 'static>(
+    state: &std::sync::Arc<State>,
+    peer: std::net::SocketAddr,
+    handler: impl FnOnce(&State) -> T + Send + 'static,
+) -> Option<T> {
+    let state = std::sync::Arc::clone(state);
+    match tokio::task::spawn_blocking(move || handler(&state)).await {
+        Ok(response) => Some(response),
+        Err(error) => {
+            tracing::error!(%peer, %error, "closing connection: a request handler failed");
+            None
+        }
+    }
 }
 
 fn encode(
