@@ -38,3 +38,8 @@ pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 16;
 /// same partitions to cover them, before syncing on their own (the partitions' high
 /// watermarks stay below the markers until then).
 pub const MARKER_SYNC_DELAY_MS: u64 = 5;
+
+/// Free bytes the metadata store's file system must have before the store, refused by redb
+/// after an I/O error, is reopened: the reopen first closes the handle that still serves
+/// reads, and an open on a disk still full can fail and leave none.
+pub const STORE_REOPEN_FREE_BYTES_MIN: u64 = 1024 * 1024;

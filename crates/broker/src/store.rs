@@ -16,6 +16,7 @@ use std::sync::{RwLock, RwLockReadGuard};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::limits::STORE_REOPEN_FREE_BYTES_MIN;
 use crate::{Error, Result};
 
 const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
@@ -178,6 +179,8 @@ pub struct Store {
     /// Set from the first such failure until a write commits again: the start and the end
     /// of a run of failures are logged, not each failure.
     writes_failing: AtomicBool,
+    /// Set once a reopen was refused for good (see [`Store::reopen`]), to log it once.
+    restart_needed: AtomicBool,
     /// Group commit of synced transaction-state writes (see [`Store::put_transaction`]).
     commits: GroupCommit,
     /// Transaction markers appended but not yet synced: `(partition, end offset)`. Every
@@ -198,21 +201,20 @@ struct GroupCommit {
     synced: std::sync::atomic::AtomicU64,
     /// Held while a sync runs; waiters queue here.
     lock: std::sync::Mutex<()>,
-    /// Unsynced commits a reopen dropped, as ranges `(after, through]` of their numbers:
-    /// redb keeps only durable commits across a failed one, so a waiter among them fails.
-    lost: std::sync::Mutex<Vec<(u64, u64)>>,
-}
-
-impl GroupCommit {
-    /// Whether the commit numbered `number` was dropped by a reopen before a sync.
-    fn was_lost(&self, number: u64) -> bool {
-        let lost = self.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        lost.iter().any(|(after, through)| (*after + 1..=*through).contains(&number))
-    }
 }
 
 fn store_error(what: &'static str) -> impl Fn(String) -> Error {
     move |e| Error::Store(format!("{what}: {e}"))
+}
+
+/// Bytes free to unprivileged writers on the file system holding `path`'s folder;
+/// `u64::MAX` when that cannot be read (the reopen is tried, rather than never).
+fn free_bytes(path: &Path) -> u64 {
+    let folder = path.parent().unwrap_or(path);
+    match rustix::fs::statvfs(folder) {
+        Ok(stats) => stats.f_bavail.saturating_mul(stats.f_frsize),
+        Err(_) => u64::MAX,
+    }
 }
 
 fn offset_key(group: &str, topic: &str, partition: i32) -> String {
@@ -235,6 +237,7 @@ impl Store {
             db: RwLock::new(Some(db)),
             needs_reopen: AtomicBool::new(false),
             writes_failing: AtomicBool::new(false),
+            restart_needed: AtomicBool::new(false),
             commits: GroupCommit::default(),
             unsynced_markers: Default::default(),
             marker_syncs: Default::default(),
@@ -270,16 +273,42 @@ impl Store {
         self.db()
     }
 
-    /// Closes and reopens the database after an I/O error (redb refuses every transaction
-    /// after one until then), once no transaction runs. redb rolls back to the last synced
-    /// commit: as after a crash of this file alone, unsynced commits are gone (the writes
-    /// `put_transaction` makes unsynced, which a crash may lose too; one that a caller
-    /// waits to see synced fails, see [`GroupCommit::lost`]). Fails, and is tried again
-    /// at the next transaction, while the disk is still full.
+    /// Closes and reopens the database after an I/O error (redb refuses every write
+    /// transaction after one until then), once no transaction runs. Refused, and tried again
+    /// at the next write, while the disk has less than `STORE_REOPEN_FREE_BYTES_MIN` free
+    /// (the handle in use goes on serving reads meanwhile), and for good while a commit
+    /// made unsynced (`put_transaction`) is not yet synced: redb rolls back to its last
+    /// synced commit on reopen, which would take back transaction state the coordinator has
+    /// acted on (a completion with its offsets). The broker's restart recovers that state
+    /// from what is synced, as after a crash.
     fn reopen(&self) -> Result<()> {
         let mut db = self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !self.needs_reopen.load(Ordering::Acquire) {
             return Ok(()); // another caller reopened it meanwhile
+        }
+        let commits = &self.commits;
+        let unsynced =
+            commits.written.load(Ordering::Acquire) > commits.synced.load(Ordering::Acquire);
+        if unsynced {
+            if !self.restart_needed.swap(true, Ordering::AcqRel) {
+                tracing::error!(
+                    path = %self.path.display(),
+                    "metadata store writes refused until the broker restarts: reopening it would drop transaction state not yet synced"
+                );
+            }
+            return Err(Error::Store(format!(
+                "{} refuses writes after an I/O error until the broker restarts (transaction state not yet synced would be lost by reopening it); free disk space and restart",
+                self.path.display()
+            )));
+        }
+        if db.is_some() {
+            let free = free_bytes(&self.path);
+            if free < STORE_REOPEN_FREE_BYTES_MIN {
+                return Err(Error::Store(format!(
+                    "no space: {free} bytes free for {}; metadata writes resume once {STORE_REOPEN_FREE_BYTES_MIN} are (free disk space)",
+                    self.path.display()
+                )));
+            }
         }
         // The old handle must be closed first: it holds the file's lock.
         drop(db.take());
@@ -289,15 +318,6 @@ impl Store {
                 self.path.display()
             ))
         })?;
-        let commits = &self.commits;
-        let synced = commits.synced.load(Ordering::Acquire);
-        let written = commits.written.load(Ordering::Acquire);
-        if written > synced {
-            let mut lost = commits.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            lost.push((synced, written));
-            // Later syncs cover nothing below `written`: what was unsynced is gone.
-            commits.synced.store(written, Ordering::Release);
-        }
         *db = Some(reopened);
         self.needs_reopen.store(false, Ordering::Release);
         tracing::debug!(path = %self.path.display(), "metadata store reopened after an I/O error");
@@ -358,7 +378,11 @@ impl Store {
     ) -> Result<T> {
         let db = db.as_ref().ok_or_else(|| Error::Store("metadata store not open".into()))?;
         let mut tx = db.begin_write().map_err(|e| self.failed("write", e))?;
-        if !matches!(durability, redb::Durability::None) {
+        let synced = !matches!(durability, redb::Durability::None);
+        // Commits take their numbers inside their write transactions, one at a time: every
+        // commit numbered up to this has committed, and this one, synced, makes them durable.
+        let before = self.commits.written.load(Ordering::Acquire);
+        if synced {
             // Under the write lock: every unsynced commit before this one has registered
             // its markers by now, and none commits until this one has.
             self.sync_markers()?;
@@ -366,6 +390,9 @@ impl Store {
         tx.set_durability(durability);
         let value = f(&tx).map_err(store_error("write"))?;
         tx.commit().map_err(|e| self.failed("commit", e))?;
+        if synced {
+            self.commits.synced.fetch_max(before, Ordering::AcqRel);
+        }
         if self.writes_failing.load(Ordering::Acquire)
             && self.writes_failing.swap(false, Ordering::AcqRel)
         {
@@ -544,26 +571,14 @@ impl Store {
     /// and return without a sync of their own.
     fn sync_through(&self, number: u64) -> Result<()> {
         let commits = &self.commits;
-        let covered = || {
-            if commits.was_lost(number) {
-                return Some(Err(Error::Store(
-                    "write lost: the metadata store was reopened after an I/O error before it was synced".into(),
-                )));
-            }
-            (commits.synced.load(Ordering::Acquire) >= number).then_some(Ok(()))
-        };
-        if let Some(outcome) = covered() {
-            return outcome;
+        if commits.synced.load(Ordering::Acquire) >= number {
+            return Ok(());
         }
         let _guard = commits.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(outcome) = covered() {
-            return outcome;
+        if commits.synced.load(Ordering::Acquire) >= number {
+            return Ok(());
         }
         let db = self.db()?;
-        // A reopen may have run since `covered`; it cannot now until `db` is let go.
-        if let Some(outcome) = covered() {
-            return outcome;
-        }
         let target = commits.written.load(Ordering::Acquire);
         debug_assert!(target >= number, "commit {number} counted after {target}");
         self.write_in(&db, redb::Durability::Immediate, |_| Ok(()))?;
@@ -898,8 +913,8 @@ mod tests {
         OffsetRecord { offset, leader_epoch: -1, metadata: None, commit_timestamp_ms: 1 }
     }
 
-    /// redb refuses every transaction after an I/O error until it is reopened: the store
-    /// reopens it, so commits work again once the disk has room, with nothing synced lost.
+    /// redb refuses every write after an I/O error until it is reopened: the store reopens
+    /// it, so commits work again once the disk has room, with nothing synced lost.
     #[test]
     fn the_store_works_again_once_a_full_disk_has_room() {
         let dir = tempfile::tempdir().unwrap();
@@ -907,9 +922,9 @@ mod tests {
         let full = std::sync::Arc::new(AtomicBool::new(false));
         let store = open_on_full_disk(&path, &full);
         store.commit_offsets("g", &[("t".into(), 0, offset(5))]).unwrap();
-        let unsynced = txn_record(1);
-        store.put_transaction("unsynced", Some(&unsynced), &[], false).unwrap();
-        let unsynced_number = store.commits.written.load(Ordering::Acquire);
+        // A synced write covers the unsynced ones before it.
+        store.put_transaction("synced-later", Some(&txn_record(1)), &[], false).unwrap();
+        store.commit_offsets("g", &[("t".into(), 1, offset(1))]).unwrap();
 
         full.store(true, Ordering::Release);
         let error = store.commit_offsets("g", &[("t".into(), 0, offset(6))]).unwrap_err();
@@ -919,22 +934,41 @@ mod tests {
         // Still full: the reopen before the next write fails too, and says what to do.
         let error = store.commit_offsets("g", &[("t".into(), 0, offset(7))]).unwrap_err();
         assert!(error.to_string().contains("free disk space"), "{error}");
-        // With no handle left (this backend refuses even the writes an open makes), reads
-        // wait for the disk too.
+        // This backend refuses even the writes an open makes, with the folder's file system
+        // showing room: no handle is left, and reads wait for the disk too. (On a real full
+        // disk the reopen is not tried until it has room: `STORE_REOPEN_FREE_BYTES_MIN`.)
         assert!(store.group_offsets("g").is_err(), "read from a store that is not open");
 
         full.store(false, Ordering::Release);
         assert_eq!(store.group_offsets("g").unwrap()[&("t".to_string(), 0)], offset(5));
         store.commit_offsets("g", &[("t".into(), 0, offset(8))]).unwrap();
         assert_eq!(store.group_offsets("g").unwrap()[&("t".to_string(), 0)], offset(8));
-        // The unsynced write before the failure went with the reopen: a caller waiting
-        // for its sync is told so, rather than told it is durable.
-        let error = store.sync_through(unsynced_number).unwrap_err();
-        assert!(error.to_string().contains("write lost"), "{error}");
         store.put_transaction("later", Some(&txn_record(2)), &[], true).unwrap();
         drop(store);
         let reopened = Store::open(&path).unwrap();
         assert_eq!(reopened.group_offsets("g").unwrap()[&("t".to_string(), 0)], offset(8));
+        assert_eq!(reopened.transactions().unwrap()["synced-later"], txn_record(1));
         assert_eq!(reopened.transactions().unwrap()["later"], txn_record(2));
+    }
+
+    /// A reopen would roll redb back to its last synced commit: with transaction state
+    /// written unsynced and not yet synced, the store refuses writes until a restart instead,
+    /// and reads still see that state.
+    #[test]
+    fn unsynced_transaction_state_is_never_dropped_by_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let full = std::sync::Arc::new(AtomicBool::new(false));
+        let store = open_on_full_disk(&path, &full);
+        store.put_transaction("unsynced", Some(&txn_record(1)), &[], false).unwrap();
+        let number = store.commits.written.load(Ordering::Acquire);
+
+        full.store(true, Ordering::Release);
+        assert!(store.commit_offsets("g", &[("t".into(), 0, offset(6))]).is_err());
+        full.store(false, Ordering::Release);
+        let error = store.commit_offsets("g", &[("t".into(), 0, offset(7))]).unwrap_err();
+        assert!(error.to_string().contains("until the broker restarts"), "{error}");
+        assert!(store.sync_through(number).is_err(), "an unsynced commit reported synced");
+        assert_eq!(store.transactions().unwrap()["unsynced"], txn_record(1), "reads go on");
     }
 }

@@ -405,16 +405,17 @@ impl Segment {
             "parts do not add up to {total_bytes} bytes"
         );
         if let Err(error) = write_all_vectored_at(&self.file, parts, self.size_bytes) {
-            // Part of it may be in the file, past what it held: cut that (it takes disk space
-            // a full disk needs back; the next append writes over it anyway).
-            if let Ok(metadata) = self.file.metadata() {
-                if metadata.len() > self.file_bytes {
-                    let _ = self.file.set_len(self.file_bytes);
-                }
-            }
+            // Part of it may be in the file: cut everything after the last batch, zeros
+            // written ahead included, so that no whole batch of a refused produce stays
+            // for a later open to find (and a full disk gets its space back). Write-ahead
+            // stops until the segment rolls, as after its own failure.
+            let _ = self.file.set_len(self.size_bytes);
+            self.file_bytes = self.size_bytes;
+            self.preallocate_bytes = 0;
             return Err(io("write segment", &self.path)(error));
         }
         let start = self.size_bytes;
+        let file_bytes_before = self.file_bytes;
         // The batches are in the file: count them before indexing, so a failed index write
         // (a hint, rebuilt on open) leaves the segment's offsets and size consistent.
         self.size_bytes += total_bytes as u64;
@@ -424,9 +425,10 @@ impl Segment {
         }
         self.next_offset = headers.last().map_or(self.next_offset, |h| h.next_offset());
         let mut position = start;
-        if self.indexes.files_behind() {
-            // A write just succeeded, so there may be room again for the entries the files
-            // missed. Quiet on failure: the first one warned.
+        if self.indexes.files_behind() && self.file_bytes > file_bytes_before {
+            // The file just grew, so there may be room again for the entries the files
+            // missed (appends into zeros written ahead prove nothing: they take no new
+            // space). Quiet on failure: the first one warned.
             match self.indexes.catch_up() {
                 Ok(caught_up) if caught_up => {
                     tracing::info!(segment = %self.path.display(), "index files written again");
