@@ -199,6 +199,9 @@ struct GroupCommit {
     written: std::sync::atomic::AtomicU64,
     /// Every commit numbered up to this is synced.
     synced: std::sync::atomic::AtomicU64,
+    /// The highest number of an unsynced commit that committed (one that failed never
+    /// does): unsynced state exists while this is above `synced`.
+    committed_unsynced: std::sync::atomic::AtomicU64,
     /// Held while a sync runs; waiters queue here.
     lock: std::sync::Mutex<()>,
 }
@@ -287,8 +290,8 @@ impl Store {
             return Ok(()); // another caller reopened it meanwhile
         }
         let commits = &self.commits;
-        let unsynced =
-            commits.written.load(Ordering::Acquire) > commits.synced.load(Ordering::Acquire);
+        let unsynced = commits.committed_unsynced.load(Ordering::Acquire)
+            > commits.synced.load(Ordering::Acquire);
         if unsynced {
             if !self.restart_needed.swap(true, Ordering::AcqRel) {
                 tracing::error!(
@@ -651,8 +654,16 @@ impl Store {
             }
             Ok(commits.written.fetch_add(1, Ordering::AcqRel) + 1)
         };
+        // An unsynced commit is counted as such while the database is held, so that a
+        // reopen (which waits for it) sees it.
+        let commit_unsynced = |body| -> Result<u64> {
+            let db = self.db()?;
+            let number = self.write_in(&db, redb::Durability::None, body)?;
+            commits.committed_unsynced.fetch_max(number, Ordering::AcqRel);
+            Ok(number)
+        };
         if !durable {
-            self.write_with(redb::Durability::None, body)?;
+            commit_unsynced(body)?;
             return Ok(());
         }
         let alone = match commits.lock.try_lock() {
@@ -667,7 +678,7 @@ impl Store {
             commits.synced.fetch_max(number, Ordering::AcqRel);
             return Ok(());
         }
-        let number = self.write_with(redb::Durability::None, body)?;
+        let number = commit_unsynced(body)?;
         self.sync_through(number)
     }
 
@@ -934,10 +945,9 @@ mod tests {
         // Still full: the reopen before the next write fails too, and says what to do.
         let error = store.commit_offsets("g", &[("t".into(), 0, offset(7))]).unwrap_err();
         assert!(error.to_string().contains("free disk space"), "{error}");
-        // This backend refuses even the writes an open makes, with the folder's file system
-        // showing room: no handle is left, and reads wait for the disk too. (On a real full
-        // disk the reopen is not tried until it has room: `STORE_REOPEN_FREE_BYTES_MIN`.)
-        assert!(store.group_offsets("g").is_err(), "read from a store that is not open");
+        // (This backend refuses even the writes an open makes, whatever room the folder's
+        // file system shows; on a real full disk the reopen waits for
+        // `STORE_REOPEN_FREE_BYTES_MIN`.)
 
         full.store(false, Ordering::Release);
         assert_eq!(store.group_offsets("g").unwrap()[&("t".to_string(), 0)], offset(5));
@@ -949,6 +959,29 @@ mod tests {
         assert_eq!(reopened.group_offsets("g").unwrap()[&("t".to_string(), 0)], offset(8));
         assert_eq!(reopened.transactions().unwrap()["synced-later"], txn_record(1));
         assert_eq!(reopened.transactions().unwrap()["later"], txn_record(2));
+    }
+
+    /// A transaction write whose commit fails leaves no unsynced state behind: the store
+    /// reopens once the disk has room, as after any other failed write.
+    #[test]
+    fn a_failed_transaction_write_does_not_keep_the_store_from_reopening() {
+        for durable in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("meta.redb");
+            let full = std::sync::Arc::new(AtomicBool::new(false));
+            let store = open_on_full_disk(&path, &full);
+            full.store(true, Ordering::Release);
+            let failed = store.put_transaction("failed", Some(&txn_record(3)), &[], durable);
+            assert!(failed.is_err(), "a write on a full disk (durable: {durable})");
+            full.store(false, Ordering::Release);
+            store.commit_offsets("g", &[("t".into(), 0, offset(8))]).unwrap();
+            store.put_transaction("later", Some(&txn_record(2)), &[], durable).unwrap();
+            store.sync().unwrap();
+            drop(store);
+            let found = Store::open(&path).unwrap().transactions().unwrap();
+            assert!(!found.contains_key("failed"), "a failed write is not there");
+            assert_eq!(found["later"], txn_record(2));
+        }
     }
 
     /// A reopen would roll redb back to its last synced commit: with transaction state

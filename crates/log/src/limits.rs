@@ -53,3 +53,7 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 1_000_000;
 /// The largest producer state snapshot read on open: a bigger file is skipped and the log
 /// replayed instead, so a corrupt size cannot make the broker allocate without bound.
 pub const SNAPSHOT_BYTES_MAX: u64 = 256 << 20;
+
+/// How often a segment whose index files fell behind (a failed write) tries to rewrite them
+/// from memory while appends go on: each try writes every entry, under the partition lock.
+pub const INDEX_CATCH_UP_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

@@ -6,12 +6,13 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_wire::batch;
 
 use crate::error::io;
 use crate::index::{Indexes, OffsetEntry, TimeEntry};
-use crate::limits::{SCAN_CHUNK_BYTES, ZEROS_BUFFER_BYTES};
+use crate::limits::{INDEX_CATCH_UP_RETRY_INTERVAL, SCAN_CHUNK_BYTES, ZEROS_BUFFER_BYTES};
 use crate::{Error, Result};
 
 /// A segment of one partition's log.
@@ -46,6 +47,8 @@ pub(crate) struct Segment {
     pub file: Arc<File>,
     pub path: PathBuf,
     pub indexes: Indexes,
+    /// While the index files are behind: no catch-up is tried before this.
+    next_catch_up: Option<Instant>,
 }
 
 /// The file stem for a base offset.
@@ -97,6 +100,7 @@ impl Segment {
             file: Arc::new(file),
             path,
             indexes,
+            next_catch_up: None,
         })
     }
 
@@ -425,10 +429,13 @@ impl Segment {
         }
         self.next_offset = headers.last().map_or(self.next_offset, |h| h.next_offset());
         let mut position = start;
-        if self.indexes.files_behind() && self.file_bytes > file_bytes_before {
+        let catch_up_due = self.next_catch_up.is_none_or(|due| Instant::now() >= due);
+        if self.indexes.files_behind() && self.file_bytes > file_bytes_before && catch_up_due {
             // The file just grew, so there may be room again for the entries the files
             // missed (appends into zeros written ahead prove nothing: they take no new
-            // space). Quiet on failure: the first one warned.
+            // space). At most once per interval: each try writes every entry. Quiet on
+            // failure: the first one warned.
+            self.next_catch_up = Some(Instant::now() + INDEX_CATCH_UP_RETRY_INTERVAL);
             match self.indexes.catch_up() {
                 Ok(caught_up) if caught_up => {
                     tracing::info!(segment = %self.path.display(), "index files written again");
