@@ -185,14 +185,9 @@ pub(crate) struct GroupSettings {
     pub heartbeat_hold_max: Duration,
 }
 
-/// Before a member's interval is known, its first heartbeats are held this long at most:
-/// the default `heartbeat.interval.ms` of librdkafka and the Java client (3000) less
-/// [`HOLD_MARGIN_MAX`], so that with default settings a member has a heartbeat held from the
-/// moment its group settles (a shorter first hold left it none until its next heartbeat,
-/// and a join then waited for that). A client with a shorter interval sends its next
-/// heartbeat as soon as the hold ends, and the holds then shrink to its interval (the
-/// shortest gap seen); one with a longer interval shows it with its next heartbeat.
-const FIRST_HOLD: Duration = Duration::from_millis(2800);
+/// Before a member's interval is known, its first heartbeats are held this long at most,
+/// so the next one (due a whole interval after the last) shows the interval.
+const FIRST_HOLD: Duration = Duration::from_millis(1000);
 
 /// A hold ends this much before the member's next heartbeat is due, at most.
 const HOLD_MARGIN_MAX: Duration = Duration::from_millis(200);
@@ -1136,8 +1131,8 @@ mod tests {
         let member = stable_single_member(&groups);
         assert_eq!(groups.heartbeat("g", 1, &member, None, true), 0);
         let (mut changed, hold) = groups.hold("g", &member).expect("a Stable member is held");
-        // The interval is not known yet: the first hold assumes the default 3 s, within a
-        // third of the 10 s session.
+        // The interval is not known yet: the first hold is short, and within a third of
+        // the 10 s session.
         assert_eq!(hold, FIRST_HOLD);
         assert!(changed.try_recv().is_err(), "nothing happened yet");
         // A second member joins: the held heartbeat learns of the rebalance at once.
