@@ -275,14 +275,12 @@ impl PartitionLog {
     /// Logs the start and the end of a run of failed writes (a full disk), once each.
     fn note_write_outcome<T>(&mut self, written: Result<T>) -> Result<T> {
         match (&written, self.writes_failing) {
-            (Err(Error::Io { .. }), false) => {
-                if let Err(error) = &written {
-                    tracing::warn!(
-                        dir = %self.dir.display(),
-                        %error,
-                        "appends to this partition fail (KAFKA_STORAGE_ERROR) until a write succeeds; reads go on"
-                    );
-                }
+            (Err(error @ Error::Io { .. }), false) => {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    %error,
+                    "appends to this partition fail (KAFKA_STORAGE_ERROR) until a write succeeds; reads go on"
+                );
                 self.writes_failing = true;
             }
             (Ok(_), true) => {

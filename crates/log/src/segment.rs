@@ -429,8 +429,12 @@ impl Segment {
         }
         self.next_offset = headers.last().map_or(self.next_offset, |h| h.next_offset());
         let mut position = start;
-        let catch_up_due = self.next_catch_up.is_none_or(|due| Instant::now() >= due);
-        if self.indexes.files_behind() && self.file_bytes > file_bytes_before && catch_up_due {
+        // Checked in this order so that an append with its index files in step (every one
+        // but during a full disk) reads no clock.
+        if self.indexes.files_behind()
+            && self.file_bytes > file_bytes_before
+            && self.next_catch_up.is_none_or(|due| Instant::now() >= due)
+        {
             // The file just grew, so there may be room again for the entries the files
             // missed (appends into zeros written ahead prove nothing: they take no new
             // space). At most once per interval: each try writes every entry. Quiet on
