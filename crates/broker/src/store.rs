@@ -6,8 +6,8 @@
 //! and never a torn one. Metadata writes are rare next to log appends, so one sync each is
 //! affordable; the hot path (produce) never touches this file.
 //!
-//! After a failed commit (a full disk) redb refuses every later transaction until it is
-//! reopened; the store reopens it before its next transaction (see [`Store::reopen`]).
+//! After a failed commit (a full disk) redb refuses every later write until it is reopened;
+//! the store reopens it before its next write (see [`Store::reopen`]).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
