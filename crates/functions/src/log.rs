@@ -4,12 +4,14 @@
 //! every line the handler prints carries the invocation's request id, so
 //! `sluice logs FUNCTION` reads like the Lambda console.
 //!
-//! Writes are appends of whole lines under a mutex; a write error is reported once to
-//! `tracing` and otherwise ignored (a full disk must not stop records from being handled).
+//! Writes are appends of whole lines under a mutex. A write error (a full disk, say) must
+//! not stop records from being handled, so the line is dropped: the part of it that was
+//! written is cut off, so no torn line stays; `tracing` says so once when a run of failures
+//! starts and once when writes work again, and the log itself then gets a line saying how
+//! many lines are missing and why.
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,8 +21,26 @@ use crate::error::{Error, Result};
 pub struct FunctionLog {
     function: String,
     path: PathBuf,
-    file: Mutex<File>,
-    write_failed: AtomicBool,
+    writer: Mutex<Writer>,
+}
+
+/// The open file and what the log knows of it.
+struct Writer {
+    file: File,
+    /// The length up to the last whole line: where a failed write is cut back to.
+    len: u64,
+    /// Set while writes fail.
+    failing: Option<Failing>,
+}
+
+/// A run of failed writes.
+struct Failing {
+    /// Lines dropped so far.
+    dropped: u64,
+    /// The first failure's error.
+    error: String,
+    /// The cut after a failed write failed too: the file may end inside a line.
+    torn: bool,
 }
 
 impl FunctionLog {
@@ -35,11 +55,11 @@ impl FunctionLog {
             .append(true)
             .open(&path)
             .map_err(io(format!("cannot open {}", path.display())))?;
+        let len = file.metadata().map_err(io(format!("cannot read {}", path.display())))?.len();
         Ok(FunctionLog {
             function: function.to_string(),
             path,
-            file: Mutex::new(file),
-            write_failed: AtomicBool::new(false),
+            writer: Mutex::new(Writer { file, len, failing: None }),
         })
     }
 
@@ -73,12 +93,51 @@ impl FunctionLog {
 
     /// A line with the timestamp prepended.
     pub fn line(&self, text: &str) {
-        let stamped = format!("{}\t{text}\n", utc_timestamp(SystemTime::now()));
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(error) = file.write_all(stamped.as_bytes()) {
-            if !self.write_failed.swap(true, Ordering::Relaxed) {
-                tracing::warn!(function = %self.function, path = %self.path.display(), %error,
-                    "cannot write the function log; further errors are not reported");
+        let now = utc_timestamp(SystemTime::now());
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stamped = String::new();
+        if let Some(failing) = &writer.failing {
+            if failing.torn {
+                stamped.push('\n');
+            }
+            stamped.push_str(&format!(
+                "{now}\t[sluice] {} lines of this log were dropped: cannot write it: {}\n",
+                failing.dropped, failing.error
+            ));
+        }
+        stamped.push_str(&format!("{now}\t{text}\n"));
+        match writer.file.write_all(stamped.as_bytes()) {
+            Ok(()) => {
+                let written = writer.len + stamped.len() as u64;
+                let torn = writer.failing.as_ref().is_some_and(|failing| failing.torn);
+                // After a cut that failed, only the file knows where this line ends.
+                writer.len = if torn {
+                    writer.file.metadata().map_or(written, |m| m.len())
+                } else {
+                    written
+                };
+                if let Some(failing) = writer.failing.take() {
+                    tracing::info!(function = %self.function, path = %self.path.display(),
+                        dropped = failing.dropped, "the function log is written again");
+                }
+            }
+            Err(error) => {
+                // Cut what part of the line was written; shortening a file needs no space.
+                let len = writer.len;
+                let torn = writer.file.set_len(len).is_err();
+                match &mut writer.failing {
+                    Some(failing) => {
+                        failing.dropped += 1;
+                        failing.torn |= torn;
+                    }
+                    None => {
+                        tracing::warn!(function = %self.function, path = %self.path.display(),
+                            %error, "cannot write the function log; its lines are dropped until \
+                            it can be written again");
+                        writer.failing =
+                            Some(Failing { dropped: 1, error: error.to_string(), torn });
+                    }
+                }
             }
         }
     }
@@ -146,5 +205,42 @@ mod tests {
         assert_eq!(lines[2], "r-1\tworld");
         assert_eq!(lines[3], "END RequestId: r-1");
         assert!(lines[4].starts_with("REPORT RequestId: r-1\tDuration: 12.00 ms"), "{}", lines[4]);
+    }
+
+    /// Needs root: it mounts a small tmpfs, as the test command does for the broker's
+    /// full-disk tests.
+    #[test]
+    fn a_full_disk_drops_whole_lines_and_the_log_says_how_many() {
+        let disk = sluice_testkit::SmallDisk::mount(1 << 20).expect("a small tmpfs mounts");
+        let log = FunctionLog::open(disk.path(), "f").unwrap();
+        log.line("before");
+        disk.fill("ballast").unwrap();
+        // The file's last page has room for a few lines, then one is written in part.
+        let attempts = 200;
+        let pad = "y".repeat(80);
+        for n in 0..attempts {
+            log.line(&format!("full {n:03} {pad}"));
+        }
+        std::fs::remove_file(disk.path().join("ballast")).unwrap();
+        log.line("after");
+
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.split_once('\t').expect("a timestamp on every line").1)
+            .collect();
+        assert_eq!(lines.first(), Some(&"before"));
+        assert_eq!(lines.last(), Some(&"after"));
+        let full: Vec<&&str> = lines.iter().filter(|l| l.starts_with("full ")).collect();
+        assert!(full.iter().all(|l| l.len() == "full 000 ".len() + pad.len()), "a torn line");
+        assert!(full.len() < attempts, "the disk never refused a line");
+        let note = lines[lines.len() - 2];
+        let dropped: usize = note
+            .strip_prefix("[sluice] ")
+            .and_then(|rest| rest.split_once(' '))
+            .and_then(|(count, _)| count.parse().ok())
+            .unwrap_or_else(|| panic!("no note on the dropped lines: {note}"));
+        assert_eq!(full.len() + dropped, attempts, "{note}");
+        assert!(note.contains("No space left on device"), "{note}");
     }
 }

@@ -11,6 +11,7 @@ mod bad_input;
 mod crash;
 mod delivery;
 mod delivery_crash;
+mod delivery_full_disk;
 mod etl;
 mod full_disk;
 mod functions;
