@@ -154,6 +154,10 @@ impl Broker {
             let _ = task.await;
         }
         let mut first_error = None;
+        let closing = Arc::clone(&self.state);
+        if let Err(error) = tokio::task::spawn_blocking(move || closing.groups.close()).await {
+            tracing::error!(%error, "storing group states at shutdown stopped");
+        }
         let saving = Arc::clone(&self.state);
         let saved = tokio::task::spawn_blocking(move || {
             saving.transactions.save_completions(&saving, true)
@@ -258,8 +262,8 @@ async fn offsets_retention(state: Arc<State>) {
 /// Applies retention every `log.retention.check.interval.ms`.
 async fn retention(state: Arc<State>) {
     let period = Duration::from_millis(state.settings.retention_check_interval_ms);
-    let inner = Arc::clone(&state);
-    until_shutdown(&state, period, move || {
+    // Deleting segment files waits on the disk: on the blocking pool.
+    every_until_shutdown(state, period, |inner| {
         let now = crate::clock::now_ms();
         for topic in inner.topics.all() {
             for partition in &topic.partitions {
@@ -279,8 +283,9 @@ async fn retention(state: Arc<State>) {
 /// Syncs every partition on `log.flush = interval`.
 async fn flusher(state: Arc<State>) {
     let FlushPolicy::Interval { interval_ms } = state.settings.log_defaults.flush else { return };
-    let inner = Arc::clone(&state);
-    until_shutdown(&state, Duration::from_millis(interval_ms), move || {
+    let period = Duration::from_millis(interval_ms);
+    // Each sync waits on the disk: on the blocking pool.
+    every_until_shutdown(state, period, |inner| {
         for topic in inner.topics.all() {
             for partition in &topic.partitions {
                 let end = partition.with_log(|log| log.log_end_offset());

@@ -40,6 +40,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
+use crate::group_writer::GroupWriter;
 use crate::limits::{GROUPS_MAX, GROUP_MEMBERS_MAX};
 use crate::store::{GroupMemberRecord, GroupRecord, Store};
 
@@ -197,6 +198,8 @@ pub(crate) struct Groups {
     groups: Mutex<BTreeMap<String, Group>>,
     settings: GroupSettings,
     store: std::sync::Arc<Store>,
+    /// Stores group states off the lock above (see `crate::group_writer`).
+    writer: GroupWriter,
 }
 
 fn code(error: ResponseError) -> i16 {
@@ -252,17 +255,19 @@ impl Groups {
                 },
             );
         }
-        Ok(Groups { groups: Mutex::new(groups), settings, store })
+        let writer = GroupWriter::start(std::sync::Arc::clone(&store))?;
+        Ok(Groups { groups: Mutex::new(groups), settings, store, writer })
     }
 
-    /// Writes a Stable group to the store, or removes an Empty one. Best effort: on a
-    /// failure the members rejoin after a restart, which costs a rebalance, not data.
+    /// Queues a Stable group's state for the store, or an Empty one's (kept for offset
+    /// retention). Best effort: on a failure the members rejoin after a restart, which costs
+    /// a rebalance, not data.
     fn persist(&self, group_id: &str, group: &Group) {
         let empty = group.state == GroupState::Empty;
         if !empty && group.state != GroupState::Stable {
             return;
         }
-        let record = Some(GroupRecord {
+        let record = GroupRecord {
             empty_since_ms: empty.then(crate::clock::now_ms),
             generation: group.generation,
             protocol_type: group.protocol_type.clone().unwrap_or_default(),
@@ -282,10 +287,13 @@ impl Groups {
                     assignment: m.assignment.to_vec(),
                 })
                 .collect(),
-        });
-        if let Err(error) = self.store.put_group(group_id, record.as_ref()) {
-            tracing::warn!(group = %group_id, %error, "group state not stored");
-        }
+        };
+        self.writer.put(group_id, Some(record));
+    }
+
+    /// Stores what is queued and stops storing group states (at shutdown).
+    pub fn close(&self) {
+        self.writer.close();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Group>> {
@@ -795,9 +803,7 @@ impl Groups {
             Some(group) if !group.members.is_empty() => Err(code(ResponseError::NonEmptyGroup)),
             _ => {
                 groups.remove(group_id);
-                if let Err(error) = self.store.put_group(group_id, None) {
-                    tracing::warn!(group = %group_id, %error, "stored group not removed");
-                }
+                self.writer.put(group_id, None);
                 Ok(())
             }
         }
@@ -808,6 +814,8 @@ impl Groups {
     /// joining (no stored group), each offset once it is that old. A group with members
     /// keeps every offset. Returns how many offsets were deleted.
     pub fn expire_offsets(&self, retention_ms: i64, now_ms: i64) -> crate::Result<usize> {
+        // The stored states say since when each group is empty.
+        self.writer.flush();
         let records = self.store.groups()?;
         let mut deleted = 0;
         for group_id in self.store.groups_with_offsets()? {

@@ -10,6 +10,7 @@ mod api;
 mod clock;
 mod config;
 mod error;
+mod group_writer;
 mod groups;
 mod handlers;
 pub mod limits;

@@ -699,17 +699,28 @@ impl Store {
 
     /// Writes a group, or removes it with `None`.
     pub fn put_group(&self, group_id: &str, record: Option<&GroupRecord>) -> Result<()> {
-        let bytes = record
-            .map(|r| serde_json::to_vec(r).map_err(|e| Error::Store(e.to_string())))
-            .transpose()?;
+        self.put_groups(&[(group_id, record)])
+    }
+
+    /// Writes groups (or removes those given `None`) in one synced transaction.
+    pub fn put_groups(&self, groups: &[(&str, Option<&GroupRecord>)]) -> Result<()> {
+        let mut encoded = Vec::with_capacity(groups.len());
+        for (group_id, record) in groups {
+            let bytes = record
+                .map(|r| serde_json::to_vec(r).map_err(|e| Error::Store(e.to_string())))
+                .transpose()?;
+            encoded.push((*group_id, bytes));
+        }
         self.write(|tx| {
             let mut table = tx.open_table(GROUPS).map_err(|e| e.to_string())?;
-            match &bytes {
-                Some(bytes) => {
-                    table.insert(group_id, bytes.as_slice()).map_err(|e| e.to_string())?;
-                }
-                None => {
-                    table.remove(group_id).map_err(|e| e.to_string())?;
+            for (group_id, bytes) in &encoded {
+                match bytes {
+                    Some(bytes) => {
+                        table.insert(*group_id, bytes.as_slice()).map_err(|e| e.to_string())?;
+                    }
+                    None => {
+                        table.remove(*group_id).map_err(|e| e.to_string())?;
+                    }
                 }
             }
             Ok(())

@@ -57,7 +57,17 @@ pub(crate) async fn init_producer_id(
             .with_producer_id(request.producer_id)
             .with_producer_epoch(request.producer_epoch + 1);
     }
-    match state.producer_ids.next(&state.store) {
+    // A new block of ids is a synced store write: off the async workers.
+    let next = match state.producer_ids.take() {
+        Some(id) => Ok(id),
+        None => {
+            let state = std::sync::Arc::clone(state);
+            tokio::task::spawn_blocking(move || state.producer_ids.next(&state.store))
+                .await
+                .unwrap_or_else(|e| Err(crate::Error::Unavailable(e.to_string())))
+        }
+    };
+    match next {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
@@ -82,6 +92,16 @@ pub(crate) struct ProducerIds {
 const PRODUCER_ID_BLOCK_COUNT: i64 = 1000;
 
 impl ProducerIds {
+    /// The next id of the reserved block; `None` when a new block must be reserved.
+    pub fn take(&self) -> Option<i64> {
+        let mut block = self.block.lock().unwrap_or_else(|p| p.into_inner());
+        (block.0 < block.1).then(|| {
+            block.0 += 1;
+            block.0 - 1
+        })
+    }
+
+    /// The next id, reserving a new block in the store when this one is used up.
     pub fn next(&self, store: &crate::store::Store) -> crate::Result<i64> {
         let mut block = self.block.lock().unwrap_or_else(|p| p.into_inner());
         if block.0 >= block.1 {
