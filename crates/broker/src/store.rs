@@ -179,8 +179,9 @@ pub struct Store {
     /// Set from the first such failure until a write commits again: the start and the end
     /// of a run of failures are logged, not each failure.
     writes_failing: AtomicBool,
-    /// Set once a reopen was refused for good (see [`Store::reopen`]), to log it once.
-    restart_needed: AtomicBool,
+    /// Transaction state committed unsynced and acted on, until a synced commit covers it:
+    /// a reopen writes it again (see [`Store::reopen`]).
+    unsynced_writes: std::sync::Mutex<UnsyncedWrites>,
     /// Group commit of synced transaction-state writes (see [`Store::put_transaction`]).
     commits: GroupCommit,
     /// Transaction markers appended but not yet synced: `(partition, end offset)`. Every
@@ -191,6 +192,32 @@ pub struct Store {
     marker_syncs: std::sync::Mutex<()>,
 }
 
+/// What unsynced transaction-state commits wrote, each key's latest value with the number
+/// of the commit that wrote it. Kept only while that number is above `GroupCommit::synced`,
+/// so it holds at most one entry per transactional id and per offset key, and usually
+/// little: every synced commit covers what came before it.
+#[derive(Default)]
+struct UnsyncedWrites {
+    /// Transactional id -> (commit number, its record's bytes; `None`: removed).
+    transactions: BTreeMap<String, (u64, Option<Vec<u8>>)>,
+    /// Offset key -> (commit number, its record's bytes).
+    offsets: BTreeMap<String, (u64, Vec<u8>)>,
+    /// `synced` when the entries it covers were last dropped.
+    pruned_at: u64,
+}
+
+impl UnsyncedWrites {
+    /// Drops the entries of commits up to `synced`.
+    fn prune(&mut self, synced: u64) {
+        if self.pruned_at >= synced {
+            return;
+        }
+        self.transactions.retain(|_, (number, _)| *number > synced);
+        self.offsets.retain(|_, (number, _)| *number > synced);
+        self.pruned_at = synced;
+    }
+}
+
 /// Counts unsynced commits and the ones a sync has covered.
 #[derive(Default)]
 struct GroupCommit {
@@ -199,9 +226,6 @@ struct GroupCommit {
     written: std::sync::atomic::AtomicU64,
     /// Every commit numbered up to this is synced.
     synced: std::sync::atomic::AtomicU64,
-    /// The highest number of an unsynced commit that committed (one that failed never
-    /// does): unsynced state exists while this is above `synced`.
-    committed_unsynced: std::sync::atomic::AtomicU64,
     /// Held while a sync runs; waiters queue here.
     lock: std::sync::Mutex<()>,
 }
@@ -240,7 +264,7 @@ impl Store {
             db: RwLock::new(Some(db)),
             needs_reopen: AtomicBool::new(false),
             writes_failing: AtomicBool::new(false),
-            restart_needed: AtomicBool::new(false),
+            unsynced_writes: Default::default(),
             commits: GroupCommit::default(),
             unsynced_markers: Default::default(),
             marker_syncs: Default::default(),
@@ -279,30 +303,14 @@ impl Store {
     /// Closes and reopens the database after an I/O error (redb refuses every write
     /// transaction after one until then), once no transaction runs. Refused, and tried again
     /// at the next write, while the disk has less than `STORE_REOPEN_FREE_BYTES_MIN` free
-    /// (the handle in use goes on serving reads meanwhile), and for good while a commit
-    /// made unsynced (`put_transaction`) is not yet synced: redb rolls back to its last
-    /// synced commit on reopen, which would take back transaction state the coordinator has
-    /// acted on (a completion with its offsets). The broker's restart recovers that state
-    /// from what is synced, as after a crash.
+    /// (the handle in use goes on serving reads meanwhile). redb rolls back to its last
+    /// synced commit on reopen, which would take back transaction state committed unsynced
+    /// that the coordinator has acted on (a completion with its offsets): that state is
+    /// written again, synced, before any other transaction runs ([`Store::replay_unsynced`]).
     fn reopen(&self) -> Result<()> {
         let mut db = self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !self.needs_reopen.load(Ordering::Acquire) {
             return Ok(()); // another caller reopened it meanwhile
-        }
-        let commits = &self.commits;
-        let unsynced = commits.committed_unsynced.load(Ordering::Acquire)
-            > commits.synced.load(Ordering::Acquire);
-        if unsynced {
-            if !self.restart_needed.swap(true, Ordering::AcqRel) {
-                tracing::error!(
-                    path = %self.path.display(),
-                    "metadata store writes refused until the broker restarts: reopening it would drop transaction state not yet synced"
-                );
-            }
-            return Err(Error::Store(format!(
-                "{} refuses writes after an I/O error until the broker restarts (transaction state not yet synced would be lost by reopening it); free disk space and restart",
-                self.path.display()
-            )));
         }
         if db.is_some() {
             let free = free_bytes(&self.path);
@@ -322,8 +330,60 @@ impl Store {
             ))
         })?;
         *db = Some(reopened);
+        // Until the replay commits, the next write reopens (and replays) again.
+        self.replay_unsynced(&db)?;
         self.needs_reopen.store(false, Ordering::Release);
         tracing::debug!(path = %self.path.display(), "metadata store reopened after an I/O error");
+        Ok(())
+    }
+
+    /// Writes again, in one synced commit, the transaction state that unsynced commits
+    /// wrote and no synced commit has covered: after a reopen the file holds the state of
+    /// its last synced commit, and the coordinator has acted on these.
+    fn replay_unsynced(&self, db: &Option<Database>) -> Result<()> {
+        let synced = self.commits.synced.load(Ordering::Acquire);
+        let (transactions, offsets) = {
+            let mut writes =
+                self.unsynced_writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            writes.prune(synced);
+            (writes.transactions.clone(), writes.offsets.clone())
+        };
+        if transactions.is_empty() && offsets.is_empty() {
+            return Ok(());
+        }
+        self.write_in(db, redb::Durability::Immediate, |tx| {
+            let mut table = tx.open_table(TRANSACTIONS).map_err(|e| e.to_string())?;
+            for (id, (_, bytes)) in &transactions {
+                match bytes {
+                    Some(bytes) => {
+                        table.insert(id.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
+                    }
+                    None => {
+                        table.remove(id.as_str()).map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            let mut table = tx.open_table(OFFSETS).map_err(|e| e.to_string())?;
+            for (key, (_, bytes)) in &offsets {
+                table.insert(key.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })?;
+        // The synced commit moved `synced` over every commit those entries came from.
+        debug_assert!(
+            transactions
+                .values()
+                .map(|(n, _)| *n)
+                .chain(offsets.values().map(|(n, _)| *n))
+                .all(|number| number <= self.commits.synced.load(Ordering::Acquire)),
+            "a replayed commit is still counted unsynced"
+        );
+        tracing::info!(
+            path = %self.path.display(),
+            transactions = transactions.len(),
+            offsets = offsets.len(),
+            "metadata store reopened: transaction state not yet synced was written again"
+        );
         Ok(())
     }
 
@@ -654,16 +714,12 @@ impl Store {
             }
             Ok(commits.written.fetch_add(1, Ordering::AcqRel) + 1)
         };
-        // An unsynced commit is counted as such while the database is held, so that a
-        // reopen (which waits for it) sees it.
-        let commit_unsynced = |body| -> Result<u64> {
+        if !durable {
+            // The caller acts on this write once it returns: it is remembered while the
+            // database is held, so that a reopen (which waits for it) writes it again.
             let db = self.db()?;
             let number = self.write_in(&db, redb::Durability::None, body)?;
-            commits.committed_unsynced.fetch_max(number, Ordering::AcqRel);
-            Ok(number)
-        };
-        if !durable {
-            commit_unsynced(body)?;
+            self.remember_unsynced(number, transactional_id, bytes, encoded);
             return Ok(());
         }
         let alone = match commits.lock.try_lock() {
@@ -678,8 +734,41 @@ impl Store {
             commits.synced.fetch_max(number, Ordering::AcqRel);
             return Ok(());
         }
-        let number = commit_unsynced(body)?;
+        // Committed unsynced, then covered by a shared sync. If that sync fails, the caller
+        // does not act on the write, and a reopen may drop it.
+        let number = {
+            let db = self.db()?;
+            self.write_in(&db, redb::Durability::None, body)?
+        };
         self.sync_through(number)
+    }
+
+    /// Notes what an unsynced commit numbered `number` wrote (see [`UnsyncedWrites`]).
+    fn remember_unsynced(
+        &self,
+        number: u64,
+        transactional_id: &str,
+        bytes: Option<Vec<u8>>,
+        offsets: Vec<(String, Vec<u8>)>,
+    ) {
+        let synced = self.commits.synced.load(Ordering::Acquire);
+        let mut writes =
+            self.unsynced_writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        writes.prune(synced);
+        if number <= synced {
+            return; // a sync covered it already
+        }
+        // Commits of one transactional id run one at a time; an offset key may be written
+        // by two ids' commits at once, and the later commit's value is the one that stays.
+        let newer = |held: Option<u64>| held.is_none_or(|held| held < number);
+        if newer(writes.transactions.get(transactional_id).map(|(n, _)| *n)) {
+            writes.transactions.insert(transactional_id.to_string(), (number, bytes));
+        }
+        for (key, bytes) in offsets {
+            if newer(writes.offsets.get(&key).map(|(n, _)| *n)) {
+                writes.offsets.insert(key, (number, bytes));
+            }
+        }
     }
 
     /// Every stored group.
@@ -995,24 +1084,54 @@ mod tests {
         }
     }
 
-    /// A reopen would roll redb back to its last synced commit: with transaction state
-    /// written unsynced and not yet synced, the store refuses writes until a restart instead,
-    /// and reads still see that state.
+    /// A reopen rolls redb back to its last synced commit: the transaction state written
+    /// unsynced since (acted on by the coordinator: completions, their offsets, removed ids)
+    /// is written again, synced, before the write that reopened it; nothing synced is lost.
     #[test]
-    fn unsynced_transaction_state_is_never_dropped_by_a_reopen() {
+    fn a_reopen_writes_unsynced_transaction_state_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.redb");
         let full = std::sync::Arc::new(AtomicBool::new(false));
         let store = open_on_full_disk(&path, &full);
-        store.put_transaction("unsynced", Some(&txn_record(1)), &[], false).unwrap();
+        let pending = |partition, at| PendingOffset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition,
+            record: offset(at),
+        };
+        store.put_transaction("gone", Some(&txn_record(9)), &[], true).unwrap();
+        store.put_transaction("kept", Some(&txn_record(4)), &[], true).unwrap();
+        store.commit_offsets("g", &[("t".into(), 2, offset(20))]).unwrap();
+        // Unsynced, each acted on: a completion with its offsets, a newer one of the same
+        // id, another id's, and an expired id's removal.
+        store.put_transaction("unsynced", Some(&txn_record(1)), &[pending(0, 3)], false).unwrap();
+        store.put_transaction("unsynced", Some(&txn_record(2)), &[pending(1, 5)], false).unwrap();
+        store.put_transaction("kept", Some(&txn_record(5)), &[pending(0, 4)], false).unwrap();
+        store.put_transaction("gone", None, &[], false).unwrap();
         let number = store.commits.written.load(Ordering::Acquire);
 
         full.store(true, Ordering::Release);
-        assert!(store.commit_offsets("g", &[("t".into(), 0, offset(6))]).is_err());
-        full.store(false, Ordering::Release);
-        let error = store.commit_offsets("g", &[("t".into(), 0, offset(7))]).unwrap_err();
-        assert!(error.to_string().contains("until the broker restarts"), "{error}");
+        assert!(store.commit_offsets("g", &[("t".into(), 2, offset(21))]).is_err());
         assert!(store.sync_through(number).is_err(), "an unsynced commit reported synced");
-        assert_eq!(store.transactions().unwrap()["unsynced"], txn_record(1), "reads go on");
+        full.store(false, Ordering::Release);
+        store.commit_offsets("g", &[("t".into(), 3, offset(30))]).unwrap();
+        store.sync_through(number).unwrap();
+
+        let check = |store: &Store, when: &str| {
+            let transactions = store.transactions().unwrap();
+            assert_eq!(transactions.get("unsynced"), Some(&txn_record(2)), "{when}");
+            assert_eq!(transactions.get("kept"), Some(&txn_record(5)), "{when}");
+            assert!(!transactions.contains_key("gone"), "{when}: a removal replayed");
+            let offsets = store.group_offsets("g").unwrap();
+            let at = |partition: i32| offsets.get(&("t".to_string(), partition)).map(|o| o.offset);
+            assert_eq!(
+                (at(0), at(1), at(2), at(3)),
+                (Some(4), Some(5), Some(20), Some(30)),
+                "{when}"
+            );
+        };
+        check(&store, "reopened");
+        drop(store);
+        check(&Store::open(&path).unwrap(), "after a restart");
     }
 }
