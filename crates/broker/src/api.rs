@@ -12,6 +12,7 @@ use crate::state::State;
 use crate::store::Store;
 use crate::topics::Topics;
 use crate::transactions::{Transactions, TxnSettings};
+use crate::wakeups::Wakeups;
 use crate::{server, BrokerConfig, Error, Result};
 
 /// A running broker.
@@ -31,7 +32,8 @@ impl Broker {
         })?;
         let store = Arc::new(Store::open(&settings.data_dir.join("meta.redb"))?);
         let cluster_id = store.cluster_id()?;
-        let topics = Topics::open(&settings, &store)?;
+        let wakeups = Arc::new(Wakeups::new());
+        let topics = Topics::open(&settings, &store, wakeups.synced_hook())?;
         let bind = format!("{}:{}", settings.listener.host, settings.listener.port);
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
@@ -73,7 +75,7 @@ impl Broker {
             transactions,
             advertised_host,
             advertised_port,
-            appended: tokio::sync::Notify::new(),
+            wakeups,
             shutdown,
         });
         let recovering = Arc::clone(&state);

@@ -20,6 +20,7 @@ mod store;
 mod topic_config;
 mod topics;
 mod transactions;
+mod wakeups;
 
 pub use api::Broker;
 pub use config::{BrokerConfig, Settings, BROKER_PROPERTIES};

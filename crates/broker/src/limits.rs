@@ -20,6 +20,11 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// The longest a Fetch may wait, whatever the client asks (clients ask 500 ms by default).
 pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
 
+/// Long-polling fetches wait on one of this many signals, chosen by partition (log2): a
+/// partition's new data wakes the fetches of the partitions that share its signal, about
+/// one in 1024 of the others, not every waiting fetch (1024 signals take under 64 KiB).
+pub const FETCH_WAKE_SHARD_BITS: u32 = 10;
+
 /// Members per consumer group.
 pub const GROUP_MEMBERS_MAX: usize = 1000;
 

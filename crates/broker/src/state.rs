@@ -17,8 +17,9 @@ pub(crate) struct State {
     /// The host and port clients are told to use.
     pub advertised_host: String,
     pub advertised_port: i32,
-    /// Woken whenever a partition's high watermark moves (long-polling fetches wait here).
-    pub appended: tokio::sync::Notify,
+    /// Woken whenever a partition's high watermark or last stable offset moves
+    /// (long-polling fetches wait here, each for its own partitions).
+    pub wakeups: std::sync::Arc<crate::wakeups::Wakeups>,
     /// Set to true once, at shutdown.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }

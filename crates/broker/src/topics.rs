@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use sluice_log::{LogConfig, Partition, PartitionLog};
+use sluice_log::{LogConfig, Partition, PartitionLog, SyncedHook};
 
 use crate::config::Settings;
 use crate::limits::{PARTITIONS_PER_TOPIC_MAX, TOPICS_MAX, TOPIC_NAME_BYTES_MAX};
@@ -38,6 +38,8 @@ impl Topic {
 /// All topics.
 pub struct Topics {
     log_dir: PathBuf,
+    /// Given to every partition: wakes the fetches waiting for it (`crate::wakeups`).
+    synced_hook: SyncedHook,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     admin: Mutex<()>,
 }
@@ -72,7 +74,7 @@ fn partition_dir(log_dir: &Path, topic: &str, index: i32) -> PathBuf {
 
 impl Topics {
     /// Opens every stored topic's partitions (recovering each log).
-    pub fn open(settings: &Settings, store: &Store) -> Result<Topics> {
+    pub fn open(settings: &Settings, store: &Store, synced_hook: SyncedHook) -> Result<Topics> {
         let log_dir = settings.data_dir.join("log");
         std::fs::create_dir_all(&log_dir)
             .map_err(|e| Error::Unavailable(format!("create {}: {e}", log_dir.display())))?;
@@ -84,7 +86,7 @@ impl Topics {
         for (name, record) in store.topics()? {
             let log_config = topic_config::log_config(&settings.log_defaults, &record.configs)?;
             let partitions = (0..record.partitions)
-                .map(|i| open_partition(&log_dir, &name, i, &log_config))
+                .map(|i| open_partition(&log_dir, &name, i, &log_config, &synced_hook))
                 .collect::<Result<Vec<_>>>()?;
             let topic = Topic {
                 name: name.clone(),
@@ -96,7 +98,7 @@ impl Topics {
             topics.insert(name, Arc::new(topic));
         }
         remove_strays(&log_dir, &topics);
-        Ok(Topics { log_dir, topics: RwLock::new(topics), admin: Mutex::new(()) })
+        Ok(Topics { log_dir, synced_hook, topics: RwLock::new(topics), admin: Mutex::new(()) })
     }
 
     /// A snapshot of one topic.
@@ -178,7 +180,7 @@ impl Topics {
             remove_stale(&self.log_dir, name, index)?;
         }
         let logs = (0..partitions)
-            .map(|i| open_partition(&self.log_dir, name, i, &log_config))
+            .map(|i| open_partition(&self.log_dir, name, i, &log_config, &self.synced_hook))
             .collect::<Result<Vec<_>>>()?;
         let record = TopicRecord { id: uuid::Uuid::new_v4(), partitions, configs: configs.clone() };
         store.put_topic(name, &record)?;
@@ -237,7 +239,8 @@ impl Topics {
         let mut partitions = topic.partitions.clone();
         for index in current..count {
             remove_stale(&self.log_dir, name, index)?;
-            partitions.push(open_partition(&self.log_dir, name, index, &topic.log_config)?);
+            let hook = &self.synced_hook;
+            partitions.push(open_partition(&self.log_dir, name, index, &topic.log_config, hook)?);
         }
         let record =
             TopicRecord { id: topic.id, partitions: count, configs: topic.configs.clone() };
@@ -308,9 +311,10 @@ fn open_partition(
     topic: &str,
     index: i32,
     config: &LogConfig,
+    synced_hook: &SyncedHook,
 ) -> Result<Arc<Partition>> {
     let log = PartitionLog::open(&partition_dir(log_dir, topic, index), config.clone(), now_ms())?;
-    Ok(Arc::new(Partition::new(log)))
+    Ok(Arc::new(Partition::with_synced_hook(log, Arc::clone(synced_hook))))
 }
 
 /// Removes partition folders that belong to no topic (a crash during create or delete).

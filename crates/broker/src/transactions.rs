@@ -610,7 +610,7 @@ impl Transactions {
         }
         state.store.sync_markers()?;
         if !open.is_empty() {
-            state.appended.notify_waiters();
+            state.wakeups.wake_all();
         }
         Ok(())
     }
@@ -708,7 +708,7 @@ fn end_alone(
             synced = false;
         }
     }
-    state.appended.notify_waiters();
+    // The markers' syncs woke the fetches waiting for their partitions (`crate::wakeups`).
     if !synced {
         // The marker is in the log but may not be on disk, and a failed sync leaves its log
         // refusing writes until a restart. The decision stays in memory only: every later
@@ -846,6 +846,9 @@ fn write_markers(
         };
         match appended {
             Ok(info) => {
+                // The marker moves the last stable offset now, and under `log.flush =
+                // always` the high watermark once it is synced (which wakes them again).
+                state.wakeups.wake(partition);
                 if partition.with_log(|log| log.config().flush == FlushPolicy::Always) {
                     to_sync.push((Arc::clone(partition), info.last_offset + 1));
                 }
@@ -856,6 +859,5 @@ fn write_markers(
             }
         }
     }
-    state.appended.notify_waiters();
     Ok(to_sync)
 }

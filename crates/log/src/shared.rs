@@ -16,6 +16,11 @@ use crate::error::io;
 use crate::partition::Located;
 use crate::{AppendInfo, FlushPolicy, PartitionLog, Result};
 
+/// Called with the partition each time a sync moved its synced offset (under
+/// `log.flush = always`, its high watermark): a broker wakes the reads waiting for it. It
+/// runs on the syncing thread, so it must only signal, never block.
+pub type SyncedHook = Arc<dyn Fn(&Partition) + Send + Sync>;
+
 /// One partition, safe to share.
 pub struct Partition {
     log: Mutex<PartitionLog>,
@@ -23,6 +28,7 @@ pub struct Partition {
     synced_offset: AtomicI64,
     /// Held while a sync runs; waiters queue here.
     sync_lock: Mutex<()>,
+    synced_hook: Option<SyncedHook>,
 }
 
 impl Partition {
@@ -33,7 +39,14 @@ impl Partition {
             log: Mutex::new(log),
             synced_offset: AtomicI64::new(end),
             sync_lock: Mutex::new(()),
+            synced_hook: None,
         }
+    }
+
+    /// As [`Partition::new`], with `hook` called after every sync that moves the synced
+    /// offset.
+    pub fn with_synced_hook(log: PartitionLog, hook: SyncedHook) -> Partition {
+        Partition { synced_hook: Some(hook), ..Partition::new(log) }
     }
 
     /// Runs `f` with the log locked.
@@ -66,7 +79,12 @@ impl Partition {
             self.with_log(|log| log.mark_failed());
             return Err(io("sync segment", &path)(error));
         }
-        self.synced_offset.fetch_max(target, Ordering::AcqRel);
+        let before = self.synced_offset.fetch_max(target, Ordering::AcqRel);
+        if before < target {
+            if let Some(hook) = &self.synced_hook {
+                hook(self);
+            }
+        }
         Ok(())
     }
 

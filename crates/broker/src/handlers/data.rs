@@ -176,12 +176,12 @@ pub(crate) async fn produce(
     client: &super::Client,
 ) -> ProduceResponse {
     let staged = produce_append(state, request, version, client).await;
-    produce_finish(state, staged).await
+    produce_finish(staged).await
 }
 
-/// Waits until the staged produce's records are synced (under `log.flush = always`), wakes
-/// long-polling fetches, and builds the response.
-pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> ProduceResponse {
+/// Waits until the staged produce's records are synced (under `log.flush = always`; each
+/// sync wakes the fetches waiting for its partition) and builds the response.
+pub(crate) async fn produce_finish(staged: StagedProduce) -> ProduceResponse {
     let StagedProduce { mut topics, mut results, first_sync, to_sync, wait_for_sync } = staged;
     // Partitions sync in parallel: their fsyncs overlap in the device (and in the file
     // system's journal, where it has one), so a request that wrote many partitions waits
@@ -201,7 +201,7 @@ pub(crate) async fn produce_finish(state: &State, staged: StagedProduce) -> Prod
             failure = outcome;
         }
     }
-    state.appended.notify_waiters();
+    // The syncs woke the fetches waiting for these partitions (`crate::wakeups`).
     if let (Some(message), true) = (failure, wait_for_sync) {
         for result in results.iter_mut().filter(|r| r.2.is_ok()) {
             result.2 = Err(Refused::new(ResponseError::KafkaStorageError, message.clone()));
@@ -264,7 +264,9 @@ fn append_all(
                 let appended = partition.with_log(|log| {
                     verify_transactional(state, &job.topic, job.index, &bytes)
                         .map_err(Refused::from)?;
-                    log.append(&bytes, now).map_err(|error| {
+                    // Readable once appended, unless the high watermark waits for a sync.
+                    let visible = log.config().flush != FlushPolicy::Always;
+                    let appended = log.append(&bytes, now).map_err(|error| {
                         // A compacted topic names the keyless records (KIP-467), as Kafka.
                         let record_errors = match &error {
                             sluice_log::Error::KeylessRecords { indexes } => indexes.clone(),
@@ -289,9 +291,13 @@ fn append_all(
                             )
                         };
                         Refused { error: error.kafka_error(), message, record_errors }
-                    })
+                    });
+                    appended.map(|info| (info, visible))
                 });
-                appended.map(|info| {
+                appended.map(|(info, visible)| {
+                    if visible {
+                        state.wakeups.wake(&partition);
+                    }
                     to_sync.push((Arc::clone(&partition), info.last_offset + 1));
                     (info.base_offset, info.log_append_time_ms, info.log_start_offset)
                 })
@@ -330,10 +336,11 @@ pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) ->
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let mut shutdown = state.shutdown.subscribe();
+    let shards =
+        state.wakeups.shards_of(fetched_partitions(state, &request, version).iter().map(|p| &**p));
     loop {
-        let notified = state.appended.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        // Registered before reading, so new data between the read and the wait wakes it.
+        let woken = state.wakeups.wait_any(&shards);
         let (fetched, bytes, errors) = fetch_once(state, &request, version);
         // min_bytes = 0 answers at once, data or not, as Kafka does.
         let enough = min_bytes == 0 || (bytes > 0 && bytes >= min_bytes);
@@ -342,11 +349,30 @@ pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) ->
             return fetched;
         }
         tokio::select! {
-            _ = notified => {}
+            _ = woken => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.wait_for(|stop| *stop) => return fetched,
         }
     }
+}
+
+/// The partitions a Fetch names that exist (a missing one is answered with an error at once).
+fn fetched_partitions(state: &State, request: &FetchRequest, version: i16) -> Vec<Arc<Partition>> {
+    let mut partitions = Vec::new();
+    for wanted in &request.topics {
+        let topic = if version >= 13 {
+            state.topics.get_by_id(wanted.topic_id)
+        } else {
+            state.topics.get(&wanted.topic)
+        };
+        let Some(topic) = topic else { continue };
+        for p in &wanted.partitions {
+            if let Some(partition) = topic.partition(p.partition) {
+                partitions.push(Arc::clone(partition));
+            }
+        }
+    }
+    partitions
 }
 
 /// Locates every requested partition's batches once: `(answer, bytes returned, any error)`.

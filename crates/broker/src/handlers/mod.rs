@@ -161,10 +161,9 @@ pub(crate) async fn handle(
         RequestKind::Produce(r) => {
             let acks = r.acks;
             let staged = data::produce_append(state, r, version, &client).await;
-            let state = std::sync::Arc::clone(state);
             let spawn = staged.syncs_more_partitions();
             let finish = async move {
-                let response = data::produce_finish(&state, staged).await;
+                let response = data::produce_finish(staged).await;
                 if acks == 0 {
                     return Reply::Nothing;
                 }
@@ -893,6 +892,108 @@ mod tests {
     async fn produce_records(state: &std::sync::Arc<State>, records: Vec<u8>) -> i16 {
         let response = data::produce(state, produce_request(records), 9, &test_client()).await;
         response.responses[0].partition_responses[0].error_code
+    }
+
+    /// A Fetch (v12) of partition `partition` of `t` from `offset`, waiting up to 10 s for a
+    /// byte.
+    fn long_poll(partition: i32, offset: i64, read_committed: bool) -> FetchRequest {
+        let wanted = fetch_request::FetchPartition::default()
+            .with_partition(partition)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(1 << 20);
+        let topic = fetch_request::FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![wanted]);
+        FetchRequest::default()
+            .with_max_wait_ms(10_000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_isolation_level(i8::from(read_committed))
+            .with_topics(vec![topic])
+    }
+
+    /// A long-polling Fetch is woken by what makes its own partition readable: a produce's
+    /// sync, the marker (and its sync) that ends a transaction for `read_committed`, in a
+    /// one-partition transaction (decided by its marker) and a two-phase one (markers after
+    /// the stored decision). Data in another partition leaves it waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_poll_wakes_when_its_own_partition_becomes_readable() {
+        use std::time::Duration;
+        let (broker, state, _dir) = broker_with_topic(2).await;
+        let poll = |offset: i64, read_committed: bool| {
+            let state = std::sync::Arc::clone(&state);
+            tokio::spawn(async move {
+                let request = long_poll(0, offset, read_committed);
+                // Records are sent from the file: whether there are any is the slice's.
+                let fetched = data::fetch(&state, request, 12).await;
+                fetched.slices[0][0].is_some()
+            })
+        };
+        let answer = |waiting: tokio::task::JoinHandle<bool>, what: &'static str| async move {
+            let records = tokio::time::timeout(Duration::from_secs(3), waiting)
+                .await
+                .unwrap_or_else(|_| panic!("{what}: the long poll was not woken"))
+                .unwrap();
+            assert!(records, "{what}: no records");
+        };
+
+        let waiting = poll(0, false);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut other = produce_request(sluice_wire::batch::build(0, 1, &[b"v"]));
+        other.topic_data[0].partition_data[0].index = 1;
+        let response = data::produce(&state, other, 9, &test_client()).await;
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "answered with another partition's data");
+        assert_eq!(produce_records(&state, sluice_wire::batch::build(0, 1, &[b"v"])).await, 0);
+        answer(waiting, "a produce").await;
+
+        let txns = &state.transactions;
+        let partition = std::sync::Arc::clone(state.topics.get("t").unwrap().partition(0).unwrap());
+        let (producer, epoch) = txns.init_producer_id(&state, "x", 60_000, None).unwrap();
+        txns.add_partitions(&state, "x", producer, epoch, &[("t".to_string(), 0)]).unwrap();
+        append_transactional(&partition, (producer, epoch), 0);
+        let waiting = poll(1, true);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "read_committed answered before the decision");
+        assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(false));
+        answer(waiting, "a one-partition commit").await;
+
+        txns.add_partitions(&state, "x", producer, epoch, &two_partitions()).unwrap();
+        append_transactional(&partition, (producer, epoch), 1);
+        let waiting = poll(3, true);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "read_committed answered before the decision");
+        assert_eq!(txns.end_txn(&state, "x", producer, epoch, true), Ok(true));
+        txns.complete_pending(&state, "x");
+        answer(waiting, "a two-phase commit").await;
+        broker.shutdown().await.unwrap();
+    }
+
+    /// With `log.flush = never` a record is readable once appended: the append wakes the
+    /// long poll, with no sync to do it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_syncs_the_append_wakes_a_long_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        config.set("log.flush", "never");
+        let broker = crate::Broker::start(config).await.unwrap();
+        broker.create_topic("t", 1, &Default::default()).await.unwrap();
+        let state = broker.state_for_tests();
+        let polling = std::sync::Arc::clone(&state);
+        let waiting = tokio::spawn(async move {
+            data::fetch(&polling, long_poll(0, 0, false), 12).await.slices[0][0].is_some()
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished());
+        assert_eq!(produce_records(&state, sluice_wire::batch::build(0, 1, &[b"v"])).await, 0);
+        let records = tokio::time::timeout(std::time::Duration::from_secs(3), waiting)
+            .await
+            .expect("the long poll was not woken")
+            .unwrap();
+        assert!(records, "no records");
+        broker.shutdown().await.unwrap();
     }
 
     /// Every transactional batch of a produce is checked against its producer's open

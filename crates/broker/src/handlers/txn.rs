@@ -252,12 +252,12 @@ pub(crate) async fn end_txn(
             }
             tokio::time::sleep(Duration::from_millis(MARKER_SYNC_DELAY_MS)).await;
             if !state.store.markers_unsynced() {
-                state.appended.notify_waiters();
                 return;
             }
+            // The syncs wake the fetches waiting for the markers' partitions.
             let syncing = Arc::clone(&state);
             match tokio::task::spawn_blocking(move || syncing.store.sync_markers()).await {
-                Ok(Ok(())) => state.appended.notify_waiters(),
+                Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "transaction marker sync failed; retrying later")
                 }
