@@ -841,7 +841,12 @@ impl Groups {
             self.store.delete_offsets(&group_id, Some(&doomed))?;
             deleted += doomed.len();
             if record.is_some_and(|r| r.empty_since_ms.is_some()) {
-                self.store.put_group(&group_id, None)?;
+                // Through the writer, after any state queued before, unless the group has
+                // members again by now (then its newer state stays).
+                let groups = self.lock();
+                if groups.get(&group_id).is_none_or(|g| g.members.is_empty()) {
+                    self.writer.put(&group_id, None);
+                }
             }
             tracing::info!(group = %group_id, offsets = doomed.len(), "expired committed offsets");
         }

@@ -182,6 +182,11 @@ pub struct Store {
     /// Transaction state committed unsynced and acted on, until a synced commit covers it:
     /// a reopen writes it again (see [`Store::reopen`]).
     unsynced_writes: std::sync::Mutex<UnsyncedWrites>,
+    /// Ranges `(first, last)` of commit numbers a reopen rolled back: every commit after the
+    /// last synced one when it ran. The remembered ones were written again; a caller still
+    /// waiting in [`Store::sync_through`] for any other one learns that it is lost. One range
+    /// per reopen.
+    rolled_back: std::sync::Mutex<Vec<(u64, u64)>>,
     /// Group commit of synced transaction-state writes (see [`Store::put_transaction`]).
     commits: GroupCommit,
     /// Transaction markers appended but not yet synced: `(partition, end offset)`. Every
@@ -265,6 +270,7 @@ impl Store {
             needs_reopen: AtomicBool::new(false),
             writes_failing: AtomicBool::new(false),
             unsynced_writes: Default::default(),
+            rolled_back: Default::default(),
             commits: GroupCommit::default(),
             unsynced_markers: Default::default(),
             marker_syncs: Default::default(),
@@ -329,9 +335,22 @@ impl Store {
                 self.path.display()
             ))
         })?;
+        // redb rolled back every commit after the last synced one.
+        let commits = &self.commits;
+        let first = commits.synced.load(Ordering::Acquire) + 1;
+        let last = commits.written.load(Ordering::Acquire);
+        if first <= last {
+            let mut rolled_back =
+                self.rolled_back.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            rolled_back.push((first, last));
+        }
         *db = Some(reopened);
-        // Until the replay commits, the next write reopens (and replays) again.
-        self.replay_unsynced(&db)?;
+        // Until the replay commits, the next write reopens (and replays) again, and reads
+        // fail rather than see the rolled-back state.
+        if let Err(error) = self.replay_unsynced(&db) {
+            *db = None;
+            return Err(error);
+        }
         self.needs_reopen.store(false, Ordering::Release);
         tracing::debug!(path = %self.path.display(), "metadata store reopened after an I/O error");
         Ok(())
@@ -632,20 +651,37 @@ impl Store {
     /// that took its number has committed before the empty one begins: redb runs one write
     /// transaction at a time); the waiters that queued meanwhile find their commits covered
     /// and return without a sync of their own.
+    ///
+    /// A commit that a reopen rolled back meanwhile (an I/O error elsewhere, then room again)
+    /// is not synced by anything that follows: that is an error.
     fn sync_through(&self, number: u64) -> Result<()> {
         let commits = &self.commits;
         if commits.synced.load(Ordering::Acquire) >= number {
-            return Ok(());
+            return self.not_rolled_back(number);
         }
         let _guard = commits.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if commits.synced.load(Ordering::Acquire) >= number {
-            return Ok(());
+            return self.not_rolled_back(number);
         }
         let db = self.db()?;
         let target = commits.written.load(Ordering::Acquire);
         debug_assert!(target >= number, "commit {number} counted after {target}");
         self.write_in(&db, redb::Durability::Immediate, |_| Ok(()))?;
         commits.synced.fetch_max(target, Ordering::AcqRel);
+        self.not_rolled_back(number)
+    }
+
+    /// An error if a reopen rolled back the commit numbered `number`: one of the shared-sync
+    /// commits of [`Store::put_transaction`], the only ones waited for here (a remembered
+    /// unsynced commit in such a range was written again by the reopen).
+    fn not_rolled_back(&self, number: u64) -> Result<()> {
+        let rolled_back = self.rolled_back.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if rolled_back.iter().any(|&(first, last)| (first..=last).contains(&number)) {
+            return Err(Error::Store(format!(
+                "a write to {} was undone by reopening it after an I/O error before it was synced; try again",
+                self.path.display()
+            )));
+        }
         Ok(())
     }
 
@@ -734,8 +770,10 @@ impl Store {
             commits.synced.fetch_max(number, Ordering::AcqRel);
             return Ok(());
         }
-        // Committed unsynced, then covered by a shared sync. If that sync fails, the caller
-        // does not act on the write, and a reopen may drop it.
+        // Committed unsynced, then covered by a shared sync. If that sync fails, or a reopen
+        // rolled the commit back first, the caller is told and does not act on the write.
+        // (A sync that fails without an I/O error, a deferred marker's, leaves the commit in
+        // place for a later synced commit to make durable: see docs/design/metadata.md.)
         let number = {
             let db = self.db()?;
             self.write_in(&db, redb::Durability::None, body)?
@@ -784,11 +822,6 @@ impl Store {
             }
             Ok(found)
         })
-    }
-
-    /// Writes a group, or removes it with `None`.
-    pub fn put_group(&self, group_id: &str, record: Option<&GroupRecord>) -> Result<()> {
-        self.put_groups(&[(group_id, record)])
     }
 
     /// Writes groups (or removes those given `None`) in one synced transaction.
@@ -872,7 +905,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1004,7 +1037,7 @@ mod tests {
         }
     }
 
-    fn open_on_full_disk(path: &Path, full: &std::sync::Arc<AtomicBool>) -> Store {
+    pub(crate) fn open_on_full_disk(path: &Path, full: &std::sync::Arc<AtomicBool>) -> Store {
         let full = std::sync::Arc::clone(full);
         let opener: Opener = Box::new(move |path| {
             let file = std::fs::OpenOptions::new()
@@ -1084,6 +1117,40 @@ mod tests {
         }
     }
 
+    /// A durable write committed unsynced that waits for a shared sync, while a reopen
+    /// (an I/O error elsewhere, then room) rolls it back: it is reported failed, not synced.
+    #[test]
+    fn a_write_a_reopen_rolled_back_is_not_reported_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let full = std::sync::Arc::new(AtomicBool::new(false));
+        let store = std::sync::Arc::new(open_on_full_disk(&path, &full));
+        let written = store.commits.written.load(Ordering::Acquire);
+        // Another write's sync is running: this one commits unsynced and waits for it.
+        let sync_running = store.commits.lock.lock().unwrap();
+        let writer = std::sync::Arc::clone(&store);
+        let waiting = std::thread::spawn(move || {
+            writer.put_transaction("lost", Some(&txn_record(1)), &[], true)
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.commits.written.load(Ordering::Acquire) == written {
+            assert!(std::time::Instant::now() < deadline, "the write never committed");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        full.store(true, Ordering::Release);
+        assert!(store.commit_offsets("g", &[("t".into(), 0, offset(1))]).is_err());
+        full.store(false, Ordering::Release);
+        store.commit_offsets("g", &[("t".into(), 0, offset(2))]).unwrap();
+        drop(sync_running);
+        let outcome = waiting.join().unwrap();
+        let error = outcome.expect_err("a rolled-back write reported synced");
+        assert!(error.to_string().contains("undone by reopening"), "{error}");
+        assert!(!store.transactions().unwrap().contains_key("lost"));
+        // Later writes are not affected.
+        store.put_transaction("later", Some(&txn_record(2)), &[], true).unwrap();
+        assert_eq!(store.transactions().unwrap().get("later"), Some(&txn_record(2)));
+    }
+
     /// A reopen rolls redb back to its last synced commit: the transaction state written
     /// unsynced since (acted on by the coordinator: completions, their offsets, removed ids)
     /// is written again, synced, before the write that reopened it; nothing synced is lost.
@@ -1115,7 +1182,6 @@ mod tests {
         assert!(store.sync_through(number).is_err(), "an unsynced commit reported synced");
         full.store(false, Ordering::Release);
         store.commit_offsets("g", &[("t".into(), 3, offset(30))]).unwrap();
-        store.sync_through(number).unwrap();
 
         let check = |store: &Store, when: &str| {
             let transactions = store.transactions().unwrap();

@@ -10,6 +10,7 @@
 //! `sluice logs FUNCTION [--follow]` prints the function's log (`<data dir>/functions/`),
 //! what CloudWatch Logs shows for a Lambda function.
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -197,12 +198,15 @@ fn print_log(path: &Path, follow: bool) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut position = 0u64;
+    // Whether what was printed ends with a whole line.
+    let mut ends_line = true;
     loop {
         let read =
             file.read(&mut chunk).with_context(|| format!("cannot read {}", path.display()))?;
         if read > 0 {
             stdout.write_all(&chunk[..read]).context("cannot write stdout")?;
             position += read as u64;
+            ends_line = chunk[..read].last() == Some(&b'\n');
             continue;
         }
         if !follow {
@@ -210,12 +214,22 @@ fn print_log(path: &Path, follow: bool) -> Result<()> {
         }
         stdout.flush().context("cannot write stdout")?;
         std::thread::sleep(Duration::from_millis(200));
-        // A log replaced by a shorter one (deleted data dir) is read again from the start.
-        let length = std::fs::metadata(path).map(|m| m.len()).unwrap_or(position);
-        if length < position {
+        // A log replaced by another file (deleted data dir) is read again from the start; the
+        // same file cut shorter (a line the disk had no room for, cut back) from the cut.
+        let (length, replaced) = match (std::fs::metadata(path), file.metadata()) {
+            (Ok(now), Ok(open)) => (now.len(), now.ino() != open.ino() || now.dev() != open.dev()),
+            _ => (position, false),
+        };
+        if replaced {
             file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
             position = 0;
+        } else if length < position {
+            position = length;
+            if !ends_line {
+                stdout.write_all(b"\n").context("cannot write stdout")?;
+                ends_line = true;
+            }
         }
         file.seek(SeekFrom::Start(position))
             .with_context(|| format!("cannot read {}", path.display()))?;

@@ -24,11 +24,9 @@ pub struct FunctionLog {
     writer: Mutex<Writer>,
 }
 
-/// The open file and what the log knows of it.
+/// The open file and the state of its writes.
 struct Writer {
     file: File,
-    /// The length up to the last whole line: where a failed write is cut back to.
-    len: u64,
     /// Set while writes fail.
     failing: Option<Failing>,
 }
@@ -55,11 +53,10 @@ impl FunctionLog {
             .append(true)
             .open(&path)
             .map_err(io(format!("cannot open {}", path.display())))?;
-        let len = file.metadata().map_err(io(format!("cannot read {}", path.display())))?.len();
         Ok(FunctionLog {
             function: function.to_string(),
             path,
-            writer: Mutex::new(Writer { file, len, failing: None }),
+            writer: Mutex::new(Writer { file, failing: None }),
         })
     }
 
@@ -106,16 +103,10 @@ impl FunctionLog {
             ));
         }
         stamped.push_str(&format!("{now}\t{text}\n"));
+        // Where a failed write is cut back to: the file's own length, whoever wrote it.
+        let before = writer.file.metadata().map(|m| m.len());
         match writer.file.write_all(stamped.as_bytes()) {
             Ok(()) => {
-                let written = writer.len + stamped.len() as u64;
-                let torn = writer.failing.as_ref().is_some_and(|failing| failing.torn);
-                // After a cut that failed, only the file knows where this line ends.
-                writer.len = if torn {
-                    writer.file.metadata().map_or(written, |m| m.len())
-                } else {
-                    written
-                };
                 if let Some(failing) = writer.failing.take() {
                     tracing::info!(function = %self.function, path = %self.path.display(),
                         dropped = failing.dropped, "the function log is written again");
@@ -123,12 +114,11 @@ impl FunctionLog {
             }
             Err(error) => {
                 // Cut what part of the line was written; shortening a file needs no space.
-                let len = writer.len;
-                let torn = writer.file.set_len(len).is_err();
+                let torn = before.and_then(|len| writer.file.set_len(len)).is_err();
                 match &mut writer.failing {
                     Some(failing) => {
                         failing.dropped += 1;
-                        failing.torn |= torn;
+                        failing.torn = torn;
                     }
                     None => {
                         tracing::warn!(function = %self.function, path = %self.path.display(),

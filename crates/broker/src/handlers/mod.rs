@@ -306,9 +306,19 @@ pub(crate) async fn handle(
                 None => return Reply::Close,
             }
         }
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list_groups(state, r)),
+        RequestKind::ListGroups(r) => {
+            // It reads the store's offsets table.
+            match on_blocking_pool(state, peer, move |s| group::list_groups(s, r)).await {
+                Some(response) => ResponseKind::ListGroups(response),
+                None => return Reply::Close,
+            }
+        }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(group::describe_groups(state, r))
+            // An empty group's answer reads the store's offsets table.
+            match on_blocking_pool(state, peer, move |s| group::describe_groups(s, r)).await {
+                Some(response) => ResponseKind::DescribeGroups(response),
+                None => return Reply::Close,
+            }
         }
         RequestKind::DeleteGroups(r) => {
             match on_blocking_pool(state, peer, move |s| group::delete_groups(s, r)).await {

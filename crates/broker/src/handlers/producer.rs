@@ -93,8 +93,13 @@ const PRODUCER_ID_BLOCK_COUNT: i64 = 1000;
 
 impl ProducerIds {
     /// The next id of the reserved block; `None` when a new block must be reserved.
+    /// Never waits: while [`ProducerIds::next`] reserves a block (an fsync), `None` too.
     pub fn take(&self) -> Option<i64> {
-        let mut block = self.block.lock().unwrap_or_else(|p| p.into_inner());
+        let mut block = match self.block.try_lock() {
+            Ok(block) => block,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         (block.0 < block.1).then(|| {
             block.0 += 1;
             block.0 - 1

@@ -40,10 +40,14 @@ pub fn gunzip_lines(path: &Path) -> Vec<String> {
     text.lines().map(str::to_string).collect()
 }
 
-/// How many times each line appears across every object under `root`.
+/// How many times each line appears across every object under `root`; an upload in
+/// progress (object_store's staged `<name>#<n>`) is not an object yet.
 pub fn line_counts(root: &Path) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for path in objects(root) {
+        if path.file_name().is_some_and(|name| name.to_string_lossy().contains('#')) {
+            continue;
+        }
         for line in gunzip_lines(&path) {
             *counts.entry(line).or_insert(0) += 1;
         }
