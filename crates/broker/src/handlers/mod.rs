@@ -213,7 +213,11 @@ pub(crate) async fn handle(
         }
         RequestKind::DeleteRecords(r) => {
             match on_blocking_pool(state, peer, move |s| data::delete_records(s, r)).await {
-                Some(response) => ResponseKind::DeleteRecords(response),
+                Some(response) => {
+                    // Long polls below the new log start offsets answer OFFSET_OUT_OF_RANGE now.
+                    state.wakeups.wake_all();
+                    ResponseKind::DeleteRecords(response)
+                }
                 None => return Reply::Close,
             }
         }
@@ -226,7 +230,12 @@ pub(crate) async fn handle(
         }
         RequestKind::DeleteTopics(r) => {
             match on_blocking_pool(state, peer, move |s| admin::delete_topics(s, r)).await {
-                Some(response) => ResponseKind::DeleteTopics(response),
+                Some(response) => {
+                    // Long polls of a deleted topic answer now (its partitions will not
+                    // signal again, nor will those of a topic created under its name).
+                    state.wakeups.wake_all();
+                    ResponseKind::DeleteTopics(response)
+                }
                 None => return Reply::Close,
             }
         }

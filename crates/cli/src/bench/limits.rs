@@ -204,6 +204,18 @@ pub const WIRE_IN_FLIGHT: usize = 5;
 /// `max_wait_ms` of the wire consumer's fetches (Kafka's default `fetch.max.wait.ms`).
 pub const WIRE_FETCH_WAIT_MS: i32 = 500;
 
+/// Long-polling fetches left waiting, on a topic nothing writes, during one more
+/// 1-connection wire produce run: what a broker with idle consumers carries. Before
+/// 2026-11-29 every produce woke every one of them.
+pub const WIRE_WAITING_FETCHES: usize = 256;
+
+/// Partitions of that topic (the fetches spread over them, 4 per partition).
+pub const WIRE_WAITING_PARTITIONS: i32 = 64;
+
+/// `max_wait_ms` of those fetches: the broker's cap, longer than the run, so they wait
+/// throughout.
+pub const WIRE_WAITING_FETCH_WAIT_MS: i32 = 30_000;
+
 /// The largest response the wire client reads: a Fetch is capped at 50 MiB plus framing.
 pub const WIRE_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 

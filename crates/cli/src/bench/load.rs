@@ -27,7 +27,8 @@ use super::disk::{self, PacedDisk, TransactionSyncs, TransactionsDisk};
 use super::limits::{
     ADMIN_TIMEOUT_SECS, BROKER_IDLE_SETTLE_MS, CONSUMER_FETCH_DEFAULT, CONSUMER_FETCH_LARGE,
     DISK_TRANSACTIONS_SECS, LATENCY_LOAD_FRACTION, LATENCY_RUN_SECS, PARALLEL_PRODUCERS,
-    PRODUCER_LINGER_MS, TOPIC_PARTITIONS, TRANSACTION_RECORDS,
+    PRODUCER_LINGER_MS, TOPIC_PARTITIONS, TRANSACTION_RECORDS, WIRE_WAITING_FETCHES,
+    WIRE_WAITING_PARTITIONS,
 };
 use super::process::BrokerProcess;
 use super::produce::{self, Plan, ProduceRun};
@@ -36,6 +37,8 @@ use super::Progress;
 
 /// The benchmark topic.
 const TOPIC: &str = "sluice-bench";
+/// The topic the waiting fetches read, which nothing writes.
+const WAITING_TOPIC: &str = "sluice-bench-idle";
 
 /// Results of the broker runs.
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +70,8 @@ pub struct BrokerResult {
 pub struct WireRuns {
     /// One connection, closed loop.
     pub single: WireProduceRun,
+    /// The same with long-polling fetches of another topic waiting throughout.
+    pub single_beside_waiting: WaitingRun,
     /// `PARALLEL_PRODUCERS` connections, closed loop.
     pub parallel: WireProduceRun,
     /// One transactional producer, transactions of `TRANSACTION_RECORDS` records.
@@ -85,6 +90,19 @@ pub struct WireRuns {
     pub transactions_disk_one_sync: [TransactionsDisk; 2],
     /// One consumer reading the whole topic, Kafka's default fetch sizes.
     pub consume: WireConsumeRun,
+}
+
+/// The 1-connection wire run with long polls waiting on a topic nothing writes: a produce
+/// must not wake them (`crates/broker/src/wakeups.rs`).
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitingRun {
+    /// Long-polling fetches started before the run.
+    pub fetches: usize,
+    /// Those still waiting when it ended (any other was answered early and did not wait
+    /// throughout).
+    pub still_waiting: usize,
+    /// The run.
+    pub run: WireProduceRun,
 }
 
 /// The wire results of `sluice bench wire`, which runs nothing else.
@@ -220,6 +238,7 @@ fn wire_target(broker: &BrokerProcess, record_bytes: usize) -> wire::Target<'_> 
 /// The wire produce runs and the disk at the paced load: [`WireRuns`] but the consume run.
 struct WireProduced {
     single: WireProduceRun,
+    single_beside_waiting: WaitingRun,
     parallel: WireProduceRun,
     single_transactional: WireProduceRun,
     parallel_transactional: WireProduceRun,
@@ -234,6 +253,7 @@ impl WireProduced {
     fn records(&self) -> u64 {
         [
             &self.single,
+            &self.single_beside_waiting.run,
             &self.parallel,
             &self.single_transactional,
             &self.parallel_transactional,
@@ -247,6 +267,7 @@ impl WireProduced {
     fn with_consume(self, consume: WireConsumeRun) -> WireRuns {
         WireRuns {
             single: self.single,
+            single_beside_waiting: self.single_beside_waiting,
             parallel: self.parallel,
             single_transactional: self.single_transactional,
             parallel_transactional: self.parallel_transactional,
@@ -277,6 +298,21 @@ fn wire_produce_all(
         anyhow::Ok(run)
     };
     let single = run("wire produce: 1 connection", 1, records, None)?;
+    create_topic_named(target.bootstrap, WAITING_TOPIC, WIRE_WAITING_PARTITIONS)?;
+    let waiting = wire::WaitingFetches::start(
+        target.bootstrap,
+        WAITING_TOPIC,
+        WIRE_WAITING_PARTITIONS,
+        WIRE_WAITING_FETCHES,
+    )?;
+    let label = "wire produce: 1 connection, fetches of another topic waiting";
+    let beside = run(label, 1, records, None)?;
+    let single_beside_waiting = WaitingRun {
+        fetches: waiting.count(),
+        still_waiting: waiting.still_waiting()?,
+        run: beside,
+    };
+    drop(waiting);
     let parallel = run("wire produce: 8 connections", PARALLEL_PRODUCERS, records, None)?;
     let transactional = |label: &'static str, connections: usize| {
         let bar = progress.bytes(label, records * target.record_bytes as u64);
@@ -329,6 +365,7 @@ fn wire_produce_all(
     bar.finish_and_clear();
     Ok(WireProduced {
         single,
+        single_beside_waiting,
         parallel,
         single_transactional,
         parallel_transactional,

@@ -603,6 +603,12 @@ fn wire_section(out: &mut String, wire: &WireRuns, record_bytes: usize, partitio
     for (name, run) in runs {
         produce_row(out, name, run);
     }
+    let waiting = &wire.single_beside_waiting;
+    let name = format!(
+        "produce, 1 connection, {} fetches of another topic waiting ({} still waiting at the end)",
+        waiting.fetches, waiting.still_waiting
+    );
+    produce_row(out, &name, &waiting.run);
     let consume: &WireConsumeRun = &wire.consume;
     let _ = writeln!(
         out,

@@ -50,7 +50,7 @@ use crate::events::now_ms;
 use super::disk::pattern;
 use super::limits::{
     ADMIN_TIMEOUT_SECS, MIB, TRANSACTION_RECORDS, WIRE_BATCH_RECORDS, WIRE_FETCH_WAIT_MS,
-    WIRE_IN_FLIGHT, WIRE_RESPONSE_BYTES_MAX,
+    WIRE_IN_FLIGHT, WIRE_RESPONSE_BYTES_MAX, WIRE_WAITING_FETCH_WAIT_MS,
 };
 use super::process::{CpuMeter, CpuUse};
 use super::produce;
@@ -530,6 +530,62 @@ pub fn consume(target: &Target<'_>, bar: &ProgressBar) -> Result<WireConsumeRun>
         batch_mib_per_s: batch_bytes as f64 / MIB as f64 / secs,
         cpu,
     })
+}
+
+/// Long-polling fetches left waiting: one connection each, each with one Fetch of one
+/// partition of a topic nothing writes, waiting up to [`WIRE_WAITING_FETCH_WAIT_MS`] for a
+/// byte, as idle consumers keep theirs. Dropped, the connections close.
+pub struct WaitingFetches {
+    streams: Vec<TcpStream>,
+}
+
+impl WaitingFetches {
+    /// Opens `count` connections and sends each one's Fetch, spread over `partitions`
+    /// partitions of `topic`.
+    pub fn start(bootstrap: &str, topic: &str, partitions: i32, count: usize) -> Result<Self> {
+        let mut streams = Vec::with_capacity(count);
+        for index in 0..count {
+            let mut stream = connect(bootstrap)?;
+            let partition = i32::try_from(index).unwrap_or(0) % partitions.max(1);
+            let wanted = FetchPartition::default()
+                .with_partition(partition)
+                .with_partition_max_bytes(PARTITION_FETCH_BYTES);
+            let request = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(WIRE_WAITING_FETCH_WAIT_MS)
+                .with_min_bytes(1)
+                .with_max_bytes(FETCH_MAX_BYTES)
+                .with_session_epoch(-1)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![wanted])]);
+            stream
+                .write_all(&encode_frame(&request, FETCH_VERSION, 0)?)
+                .context("cannot send a waiting Fetch")?;
+            streams.push(stream);
+        }
+        Ok(WaitingFetches { streams })
+    }
+
+    /// How many are still waiting (no answer arrived on their connection).
+    pub fn still_waiting(&self) -> Result<usize> {
+        let mut waiting = 0;
+        for stream in &self.streams {
+            stream.set_nonblocking(true).context("cannot poll a waiting Fetch")?;
+            let mut byte = [0u8; 1];
+            match stream.peek(&mut byte) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => waiting += 1,
+                _ => {}
+            }
+            stream.set_nonblocking(false).context("cannot poll a waiting Fetch")?;
+        }
+        Ok(waiting)
+    }
+
+    /// How many were started.
+    pub fn count(&self) -> usize {
+        self.streams.len()
+    }
 }
 
 fn connect(bootstrap: &str) -> Result<TcpStream> {
