@@ -272,6 +272,8 @@ async fn retention(state: Arc<State>) {
                 match partition.with_log(|log| log.apply_retention(now)) {
                     Ok(0) => {}
                     Ok(deleted) => {
+                        // Long polls below the new log start answer OFFSET_OUT_OF_RANGE now.
+                        inner.wakeups.wake(partition);
                         tracing::info!(topic = %topic.name, deleted, "retention deleted segments")
                     }
                     Err(error) => tracing::warn!(topic = %topic.name, %error, "retention failed"),

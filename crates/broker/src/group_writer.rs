@@ -97,7 +97,13 @@ impl GroupWriter {
             if stopped {
                 return;
             }
-            queue = self.shared.wait(queue);
+            // Timed, so a writer thread that ended without a word is noticed.
+            let (next, _) = self
+                .shared
+                .changed
+                .wait_timeout(queue, RETRY_AFTER)
+                .unwrap_or_else(|p| p.into_inner());
+            queue = next;
         }
     }
 

@@ -185,7 +185,7 @@ pub struct Store {
     /// Ranges `(first, last)` of commit numbers a reopen rolled back: every commit after the
     /// last synced one when it ran. The remembered ones were written again; a caller still
     /// waiting in [`Store::sync_through`] for any other one learns that it is lost. One range
-    /// per reopen.
+    /// per reopen, the last `ROLLED_BACK_RANGES_MAX`.
     rolled_back: std::sync::Mutex<Vec<(u64, u64)>>,
     /// Group commit of synced transaction-state writes (see [`Store::put_transaction`]).
     commits: GroupCommit,
@@ -234,6 +234,10 @@ struct GroupCommit {
     /// Held while a sync runs; waiters queue here.
     lock: std::sync::Mutex<()>,
 }
+
+/// Reopens whose rolled-back commit numbers are kept (see `Store::rolled_back`): a commit
+/// waits for one sync, during which a reopen needs an I/O error and room again first.
+const ROLLED_BACK_RANGES_MAX: usize = 64;
 
 fn store_error(what: &'static str) -> impl Fn(String) -> Error {
     move |e| Error::Store(format!("{what}: {e}"))
@@ -318,14 +322,14 @@ impl Store {
         if !self.needs_reopen.load(Ordering::Acquire) {
             return Ok(()); // another caller reopened it meanwhile
         }
-        if db.is_some() {
-            let free = free_bytes(&self.path);
-            if free < STORE_REOPEN_FREE_BYTES_MIN {
-                return Err(Error::Store(format!(
-                    "no space: {free} bytes free for {}; metadata writes resume once {STORE_REOPEN_FREE_BYTES_MIN} are (free disk space)",
-                    self.path.display()
-                )));
-            }
+        // Also with no handle (a reopen or its replay failed): reads try the reopen too, and
+        // must not each run one on a disk that is still full.
+        let free = free_bytes(&self.path);
+        if free < STORE_REOPEN_FREE_BYTES_MIN {
+            return Err(Error::Store(format!(
+                "no space: {free} bytes free for {}; metadata writes resume once {STORE_REOPEN_FREE_BYTES_MIN} are (free disk space)",
+                self.path.display()
+            )));
         }
         // The old handle must be closed first: it holds the file's lock.
         drop(db.take());
@@ -342,6 +346,10 @@ impl Store {
         if first <= last {
             let mut rolled_back =
                 self.rolled_back.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // A waiter waits through one sync, so only the last few reopens can concern one.
+            if rolled_back.len() >= ROLLED_BACK_RANGES_MAX {
+                rolled_back.remove(0);
+            }
             rolled_back.push((first, last));
         }
         *db = Some(reopened);

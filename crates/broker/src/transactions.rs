@@ -846,8 +846,9 @@ fn write_markers(
         };
         match appended {
             Ok(info) => {
-                // The marker moves the last stable offset now, and under `log.flush =
-                // always` the high watermark once it is synced (which wakes them again).
+                // A two-phase marker moves the last stable offset now (a deciding one only
+                // once the high watermark passes it: under `log.flush = always` at its sync,
+                // which wakes them again; otherwise now).
                 state.wakeups.wake(partition);
                 if partition.with_log(|log| log.config().flush == FlushPolicy::Always) {
                     to_sync.push((Arc::clone(partition), info.last_offset + 1));

@@ -11,7 +11,9 @@
 //!
 //! The syncs signal through the log's [`sluice_log::SyncedHook`], so every path that syncs
 //! (a produce, a transaction's markers, a store commit that syncs deferred markers) wakes
-//! without knowing about fetches.
+//! without knowing about fetches. (Under `log.flush = interval` the flusher's syncs signal
+//! too, which costs each waiting fetch one re-read per interval.) DeleteTopics, DeleteRecords
+//! and retention signal the partitions whose fetches must now answer with an error.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

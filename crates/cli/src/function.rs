@@ -197,25 +197,31 @@ fn print_log(path: &Path, follow: bool) -> Result<()> {
     })?;
     let mut stdout = std::io::stdout().lock();
     let mut chunk = vec![0u8; 64 * 1024];
+    // Following, only whole lines are printed: `position` is where the next one starts, and
+    // `unfinished` what was read of a line not ended yet (a line being written, or one the
+    // disk had no room for, which the writer cuts back to `position`).
     let mut position = 0u64;
-    // Whether what was printed ends with a whole line.
-    let mut ends_line = true;
+    let mut unfinished: Vec<u8> = Vec::new();
     loop {
         let read =
             file.read(&mut chunk).with_context(|| format!("cannot read {}", path.display()))?;
         if read > 0 {
-            stdout.write_all(&chunk[..read]).context("cannot write stdout")?;
-            position += read as u64;
-            ends_line = chunk[..read].last() == Some(&b'\n');
+            unfinished.extend_from_slice(&chunk[..read]);
+            if let Some(end) = unfinished.iter().rposition(|&b| b == b'\n') {
+                stdout.write_all(&unfinished[..=end]).context("cannot write stdout")?;
+                position += end as u64 + 1;
+                unfinished.drain(..=end);
+            }
             continue;
         }
         if !follow {
+            stdout.write_all(&unfinished).context("cannot write stdout")?;
             return stdout.flush().context("cannot write stdout");
         }
         stdout.flush().context("cannot write stdout")?;
         std::thread::sleep(Duration::from_millis(200));
         // A log replaced by another file (deleted data dir) is read again from the start; the
-        // same file cut shorter (a line the disk had no room for, cut back) from the cut.
+        // same file made shorter than what was printed (by hand) from its new end.
         let (length, replaced) = match (std::fs::metadata(path), file.metadata()) {
             (Ok(now), Ok(open)) => (now.len(), now.ino() != open.ino() || now.dev() != open.dev()),
             _ => (position, false),
@@ -226,11 +232,8 @@ fn print_log(path: &Path, follow: bool) -> Result<()> {
             position = 0;
         } else if length < position {
             position = length;
-            if !ends_line {
-                stdout.write_all(b"\n").context("cannot write stdout")?;
-                ends_line = true;
-            }
         }
+        unfinished.clear();
         file.seek(SeekFrom::Start(position))
             .with_context(|| format!("cannot read {}", path.display()))?;
     }

@@ -118,7 +118,8 @@ impl FunctionLog {
                 match &mut writer.failing {
                     Some(failing) => {
                         failing.dropped += 1;
-                        failing.torn = torn;
+                        // A cut back to a file that already ended inside a line leaves it so.
+                        failing.torn |= torn;
                     }
                     None => {
                         tracing::warn!(function = %self.function, path = %self.path.display(),

@@ -336,12 +336,18 @@ pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) ->
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let mut shutdown = state.shutdown.subscribe();
-    let shards =
-        state.wakeups.shards_of(fetched_partitions(state, &request, version).iter().map(|p| &**p));
     loop {
+        // The topics are looked up once per pass, and the pass waits for the partitions it
+        // read (a topic deleted and created again meanwhile has new ones).
+        let topics = fetched_topics(state, &request, version);
+        let partitions = topics.iter().zip(&request.topics).flat_map(|(topic, wanted)| {
+            let topic = topic.as_ref();
+            wanted.partitions.iter().filter_map(move |p| topic?.partition(p.partition))
+        });
+        let shards = state.wakeups.shards_of(partitions.map(|p| &**p));
         // Registered before reading, so new data between the read and the wait wakes it.
         let woken = state.wakeups.wait_any(&shards);
-        let (fetched, bytes, errors) = fetch_once(state, &request, version);
+        let (fetched, bytes, errors) = fetch_once(state, &request, version, &topics);
         // min_bytes = 0 answers at once, data or not, as Kafka does.
         let enough = min_bytes == 0 || (bytes > 0 && bytes >= min_bytes);
         let done = enough || errors || tokio::time::Instant::now() >= deadline;
@@ -356,39 +362,38 @@ pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) ->
     }
 }
 
-/// The partitions a Fetch names that exist (a missing one is answered with an error at once).
-fn fetched_partitions(state: &State, request: &FetchRequest, version: i16) -> Vec<Arc<Partition>> {
-    let mut partitions = Vec::new();
-    for wanted in &request.topics {
-        let topic = if version >= 13 {
+/// The topics a Fetch names, by id from v13 and by name before, in request order; `None`
+/// for one that does not exist (its partitions are answered with an error at once).
+fn fetched_topics(
+    state: &State,
+    request: &FetchRequest,
+    version: i16,
+) -> Vec<Option<Arc<crate::topics::Topic>>> {
+    let lookup = |wanted: &kafka_protocol::messages::fetch_request::FetchTopic| {
+        if version >= 13 {
             state.topics.get_by_id(wanted.topic_id)
         } else {
             state.topics.get(&wanted.topic)
-        };
-        let Some(topic) = topic else { continue };
-        for p in &wanted.partitions {
-            if let Some(partition) = topic.partition(p.partition) {
-                partitions.push(Arc::clone(partition));
-            }
         }
-    }
-    partitions
+    };
+    request.topics.iter().map(lookup).collect()
 }
 
 /// Locates every requested partition's batches once: `(answer, bytes returned, any error)`.
-fn fetch_once(state: &State, request: &FetchRequest, version: i16) -> (Fetched, usize, bool) {
+/// `topics` are the request's topics as [`fetched_topics`] found them.
+fn fetch_once(
+    state: &State,
+    request: &FetchRequest,
+    version: i16,
+    topics: &[Option<Arc<crate::topics::Topic>>],
+) -> (Fetched, usize, bool) {
     let asked = usize::try_from(request.max_bytes).unwrap_or(0);
     let mut remaining = asked.min(state.settings.fetch_bytes_max);
     let mut total = 0usize;
     let mut errors = false;
     let mut responses = Vec::with_capacity(request.topics.len());
     let mut slices = Vec::with_capacity(request.topics.len());
-    for wanted in &request.topics {
-        let topic = if version >= 13 {
-            state.topics.get_by_id(wanted.topic_id)
-        } else {
-            state.topics.get(&wanted.topic)
-        };
+    for (wanted, topic) in request.topics.iter().zip(topics) {
         let unknown = if version >= 13 {
             ResponseError::UnknownTopicId
         } else {

@@ -312,7 +312,7 @@ fn wire_produce_all(
         still_waiting: waiting.still_waiting()?,
         run: beside,
     };
-    drop(waiting);
+    waiting.release(target.bootstrap, WAITING_TOPIC, WIRE_WAITING_PARTITIONS)?;
     let parallel = run("wire produce: 8 connections", PARALLEL_PRODUCERS, records, None)?;
     let transactional = |label: &'static str, connections: usize| {
         let bar = progress.bytes(label, records * target.record_bytes as u64);

@@ -586,6 +586,22 @@ impl WaitingFetches {
     pub fn count(&self) -> usize {
         self.streams.len()
     }
+
+    /// Answers the fetches (a batch in each of the `partitions` partitions of their `topic`)
+    /// and reads every answer: a closed connection would not end a Fetch parked in the
+    /// broker, and parked ones would still be there in the next run.
+    pub fn release(mut self, bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+        let target = Target { bootstrap, topic, partitions, record_bytes: 1, broker_pid: 0 };
+        let mut producer = connect(bootstrap)?;
+        producer.write_all(&produce_frame(&target)?).context("cannot send a Produce")?;
+        let mut buffer = BytesMut::new();
+        read_produce_response(&mut producer, &mut buffer)?;
+        for stream in &mut self.streams {
+            let _: FetchResponse = read_response(stream, &mut buffer, FETCH_VERSION)
+                .context("a waiting Fetch was not answered")?;
+        }
+        Ok(())
+    }
 }
 
 fn connect(bootstrap: &str) -> Result<TcpStream> {
