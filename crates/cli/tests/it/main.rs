@@ -20,6 +20,7 @@ mod groups;
 mod held_heartbeats;
 mod idempotence;
 mod lambda;
+mod logs;
 mod pipelining;
 mod produce_consume;
 mod raw_requests;
