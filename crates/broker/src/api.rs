@@ -7,7 +7,9 @@ use std::time::Duration;
 use sluice_log::FlushPolicy;
 use tokio::task::JoinHandle;
 
+use crate::copy_buffers::CopyBuffers;
 use crate::groups::{GroupSettings, Groups, TICK_MS};
+use crate::limits::{FETCH_COPY_BUFFERS, FETCH_COPY_BUFFER_BYTES};
 use crate::state::State;
 use crate::store::Store;
 use crate::topics::Topics;
@@ -76,6 +78,7 @@ impl Broker {
             advertised_host,
             advertised_port,
             wakeups,
+            copy_buffers: Arc::new(CopyBuffers::new(FETCH_COPY_BUFFERS, FETCH_COPY_BUFFER_BYTES)),
             shutdown,
         });
         let recovering = Arc::clone(&state);

@@ -9,6 +9,7 @@
 mod api;
 mod clock;
 mod config;
+mod copy_buffers;
 mod error;
 mod group_writer;
 mod groups;

@@ -25,6 +25,17 @@ pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
 /// one in 1024 of the others, not every waiting fetch (1024 signals take under 64 KiB).
 pub const FETCH_WAKE_SHARD_BITS: u32 = 10;
 
+/// Buffers a Fetch's records may be copied through on their way to the socket, at once
+/// across all connections (`crate::copy_buffers`); a response that finds none free is sent
+/// with `sendfile`. With [`FETCH_COPY_BUFFER_BYTES`], at most 16 MiB.
+pub const FETCH_COPY_BUFFERS: usize = 16;
+
+/// Bytes of one copy buffer: each read and write of a copied Fetch moves this much at most.
+/// 1 MiB is Kafka's default `max.partition.fetch.bytes`, so a partition's records usually
+/// go in one read and one write; 1 MiB buffers beat 256 KiB and 2 MiB ones on the wire
+/// benchmark (`docs/benchmarks.md`).
+pub const FETCH_COPY_BUFFER_BYTES: usize = 1024 * 1024;
+
 /// Members per consumer group.
 pub const GROUP_MEMBERS_MAX: usize = 1000;
 

@@ -20,6 +20,8 @@ pub(crate) struct State {
     /// Woken whenever a partition's high watermark or last stable offset moves
     /// (long-polling fetches wait here, each for its own partitions).
     pub wakeups: std::sync::Arc<crate::wakeups::Wakeups>,
+    /// Buffers Fetch answers copy their records through (`crate::copy_buffers`).
+    pub copy_buffers: std::sync::Arc<crate::copy_buffers::CopyBuffers>,
     /// Set to true once, at shutdown.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }

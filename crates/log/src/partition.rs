@@ -709,8 +709,9 @@ impl Located {
     }
 
     /// Where the batches [`Located::read`] would return lie in the segment file, without
-    /// reading them: a fetch sends them from the file to the socket (`sendfile`). `None`
-    /// when no whole batch qualifies.
+    /// reading them: a fetch sends them from the file to the socket a buffer at a time
+    /// ([`LogSlice::read_into`]) or with `sendfile` ([`LogSlice::send_to`]). `None` when no
+    /// whole batch qualifies.
     pub fn slice(
         &self,
         max_bytes: usize,
@@ -813,6 +814,27 @@ impl LogSlice {
         let n =
             unsafe { libc::sendfile(out.as_raw_fd(), self.file.as_raw_fd(), &mut offset, left) };
         usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+    }
+
+    /// Reads `buf.len()` of the slice's bytes from `from` on (relative to the slice) into
+    /// `buf`, for a fetch that copies them to the socket. An `UnexpectedEof` error means the
+    /// file is shorter than the slice; asking past the slice's end is `InvalidInput`.
+    pub fn read_into(&self, from: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        let end = from.checked_add(buf.len()).filter(|end| *end <= self.len);
+        if end.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bytes {from}..+{} are outside a {}-byte slice", buf.len(), self.len),
+            ));
+        }
+        self.file.read_exact_at(buf, self.position + from as u64).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                let message = format!("{} ended before the fetched batches", self.path.display());
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message)
+            } else {
+                error
+            }
+        })
     }
 
     /// Reads the batches into memory.

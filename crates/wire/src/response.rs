@@ -45,7 +45,7 @@ pub fn encode(
 }
 
 /// One piece of a frame sent in parts: bytes encoded here, or record batches the caller
-/// sends itself (`T`, a slice of a segment file the broker hands to `sendfile`).
+/// sends itself (`T`, a slice of a segment file the broker sends from the file).
 #[derive(Debug)]
 pub enum Part<T> {
     /// Encoded bytes.
@@ -65,7 +65,7 @@ pub struct SplitFrame<T> {
 }
 
 /// Encodes a Fetch response frame whose record sections come from elsewhere, so the record
-/// bytes are never copied through this process: the result is byte for byte what
+/// bytes are never copied into the frame: the result is byte for byte what
 /// [`encode`] gives for the same response with each partition's `records` replaced by the
 /// `len` bytes of `T`. `external(topic, partition)` (indexes into `responses` and their
 /// `partitions`) returns those records and their length, or `None` to encode the

@@ -325,7 +325,7 @@ fn sync_all(to_sync: Vec<ToSync>) -> std::result::Result<(), String> {
 
 /// A Fetch answer: the response, with each partition's records left as a [`LogSlice`] of
 /// its segment file (indexed like `responses` and their `partitions`) for the connection's
-/// writer to send from the file (`sendfile`), never copied through the broker.
+/// writer to send from the file, never held whole in the broker's memory (`server::send_split`).
 pub(crate) struct Fetched {
     pub(crate) response: FetchResponse,
     pub(crate) slices: Vec<Vec<Option<LogSlice>>>,
