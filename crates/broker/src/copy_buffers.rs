@@ -12,7 +12,7 @@
 //! [`FETCH_COPY_BUFFERS`](crate::limits::FETCH_COPY_BUFFERS) exist, allocated when first
 //! needed and kept for reuse; a response that finds none free sends with `sendfile`, so
 //! memory stays bounded however many consumers fetch at once.
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The broker's pool of copy buffers.
 #[derive(Debug)]
@@ -36,10 +36,20 @@ impl CopyBuffers {
         CopyBuffers { pool: Mutex::new(Pool { free: Vec::new(), unallocated: count }), bytes }
     }
 
+    /// Bytes of each buffer.
+    pub(crate) fn buffer_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The pool, whatever a panic elsewhere left: a push or a pop cannot be left half done.
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A free buffer, allocated now if none is but the limit allows; `None` when all are in
-    /// use (or the pool's lock was poisoned by a panic elsewhere: the caller uses `sendfile`).
+    /// use.
     pub(crate) fn take(self: &Arc<Self>) -> Option<CopyBuffer> {
-        let mut pool = self.pool.lock().ok()?;
+        let mut pool = self.pool();
         let buffer = match pool.free.pop() {
             Some(buffer) => buffer,
             None if pool.unallocated > 0 => {
@@ -71,9 +81,18 @@ impl CopyBuffer {
 
 impl Drop for CopyBuffer {
     fn drop(&mut self) {
-        if let (Some(buffer), Ok(mut pool)) = (self.buffer.take(), self.pool.pool.lock()) {
-            pool.free.push(buffer);
+        if let Some(buffer) = self.buffer.take() {
+            self.pool.pool().free.push(buffer);
         }
+    }
+}
+
+/// `(free, not yet allocated)`: what the pool holds, for tests.
+#[cfg(test)]
+impl CopyBuffers {
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let pool = self.pool();
+        (pool.free.len(), pool.unallocated)
     }
 }
 
@@ -94,7 +113,7 @@ mod tests {
         assert_eq!(again.bytes()[0], 7, "the returned buffer is reused, not a new one");
         drop(second);
         drop(again);
-        assert_eq!(buffers.pool.lock().unwrap().free.len(), 2);
+        assert_eq!(buffers.counts(), (2, 0));
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub const FETCH_COPY_BUFFERS: usize = 16;
 /// benchmark (`docs/benchmarks.md`).
 pub const FETCH_COPY_BUFFER_BYTES: usize = 1024 * 1024;
 
+/// How long a copied Fetch answer waits, holding a copy buffer, for its socket to take
+/// more bytes; then the buffer goes back to the pool and the rest of its chunk goes with
+/// `sendfile`, so a consumer that stops reading keeps no buffer from the others. A consumer
+/// that reads never waits this long (the socket takes bytes as the peer acknowledges them).
+pub const FETCH_COPY_WRITE_WAIT_MS: u64 = 50;
+
 /// Members per consumer group.
 pub const GROUP_MEMBERS_MAX: usize = 1000;
 

@@ -18,6 +18,7 @@
 //! ApiVersions) or by closing that connection.
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
@@ -30,9 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use crate::copy_buffers::CopyBuffers;
+use crate::copy_buffers::{CopyBuffer, CopyBuffers};
 use crate::handlers::{self, Reply};
-use crate::limits::REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX;
+use crate::limits::{FETCH_COPY_WRITE_WAIT_MS, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
 use crate::state::State;
 
 /// Bytes of the per-connection read and write buffers.
@@ -221,60 +222,118 @@ async fn write_replies(
 }
 
 /// Sends a Fetch answer's parts in order: its encoded bytes through `writer`, its records
-/// copied through a buffer of the pool, or with `sendfile` when no buffer is free.
+/// from their segment files ([`send_records`]).
 async fn send_split(
     writer: &mut BufWriter<OwnedWriteHalf>,
     parts: Vec<Part<LogSlice>>,
     buffers: &Arc<CopyBuffers>,
 ) -> std::io::Result<()> {
-    let records = parts.iter().any(|part| matches!(part, Part::Records(slice) if slice.len > 0));
-    let mut buffer = if records { buffers.take() } else { None };
     for part in parts {
         match part {
             Part::Bytes(bytes) => writer.write_all(&bytes).await?,
             Part::Records(slice) => {
                 writer.flush().await?;
-                match buffer.as_mut() {
-                    Some(buffer) => copy_slice(writer.get_mut(), &slice, buffer.bytes()).await?,
-                    None => send_slice(writer.get_ref().as_ref(), &slice).await?,
-                }
+                send_records(writer.get_mut(), &slice, buffers).await?;
             }
         }
     }
     Ok(())
 }
 
-/// Sends a slice of a segment file by reading it into `buffer` and writing that, a buffer's
-/// length at a time. The read runs on this task, as `sendfile` would: fetched bytes are
-/// almost always in the page cache, written moments before (a read there costs about a
-/// sixth of what sending the bytes over loopback does).
-async fn copy_slice(
+/// Sends a slice of a segment file a buffer's length at a time: each chunk read into a
+/// buffer of the pool ([`read_chunk`]) and written, or sent with `sendfile` when no buffer
+/// is free. A buffer is taken only once the socket can take bytes, and given back (the rest
+/// of its chunk going with `sendfile`) when the socket takes nothing for
+/// `FETCH_COPY_WRITE_WAIT_MS`: a consumer that stops reading keeps no buffer from the others.
+async fn send_records(
     writer: &mut OwnedWriteHalf,
     slice: &LogSlice,
-    buffer: &mut [u8],
+    buffers: &Arc<CopyBuffers>,
 ) -> std::io::Result<()> {
-    if buffer.is_empty() {
-        return send_slice(writer.as_ref(), slice).await;
-    }
+    let wait = Duration::from_millis(FETCH_COPY_WRITE_WAIT_MS);
     let mut sent = 0usize;
     while sent < slice.len {
-        let n = buffer.len().min(slice.len - sent);
-        let Some(chunk) = buffer.get_mut(..n) else { break };
-        slice.read_into(sent, chunk)?;
-        writer.write_all(chunk).await?;
-        sent += n;
+        writer.writable().await?;
+        let end = slice.len.min(sent.saturating_add(buffers.buffer_bytes()));
+        let Some(buffer) = buffers.take() else {
+            send_slice(writer.as_ref(), slice, sent, end).await?;
+            sent = end;
+            continue;
+        };
+        let mut buffer = read_chunk(slice, sent, end, buffer).await?;
+        let chunk = buffer.bytes().get(..end - sent).unwrap_or_default();
+        let written = write_within(writer, chunk, wait).await?;
+        drop(buffer);
+        if written < end - sent {
+            send_slice(writer.as_ref(), slice, sent + written, end).await?;
+        }
+        sent = end;
     }
     Ok(())
 }
 
-/// Sends a slice of a segment file straight from the page cache (`sendfile`), waiting
-/// whenever the socket's buffer is full.
-async fn send_slice(socket: &TcpStream, slice: &LogSlice) -> std::io::Result<()> {
+/// Reads bytes `from..end` of the slice into the buffer: what the page cache holds on this
+/// task, without waiting (`RWF_NOWAIT`; fetched bytes were mostly written moments before),
+/// and whatever must come from the disk on the blocking pool, so a consumer far behind does
+/// not stall the other connections of this worker.
+async fn read_chunk(
+    slice: &LogSlice,
+    from: usize,
+    end: usize,
+    mut buffer: CopyBuffer,
+) -> std::io::Result<CopyBuffer> {
+    let too_large = || std::io::Error::other("a fetch chunk is larger than its copy buffer");
+    let len = end.saturating_sub(from);
+    let cached = slice.read_cached(from, buffer.bytes().get_mut(..len).ok_or_else(too_large)?);
+    if cached >= len {
+        return Ok(buffer);
+    }
+    let slice = slice.clone();
+    tokio::task::spawn_blocking(move || {
+        let rest = buffer.bytes().get_mut(cached..len).ok_or_else(too_large)?;
+        slice.read_into(from + cached, rest).map(|()| buffer)
+    })
+    .await
+    .map_err(|error| std::io::Error::other(format!("fetch read task failed: {error}")))?
+}
+
+/// Writes as much of `bytes` as the socket takes without ever waiting longer than `wait`
+/// for it to take more: how many bytes went.
+async fn write_within(
+    writer: &OwnedWriteHalf,
+    bytes: &[u8],
+    wait: Duration,
+) -> std::io::Result<usize> {
+    let mut written = 0usize;
+    while let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) {
+        match writer.try_write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(wait, writer.writable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => break,
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(written)
+}
+
+/// Sends bytes `from..end` of a slice of a segment file straight from the page cache
+/// (`sendfile`), waiting whenever the socket's buffer is full.
+async fn send_slice(
+    socket: &TcpStream,
+    slice: &LogSlice,
+    from: usize,
+    end: usize,
+) -> std::io::Result<()> {
     use std::os::fd::AsFd;
-    let mut sent = 0usize;
-    while sent < slice.len {
+    let mut sent = from;
+    while sent < end {
         socket.writable().await?;
-        match socket.try_io(Interest::WRITABLE, || slice.send_to(socket.as_fd(), sent)) {
+        match socket.try_io(Interest::WRITABLE, || slice.send_to(socket.as_fd(), sent, end)) {
             Ok(0) => {
                 let path = slice.path().display();
                 let message =
@@ -345,15 +404,21 @@ mod tests {
 
     /// A slice of three batches from a real segment file, and the bytes it holds.
     fn three_batches(dir: &std::path::Path) -> (LogSlice, Vec<u8>) {
+        batches_of(dir, &[3000, 5000, 700])
+    }
+
+    /// A slice of one batch per record size, from a real segment file, and its bytes.
+    fn batches_of(dir: &std::path::Path, sizes: &[usize]) -> (LogSlice, Vec<u8>) {
         let config = sluice_log::LogConfig::default();
         let mut log = sluice_log::PartitionLog::open(dir, config, 0).unwrap();
-        for value in [vec![1u8; 3000], vec![2u8; 5000], vec![3u8; 700]] {
+        for (i, size) in sizes.iter().enumerate() {
+            let value = vec![i as u8 + 1; *size];
             log.append(&sluice_wire::batch::build(0, 0, &[&value]), 0).unwrap();
         }
         let located = log.locate(0).unwrap().unwrap();
         let slice = located.slice(usize::MAX, i64::MAX, true).unwrap().unwrap();
         let bytes = slice.read().unwrap();
-        assert!(bytes.len() > 8700, "three whole batches");
+        assert!(bytes.len() > sizes.iter().sum::<usize>(), "whole batches");
         (slice, bytes)
     }
 
@@ -397,16 +462,18 @@ mod tests {
         // A buffer smaller than one batch: several reads and writes per slice.
         let small = Arc::new(CopyBuffers::new(1, 1000));
         assert_eq!(sent(&slice, &small).await, expected, "copied in 1000-byte chunks");
+        assert_eq!(small.counts(), (1, 0), "its one buffer was used and given back");
         let large = Arc::new(CopyBuffers::new(1, 1 << 20));
         assert_eq!(sent(&slice, &large).await, expected, "one chunk per slice");
+        assert_eq!(large.counts(), (1, 0));
         let none = Arc::new(CopyBuffers::new(0, 1 << 20));
         assert_eq!(sent(&slice, &none).await, expected, "sent with sendfile");
         // Every buffer in use: the next answer goes by sendfile, whole.
         let held = small.take().unwrap();
         assert_eq!(sent(&slice, &small).await, expected, "no buffer free");
+        assert_eq!(small.counts(), (0, 0), "nothing was allocated past the limit");
         drop(held);
-        // Every buffer went back to its pool.
-        assert!(small.take().is_some() && large.take().is_some());
+        assert_eq!(small.counts(), (1, 0));
     }
 
     #[tokio::test]
@@ -421,10 +488,45 @@ mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
         file.set_len(slice.position + bytes.len() as u64 - 100).unwrap();
         let (mut writer, _client) = connection().await;
-        let buffers = Arc::new(CopyBuffers::new(2, 1000));
+        let buffers = Arc::new(CopyBuffers::new(1, 1000));
         let error = send_split(&mut writer, frame(&slice), &buffers).await.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
         assert!(error.to_string().contains("ended before the fetched batches"), "{error}");
+        assert_eq!(buffers.counts(), (1, 0), "the buffer went back to the pool");
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_stops_reading_gives_its_buffer_back_and_still_gets_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let (slice, bytes) = batches_of(dir.path(), &[200_000, 300_000, 100_000]);
+        let expected = [&b"head"[..], &bytes, b"middle", &bytes, b"tail"].concat();
+        // Small socket buffers on both sides, so the answer cannot fit in them.
+        let listener = tokio::net::TcpSocket::new_v4().unwrap();
+        listener.set_send_buffer_size(4096).unwrap();
+        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listener.listen(1).unwrap();
+        let client = tokio::net::TcpSocket::new_v4().unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        let mut client = client.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_, writer) = server.into_split();
+        let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
+        let buffers = Arc::new(CopyBuffers::new(1, 1 << 20));
+        let pool = Arc::clone(&buffers);
+        let sending = tokio::spawn(async move {
+            send_split(&mut writer, frame(&slice), &pool).await.unwrap();
+            writer.flush().await.unwrap();
+        });
+        // The client reads nothing: the send stalls, and the buffer goes back meanwhile.
+        let wait = Duration::from_millis(FETCH_COPY_WRITE_WAIT_MS);
+        tokio::time::sleep(wait * 6).await;
+        assert!(!sending.is_finished(), "the answer does not fit the sockets' buffers");
+        assert_eq!(buffers.counts(), (1, 0), "no buffer held while the consumer does not read");
+        let mut received = vec![0u8; expected.len()];
+        client.read_exact(&mut received).await.unwrap();
+        assert_eq!(received, expected, "copied and sent bytes make the whole answer, in order");
+        sending.await.unwrap();
+        assert_eq!(buffers.counts(), (1, 0));
     }
 
     #[tokio::test]

@@ -8,6 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustix::io::ReadWriteFlags;
+
 use sluice_wire::batch::{self, BatchHeader, ControlType};
 use sluice_wire::limits::BATCH_HEADER_BYTES;
 
@@ -797,13 +799,19 @@ impl LogSlice {
         &self.path
     }
 
-    /// Sends the slice's bytes from `sent` on (relative to the slice) to `out` with one
-    /// `sendfile(2)` call: the bytes go from the page cache to the socket without passing
-    /// through this process. Returns how many went; a non-blocking `out` may take fewer, or
-    /// answer `WouldBlock`. 0 before the end means the file is shorter than the slice.
-    pub fn send_to(&self, out: std::os::fd::BorrowedFd<'_>, sent: usize) -> std::io::Result<usize> {
+    /// Sends the slice's bytes `sent..end` (relative to the slice; `end` at most its length)
+    /// to `out` with one `sendfile(2)` call: the bytes go from the page cache to the socket
+    /// without passing through this process. Returns how many went; a non-blocking `out` may
+    /// take fewer, or answer `WouldBlock`. 0 before `end` means the file is shorter than the
+    /// slice.
+    pub fn send_to(
+        &self,
+        out: std::os::fd::BorrowedFd<'_>,
+        sent: usize,
+        end: usize,
+    ) -> std::io::Result<usize> {
         use std::os::fd::AsRawFd;
-        let left = self.len.saturating_sub(sent);
+        let left = end.min(self.len).saturating_sub(sent);
         if left == 0 {
             return Ok(0);
         }
@@ -835,6 +843,28 @@ impl LogSlice {
                 error
             }
         })
+    }
+
+    /// Reads what the page cache holds of `buf.len()` of the slice's bytes from `from` on,
+    /// without waiting for the disk (`preadv2` with `RWF_NOWAIT`): how many bytes it read,
+    /// from the start of `buf`. Fewer than asked means the rest must come from the disk (or
+    /// the kernel cannot read without waiting here, or the file is shorter than the slice):
+    /// [`LogSlice::read_into`] reads it, blocking.
+    pub fn read_cached(&self, from: usize, buf: &mut [u8]) -> usize {
+        if from.checked_add(buf.len()).is_none_or(|end| end > self.len) {
+            return 0; // outside the slice: `read_into` says so
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let Some(rest) = buf.get_mut(done..) else { break };
+            let offset = self.position + (from + done) as u64;
+            let mut slices = [std::io::IoSliceMut::new(rest)];
+            match rustix::io::preadv2(&*self.file, &mut slices, offset, ReadWriteFlags::NOWAIT) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => done += n,
+            }
+        }
+        done.min(buf.len())
     }
 
     /// Reads the batches into memory.

@@ -734,3 +734,33 @@ proptest! {
         }
     }
 }
+
+/// A fetch reads a slice in pieces: from the page cache without waiting (`read_cached`),
+/// the rest blocking (`read_into`); both give the slice's own bytes, and neither reads past
+/// the slice.
+#[test]
+fn a_slice_reads_in_pieces_from_the_page_cache_or_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    for size in [5000usize, 70_000, 300] {
+        log.append(&batch::build(0, 0, &[&vec![b'v'; size]]), 0).unwrap();
+    }
+    let slice = log.locate(0).unwrap().unwrap().slice(usize::MAX, i64::MAX, true).unwrap();
+    let slice = slice.unwrap();
+    let whole = slice.read().unwrap();
+    // Just written, so in the page cache: the read without waiting gets all of it (a kernel
+    // without RWF_NOWAIT for this file system would get none, and every copy would wait on
+    // the blocking pool).
+    let mut cached = vec![0u8; slice.len];
+    assert_eq!(slice.read_cached(0, &mut cached), slice.len);
+    assert_eq!(cached, whole);
+    let mut piece = vec![0u8; 1000];
+    assert_eq!(slice.read_cached(4000, &mut piece), 1000);
+    assert_eq!(piece, whole[4000..5000]);
+    slice.read_into(slice.len - 1000, &mut piece).unwrap();
+    assert_eq!(piece, whole[slice.len - 1000..]);
+    // Past the slice's end: nothing read, and the blocking read says why.
+    assert_eq!(slice.read_cached(slice.len - 10, &mut piece), 0);
+    let error = slice.read_into(slice.len - 10, &mut piece).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+}
