@@ -89,7 +89,9 @@ async fn serve(state: Arc<State>, stream: TcpStream, peer: SocketAddr, budget: A
     let (reader, writer) = stream.into_split();
     let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
     let (replies, queued) = mpsc::channel(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX);
-    let writing = tokio::spawn(write_replies(writer, queued, Arc::clone(&state.copy_buffers)));
+    let idle = Duration::from_millis(state.settings.connection_idle_ms_max);
+    let buffers = Arc::clone(&state.copy_buffers);
+    let writing = tokio::spawn(write_replies(writer, queued, buffers, peer, idle));
     let connection = handlers::Connection::new();
     read_requests(&state, &mut reader, peer, &budget, &replies, &connection).await;
     connection.next_request();
@@ -177,48 +179,69 @@ async fn read_body(
     Ok(())
 }
 
-/// Writes replies in request order, flushing whenever no further reply is ready.
+/// Writes replies in request order, flushing whenever no further reply is ready. Each
+/// reply, and each flush, must be written within `idle` (`connections.max.idle.ms`): a
+/// client that stops reading its replies would otherwise keep this task, its connection and
+/// its `max.connections` permit for ever (its reader waits on this queue, or on this task).
 async fn write_replies(
     writer: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Queued>,
     buffers: Arc<CopyBuffers>,
+    peer: SocketAddr,
+    idle: Duration,
 ) {
     let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
     while let Some((mut reply, held)) = queued.recv().await {
         if let Reply::Later(later) = reply {
             // What is already written must not wait for this reply's sync.
-            if writer.flush().await.is_err() {
+            if !within(idle, peer, writer.flush()).await {
                 return;
             }
             reply = later.await;
         }
-        match reply {
-            Reply::Frame(frame) => {
-                if writer.write_all(&frame).await.is_err() {
-                    return;
-                }
-            }
+        let written = match reply {
+            Reply::Frame(frame) => within(idle, peer, writer.write_all(&frame)).await,
+            // A frame cut short cannot be followed by another: `false` closes the connection.
             Reply::Split(frame) => {
-                if let Err(error) = send_split(&mut writer, frame.parts, &buffers).await {
-                    // The frame is cut: the connection cannot go on.
-                    if error.kind() == std::io::ErrorKind::UnexpectedEof {
-                        tracing::error!(%error, "closing connection: a fetched segment was cut short");
-                    }
-                    return;
-                }
+                within(idle, peer, send_split(&mut writer, frame.parts, &buffers)).await
             }
-            Reply::Nothing => {}
+            Reply::Nothing => true,
             Reply::Later(_) | Reply::Close => {
-                let _ = writer.flush().await;
+                within(idle, peer, writer.flush()).await;
                 return;
             }
+        };
+        if !written {
+            return;
         }
         drop(held);
-        if queued.is_empty() && writer.flush().await.is_err() {
+        if queued.is_empty() && !within(idle, peer, writer.flush()).await {
             return;
         }
     }
-    let _ = writer.flush().await;
+    within(idle, peer, writer.flush()).await;
+}
+
+/// Runs one write of a reply: true when it is done; false when it failed or the client took
+/// none of it within `idle`, each logged once (a dropped connection is not logged).
+async fn within(
+    idle: Duration,
+    peer: SocketAddr,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> bool {
+    match tokio::time::timeout(idle, write).await {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                tracing::error!(%peer, %error, "closing connection: a fetched segment was cut short");
+            }
+            false
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "closing connection: a reply not read by the client within connections.max.idle.ms");
+            false
+        }
+    }
 }
 
 /// Sends a Fetch answer's parts in order: its encoded bytes through `writer`, its records
@@ -431,6 +454,20 @@ mod tests {
         (BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer), client)
     }
 
+    /// A connected pair with 4 KiB socket buffers (the broker's side sending, the client's
+    /// receiving), which a client that does not read fills at once; and the client's address.
+    async fn small_buffered_connection() -> (OwnedWriteHalf, TcpStream, SocketAddr) {
+        let listener = tokio::net::TcpSocket::new_v4().unwrap();
+        listener.set_send_buffer_size(4096).unwrap();
+        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listener.listen(1).unwrap();
+        let client = tokio::net::TcpSocket::new_v4().unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        let client = client.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        (server.into_split().1, client, peer)
+    }
+
     /// Encoded bytes around the slice, twice: what a Fetch answer of two partitions sends.
     fn frame(slice: &LogSlice) -> Vec<Part<LogSlice>> {
         let bytes = |b: &'static [u8]| Part::Bytes(bytes::Bytes::from_static(b));
@@ -501,15 +538,7 @@ mod tests {
         let (slice, bytes) = batches_of(dir.path(), &[200_000, 300_000, 100_000]);
         let expected = [&b"head"[..], &bytes, b"middle", &bytes, b"tail"].concat();
         // Small socket buffers on both sides, so the answer cannot fit in them.
-        let listener = tokio::net::TcpSocket::new_v4().unwrap();
-        listener.set_send_buffer_size(4096).unwrap();
-        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = listener.listen(1).unwrap();
-        let client = tokio::net::TcpSocket::new_v4().unwrap();
-        client.set_recv_buffer_size(4096).unwrap();
-        let mut client = client.connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let (_, writer) = server.into_split();
+        let (writer, mut client, _) = small_buffered_connection().await;
         let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
         let buffers = Arc::new(CopyBuffers::new(1, 1 << 20));
         let pool = Arc::clone(&buffers);
@@ -527,6 +556,22 @@ mod tests {
         assert_eq!(received, expected, "copied and sent bytes make the whole answer, in order");
         sending.await.unwrap();
         assert_eq!(buffers.counts(), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_its_replies_is_let_go_after_the_idle_limit() {
+        let (writer, _client, peer) = small_buffered_connection().await;
+        let (replies, queued) = mpsc::channel(4);
+        let buffers = Arc::new(CopyBuffers::new(1, 1 << 20));
+        let idle = Duration::from_millis(200);
+        let writing = tokio::spawn(write_replies(writer, queued, buffers, peer, idle));
+        let held = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let frame = BytesMut::from(&vec![7u8; 4 << 20][..]);
+        replies.send((Reply::Frame(frame), held)).await.unwrap();
+        // The client never reads and never closes: the writer gives up all the same, and the
+        // reader, waiting on the queue, sees it gone.
+        tokio::time::timeout(Duration::from_secs(10), writing).await.unwrap().unwrap();
+        assert!(replies.is_closed(), "the queue is closed for the connection's reader");
     }
 
     #[tokio::test]
