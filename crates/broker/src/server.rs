@@ -179,10 +179,11 @@ async fn read_body(
     Ok(())
 }
 
-/// Writes replies in request order, flushing whenever no further reply is ready. Each
-/// reply, and each flush, must be written within `idle` (`connections.max.idle.ms`): a
-/// client that stops reading its replies would otherwise keep this task, its connection and
-/// its `max.connections` permit for ever (its reader waits on this queue, or on this task).
+/// Writes replies in request order, flushing whenever no further reply is ready. A client
+/// that takes none of its replies' bytes for `idle` (`connections.max.idle.ms`) is let go:
+/// it would otherwise keep this task, its connection and its `max.connections` permit for
+/// ever (its reader waits on this queue, or on this task). Each wait for the socket is timed
+/// ([`progress`]), so a slow client that keeps reading is never cut off.
 async fn write_replies(
     writer: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Queued>,
@@ -194,54 +195,80 @@ async fn write_replies(
     while let Some((mut reply, held)) = queued.recv().await {
         if let Reply::Later(later) = reply {
             // What is already written must not wait for this reply's sync.
-            if !within(idle, peer, writer.flush()).await {
+            if !written(peer, flush(&mut writer, idle).await) {
                 return;
             }
             reply = later.await;
         }
-        let written = match reply {
-            Reply::Frame(frame) => within(idle, peer, writer.write_all(&frame)).await,
-            // A frame cut short cannot be followed by another: `false` closes the connection.
-            Reply::Split(frame) => {
-                within(idle, peer, send_split(&mut writer, frame.parts, &buffers)).await
-            }
-            Reply::Nothing => true,
+        let outcome = match reply {
+            Reply::Frame(frame) => write_bytes(&mut writer, &frame, idle).await,
+            // A frame cut short cannot be followed by another: the connection closes.
+            Reply::Split(frame) => send_split(&mut writer, frame.parts, &buffers, idle).await,
+            Reply::Nothing => Ok(()),
             Reply::Later(_) | Reply::Close => {
-                within(idle, peer, writer.flush()).await;
+                written(peer, flush(&mut writer, idle).await);
                 return;
             }
         };
-        if !written {
+        if !written(peer, outcome) {
             return;
         }
         drop(held);
-        if queued.is_empty() && !within(idle, peer, writer.flush()).await {
+        if queued.is_empty() && !written(peer, flush(&mut writer, idle).await) {
             return;
         }
     }
-    within(idle, peer, writer.flush()).await;
+    written(peer, flush(&mut writer, idle).await);
 }
 
-/// Runs one write of a reply: true when it is done; false when it failed or the client took
-/// none of it within `idle`, each logged once (a dropped connection is not logged).
-async fn within(
-    idle: Duration,
-    peer: SocketAddr,
-    write: impl std::future::Future<Output = std::io::Result<()>>,
-) -> bool {
-    match tokio::time::timeout(idle, write).await {
-        Ok(Ok(())) => true,
-        Ok(Err(error)) => {
-            if error.kind() == std::io::ErrorKind::UnexpectedEof {
-                tracing::error!(%peer, %error, "closing connection: a fetched segment was cut short");
-            }
+/// Whether a reply's write went through; a failure is logged once when it is the broker's
+/// news (a segment cut short, a client that stopped reading), not when the client left.
+fn written(peer: SocketAddr, outcome: std::io::Result<()>) -> bool {
+    match outcome {
+        Ok(()) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            tracing::error!(%peer, %error, "closing connection: a fetched segment was cut short");
             false
         }
-        Err(_) => {
-            tracing::warn!(%peer, "closing connection: a reply not read by the client within connections.max.idle.ms");
+        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+            tracing::warn!(%peer, %error, "closing connection");
             false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits for `ready`, one step of a write, at most `idle`: a client that takes no bytes
+/// for that long is `TimedOut`.
+async fn progress<T>(
+    idle: Duration,
+    ready: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(idle, ready).await.unwrap_or_else(|_| {
+        let message = "the client read none of its replies within connections.max.idle.ms";
+        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message))
+    })
+}
+
+/// Writes `bytes` through the buffer, each step within `idle`.
+async fn write_bytes(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    bytes: &[u8],
+    idle: Duration,
+) -> std::io::Result<()> {
+    let mut at = 0usize;
+    while let Some(rest) = bytes.get(at..).filter(|rest| !rest.is_empty()) {
+        match progress(idle, writer.write(rest)).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => at += n,
         }
     }
+    Ok(())
+}
+
+/// Flushes the buffer (at most `SOCKET_BUFFER_BYTES`) within `idle`.
+async fn flush(writer: &mut BufWriter<OwnedWriteHalf>, idle: Duration) -> std::io::Result<()> {
+    progress(idle, writer.flush()).await
 }
 
 /// Sends a Fetch answer's parts in order: its encoded bytes through `writer`, its records
@@ -250,13 +277,14 @@ async fn send_split(
     writer: &mut BufWriter<OwnedWriteHalf>,
     parts: Vec<Part<LogSlice>>,
     buffers: &Arc<CopyBuffers>,
+    idle: Duration,
 ) -> std::io::Result<()> {
     for part in parts {
         match part {
-            Part::Bytes(bytes) => writer.write_all(&bytes).await?,
+            Part::Bytes(bytes) => write_bytes(writer, &bytes, idle).await?,
             Part::Records(slice) => {
-                writer.flush().await?;
-                send_records(writer.get_mut(), &slice, buffers).await?;
+                flush(writer, idle).await?;
+                send_records(writer.get_mut(), &slice, buffers, idle).await?;
             }
         }
     }
@@ -272,14 +300,15 @@ async fn send_records(
     writer: &mut OwnedWriteHalf,
     slice: &LogSlice,
     buffers: &Arc<CopyBuffers>,
+    idle: Duration,
 ) -> std::io::Result<()> {
     let wait = Duration::from_millis(FETCH_COPY_WRITE_WAIT_MS);
     let mut sent = 0usize;
     while sent < slice.len {
-        writer.writable().await?;
+        progress(idle, writer.writable()).await?;
         let end = slice.len.min(sent.saturating_add(buffers.buffer_bytes()));
         let Some(buffer) = buffers.take() else {
-            send_slice(writer.as_ref(), slice, sent, end).await?;
+            send_slice(writer.as_ref(), slice, sent, end, idle).await?;
             sent = end;
             continue;
         };
@@ -288,7 +317,7 @@ async fn send_records(
         let written = write_within(writer, chunk, wait).await?;
         drop(buffer);
         if written < end - sent {
-            send_slice(writer.as_ref(), slice, sent + written, end).await?;
+            send_slice(writer.as_ref(), slice, sent + written, end, idle).await?;
         }
         sent = end;
     }
@@ -345,17 +374,18 @@ async fn write_within(
 }
 
 /// Sends bytes `from..end` of a slice of a segment file straight from the page cache
-/// (`sendfile`), waiting whenever the socket's buffer is full.
+/// (`sendfile`), waiting (at most `idle` at a time) whenever the socket's buffer is full.
 async fn send_slice(
     socket: &TcpStream,
     slice: &LogSlice,
     from: usize,
     end: usize,
+    idle: Duration,
 ) -> std::io::Result<()> {
     use std::os::fd::AsFd;
     let mut sent = from;
     while sent < end {
-        socket.writable().await?;
+        progress(idle, socket.writable()).await?;
         match socket.try_io(Interest::WRITABLE, || slice.send_to(socket.as_fd(), sent, end)) {
             Ok(0) => {
                 let path = slice.path().display();
@@ -457,12 +487,21 @@ mod tests {
     /// A connected pair with 4 KiB socket buffers (the broker's side sending, the client's
     /// receiving), which a client that does not read fills at once; and the client's address.
     async fn small_buffered_connection() -> (OwnedWriteHalf, TcpStream, SocketAddr) {
+        buffered_connection(4096, 4096).await
+    }
+
+    /// A connected pair whose broker side sends through `send` bytes of socket buffer and
+    /// whose client receives into `receive`; and the client's address.
+    async fn buffered_connection(
+        send: u32,
+        receive: u32,
+    ) -> (OwnedWriteHalf, TcpStream, SocketAddr) {
         let listener = tokio::net::TcpSocket::new_v4().unwrap();
-        listener.set_send_buffer_size(4096).unwrap();
+        listener.set_send_buffer_size(send).unwrap();
         listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let listener = listener.listen(1).unwrap();
         let client = tokio::net::TcpSocket::new_v4().unwrap();
-        client.set_recv_buffer_size(4096).unwrap();
+        client.set_recv_buffer_size(receive).unwrap();
         let client = client.connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, peer) = listener.accept().await.unwrap();
         (server.into_split().1, client, peer)
@@ -483,7 +522,7 @@ mod tests {
     /// What `send_split` with `buffers` puts on a connection for [`frame`].
     async fn sent(slice: &LogSlice, buffers: &Arc<CopyBuffers>) -> Vec<u8> {
         let (mut writer, mut client) = connection().await;
-        send_split(&mut writer, frame(slice), buffers).await.unwrap();
+        send_split(&mut writer, frame(slice), buffers, TEST_IDLE).await.unwrap();
         writer.flush().await.unwrap();
         drop(writer);
         let mut received = Vec::new();
@@ -526,7 +565,7 @@ mod tests {
         file.set_len(slice.position + bytes.len() as u64 - 100).unwrap();
         let (mut writer, _client) = connection().await;
         let buffers = Arc::new(CopyBuffers::new(1, 1000));
-        let error = send_split(&mut writer, frame(&slice), &buffers).await.unwrap_err();
+        let error = send_split(&mut writer, frame(&slice), &buffers, TEST_IDLE).await.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
         assert!(error.to_string().contains("ended before the fetched batches"), "{error}");
         assert_eq!(buffers.counts(), (1, 0), "the buffer went back to the pool");
@@ -543,7 +582,7 @@ mod tests {
         let buffers = Arc::new(CopyBuffers::new(1, 1 << 20));
         let pool = Arc::clone(&buffers);
         let sending = tokio::spawn(async move {
-            send_split(&mut writer, frame(&slice), &pool).await.unwrap();
+            send_split(&mut writer, frame(&slice), &pool, TEST_IDLE).await.unwrap();
             writer.flush().await.unwrap();
         });
         // The client reads nothing: the send stalls, and the buffer goes back meanwhile.
@@ -572,6 +611,72 @@ mod tests {
         // reader, waiting on the queue, sees it gone.
         tokio::time::timeout(Duration::from_secs(10), writing).await.unwrap().unwrap();
         assert!(replies.is_closed(), "the queue is closed for the connection's reader");
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_that_keeps_reading_gets_a_reply_longer_than_the_idle_limit() {
+        let (writer, mut client, peer) = buffered_connection(64 << 10, 256 << 10).await;
+        let (replies, queued) = mpsc::channel(4);
+        let buffers = Arc::new(CopyBuffers::new(1, 1 << 20));
+        let idle = Duration::from_millis(500);
+        let writing = tokio::spawn(write_replies(writer, queued, buffers, peer, idle));
+        let held = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let frame: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
+        replies.send((Reply::Frame(BytesMut::from(&frame[..])), held)).await.unwrap();
+        // 64 KiB every 40 ms: the whole reply takes several times the idle limit, but the
+        // client never leaves the writer waiting that long.
+        let started = tokio::time::Instant::now();
+        let mut received = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        while received.len() < frame.len() {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let n = client.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the connection was closed after {} bytes", received.len());
+            received.extend_from_slice(&chunk[..n]);
+        }
+        assert!(started.elapsed() > idle * 3, "the reply outlasted the idle limit");
+        assert!(received == frame, "the whole reply, in order");
+        drop(replies);
+        writing.await.unwrap();
+    }
+
+    /// `connections.max.idle.ms` for the tests that do not test it.
+    const TEST_IDLE: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_its_replies_frees_its_connection_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        config.set("connections.max.idle.ms", "300");
+        config.set("max.connections", "1");
+        let broker = crate::Broker::start(config).await.unwrap();
+        let addr = broker.local_addrs()[0];
+        // ApiVersions v0: key 18, version 0, correlation id 1, null client id.
+        let request = [0u8, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+        let stuck = tokio::net::TcpSocket::new_v4().unwrap();
+        stuck.set_recv_buffer_size(4096).unwrap();
+        let mut stuck = stuck.connect(addr).await.unwrap();
+        // Thousands of pipelined requests whose replies it never reads (written from a task:
+        // the broker stops reading them once its reply queue is full).
+        let pipelined = request.repeat(20_000);
+        let _writing = tokio::spawn(async move {
+            let _ = stuck.write_all(&pipelined).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        // The one connection slot comes free: a new client is answered.
+        let started = tokio::time::Instant::now();
+        loop {
+            let mut next = TcpStream::connect(addr).await.unwrap();
+            next.write_all(&request).await.unwrap();
+            let mut size = [0u8; 4];
+            let read = tokio::time::timeout(Duration::from_secs(1), next.read_exact(&mut size));
+            if matches!(read.await, Ok(Ok(_))) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "the stuck client kept its slot");
+        }
+        broker.shutdown().await.unwrap();
     }
 
     #[tokio::test]
