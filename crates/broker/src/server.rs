@@ -195,7 +195,7 @@ async fn write_replies(
     while let Some((mut reply, held)) = queued.recv().await {
         if let Reply::Later(later) = reply {
             // What is already written must not wait for this reply's sync.
-            if !written(peer, flush(&mut writer, idle).await) {
+            if !reply_sent(peer, flush(&mut writer, idle).await) {
                 return;
             }
             reply = later.await;
@@ -206,24 +206,24 @@ async fn write_replies(
             Reply::Split(frame) => send_split(&mut writer, frame.parts, &buffers, idle).await,
             Reply::Nothing => Ok(()),
             Reply::Later(_) | Reply::Close => {
-                written(peer, flush(&mut writer, idle).await);
+                reply_sent(peer, flush(&mut writer, idle).await);
                 return;
             }
         };
-        if !written(peer, outcome) {
+        if !reply_sent(peer, outcome) {
             return;
         }
         drop(held);
-        if queued.is_empty() && !written(peer, flush(&mut writer, idle).await) {
+        if queued.is_empty() && !reply_sent(peer, flush(&mut writer, idle).await) {
             return;
         }
     }
-    written(peer, flush(&mut writer, idle).await);
+    reply_sent(peer, flush(&mut writer, idle).await);
 }
 
 /// Whether a reply's write went through; a failure is logged once when it is the broker's
 /// news (a segment cut short, a client that stopped reading), not when the client left.
-fn written(peer: SocketAddr, outcome: std::io::Result<()>) -> bool {
+fn reply_sent(peer: SocketAddr, outcome: std::io::Result<()>) -> bool {
     match outcome {
         Ok(()) => true,
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {

@@ -870,9 +870,7 @@ impl LogSlice {
     /// Reads the batches into memory.
     pub fn read(&self) -> Result<Vec<u8>> {
         let mut bytes = vec![0u8; self.len];
-        self.file
-            .read_exact_at(&mut bytes, self.position)
-            .map_err(io("read segment", &self.path))?;
+        self.read_into(0, &mut bytes).map_err(io("read segment", &self.path))?;
         Ok(bytes)
     }
 }
