@@ -426,6 +426,7 @@ fn refuse(peer: SocketAddr, error: WireError) -> Option<BytesMut> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_log::Wait;
 
     async fn broker_with(key: &str, value: &str) -> (crate::Broker, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -469,7 +470,7 @@ mod tests {
             log.append(&sluice_wire::batch::build(0, 0, &[&value]), 0).unwrap();
         }
         let located = log.locate(0).unwrap().unwrap();
-        let slice = located.slice(usize::MAX, i64::MAX, true).unwrap().unwrap();
+        let slice = located.slice(usize::MAX, i64::MAX, true, Wait::ForDisk).unwrap().unwrap();
         let bytes = slice.read().unwrap();
         assert!(bytes.len() > sizes.iter().sum::<usize>(), "whole batches");
         (slice, bytes)

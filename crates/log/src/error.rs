@@ -107,6 +107,15 @@ pub enum Error {
         /// What to change.
         hint: &'static str,
     },
+    /// A read allowed only what the page cache holds ([`crate::Wait::CachedOnly`]) needs
+    /// the disk: read again where waiting is allowed. Never a client's error.
+    #[error("{path}: bytes at {position} are not in the page cache; read them where waiting for the disk is allowed")]
+    NotCached {
+        /// The file.
+        path: PathBuf,
+        /// Where the read started.
+        position: u64,
+    },
     /// A setting is invalid.
     #[error("invalid log setting {key} = {value}: {reason}")]
     Config {

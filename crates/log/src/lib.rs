@@ -23,4 +23,5 @@ pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{Error, Result};
 pub use partition::{AppendInfo, LogSlice, PartitionLog};
 pub use producer_state::{AbortedTxn, BatchMetadata, Check, OpenTxn, ProducerStates};
+pub use segment::Wait;
 pub use shared::{Partition, SyncedHook};

@@ -23,7 +23,7 @@ use crate::producer_state::{list_snapshots, SNAPSHOT_EXTENSION};
 
 /// A batch's or record's timestamp when it has none (Kafka's `RecordBatch.NO_TIMESTAMP`).
 const NO_TIMESTAMP: i64 = -1;
-use crate::segment::{stem, Segment};
+use crate::segment::{stem, Segment, Wait};
 use crate::{Check, Error, LogConfig, ProducerStates, Result, TimestampType};
 
 /// The name of the file holding a log start offset moved by DeleteRecords.
@@ -601,9 +601,9 @@ impl PartitionLog {
         let (timestamp, last) = (segment.max_timestamp, segment.offset_of_max_timestamp);
         let relative = (last - segment.base_offset) as u32;
         let hint = u64::from(segment.indexes.position_for(relative));
-        let found =
-            Segment::position_of(&segment.file, &segment.path, hint, segment.size_bytes, last)?;
-        let Some(position) = found else { return Ok(Some((timestamp, last))) };
+        let (file, path, size) = (&segment.file, &segment.path, segment.size_bytes);
+        let found = Segment::position_of(file, path, hint, size, last, Wait::ForDisk)?;
+        let Some((position, _)) = found else { return Ok(Some((timestamp, last))) };
         let bytes = read_batch_at(&segment.file, &segment.path, position)?;
         let first = batch::first_record_at_or_after(&bytes, timestamp).ok().flatten();
         Ok(Some((timestamp, first.map_or(last, |(offset, _)| offset))))
@@ -704,7 +704,7 @@ impl Located {
     /// first partition with data in a fetch, KIP-74) a first batch larger than `max_bytes` is
     /// returned whole so a consumer can always make progress; without it, nothing is.
     pub fn read(&self, max_bytes: usize, upper_offset: i64, oversized_ok: bool) -> Result<Vec<u8>> {
-        match self.slice(max_bytes, upper_offset, oversized_ok)? {
+        match self.slice(max_bytes, upper_offset, oversized_ok, Wait::ForDisk)? {
             Some(slice) => slice.read(),
             None => Ok(Vec::new()),
         }
@@ -713,29 +713,38 @@ impl Located {
     /// Where the batches [`Located::read`] would return lie in the segment file, without
     /// reading them: a fetch sends them from the file to the socket a buffer at a time
     /// ([`LogSlice::read_into`]) or with `sendfile` ([`LogSlice::send_to`]). `None` when no
-    /// whole batch qualifies.
+    /// whole batch qualifies. The batch headers it walks are read as `wait` allows.
     pub fn slice(
         &self,
         max_bytes: usize,
         upper_offset: i64,
         oversized_ok: bool,
+        wait: Wait,
     ) -> Result<Option<LogSlice>> {
-        let Some(start) = Segment::position_of(
+        let Some((start, first)) = Segment::position_of(
             &self.file,
             &self.path,
             self.hint_position,
             self.size_bytes,
             self.offset,
+            wait,
         )?
         else {
             return Ok(None);
         };
-        let mut headers = HeaderWindow::new(&self.file, &self.path);
+        let mut headers = HeaderWindow::new(&self.file, &self.path, wait, &first);
+        let mut next = Some(first);
         let mut position = start;
         let mut end_offset = None;
         let mut any_zstd = false;
         while position < self.size_bytes {
-            let Some(header) = headers.header_at(position, self.size_bytes)? else { break };
+            let header = match next.take() {
+                Some(header) => header,
+                None => match headers.header_at(position, self.size_bytes)? {
+                    Some(header) => header,
+                    None => break,
+                },
+            };
             let taken = position - start;
             let fits = taken + header.total_bytes as u64 <= max_bytes as u64;
             let whole = position + header.total_bytes as u64 <= self.size_bytes;
@@ -880,6 +889,7 @@ impl LogSlice {
 struct HeaderWindow<'a> {
     file: &'a File,
     path: &'a Path,
+    wait: Wait,
     buf: Vec<u8>,
     /// File position of `buf[0]`.
     at: u64,
@@ -890,9 +900,15 @@ struct HeaderWindow<'a> {
 /// Bytes read at once while batches are small.
 const HEADER_WINDOW_BYTES: usize = 64 * 1024;
 
+/// A batch at least this large is read past header by header: a window would hold few
+/// headers and mostly records.
+const LARGE_BATCH_BYTES: usize = HEADER_WINDOW_BYTES / 4;
+
 impl<'a> HeaderWindow<'a> {
-    fn new(file: &'a File, path: &'a Path) -> HeaderWindow<'a> {
-        HeaderWindow { file, path, buf: Vec::new(), at: 0, large: false }
+    /// A window for the batches after `first`, whose size says how to read the next one.
+    fn new(file: &'a File, path: &'a Path, wait: Wait, first: &BatchHeader) -> HeaderWindow<'a> {
+        let large = first.total_bytes >= LARGE_BATCH_BYTES;
+        HeaderWindow { file, path, wait, buf: Vec::new(), at: 0, large }
     }
 
     /// The header of the batch at `position`, or `None` when fewer than a header's bytes
@@ -907,14 +923,18 @@ impl<'a> HeaderWindow<'a> {
             let want = if self.large { BATCH_HEADER_BYTES } else { HEADER_WINDOW_BYTES };
             let want = want.min((size_bytes - position) as usize).max(BATCH_HEADER_BYTES);
             self.buf.resize(want, 0);
-            self.file
-                .read_exact_at(&mut self.buf, position)
-                .map_err(io("read segment", self.path))?;
+            crate::segment::read_exact_at(
+                self.file,
+                self.path,
+                &mut self.buf,
+                position,
+                self.wait,
+            )?;
             self.at = position;
         }
         let from = (position - self.at) as usize;
         let header = batch::parse_header(self.buf.get(from..).unwrap_or_default())?;
-        self.large = header.total_bytes >= HEADER_WINDOW_BYTES / 4;
+        self.large = header.total_bytes >= LARGE_BATCH_BYTES;
         Ok(Some(header))
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_wire::batch;
+use sluice_wire::batch::{self, BatchHeader};
 
 use crate::error::io;
 use crate::index::{Indexes, OffsetEntry, TimeEntry};
@@ -531,27 +531,66 @@ impl Segment {
         self.indexes.delete_files()
     }
 
-    /// The byte position of the batch holding `offset`, scanning forward from the index
-    /// hint. `None` when `offset` is at or past the segment's end.
+    /// The byte position and header of the batch holding `offset`, scanning forward from
+    /// the index hint. `None` when `offset` is at or past the segment's end.
     pub fn position_of(
         file: &File,
         path: &Path,
         hint: u64,
         size_bytes: u64,
         offset: i64,
-    ) -> Result<Option<u64>> {
+        wait: Wait,
+    ) -> Result<Option<(u64, BatchHeader)>> {
         let mut position = hint;
         let mut header = [0u8; sluice_wire::limits::BATCH_HEADER_BYTES];
         while position < size_bytes {
-            file.read_exact_at(&mut header, position).map_err(io("read segment", path))?;
+            read_exact_at(file, path, &mut header, position, wait)?;
             let parsed = batch::parse_header(&header).map_err(Error::InvalidBatch)?;
             if parsed.next_offset() > offset {
-                return Ok(Some(position));
+                return Ok(Some((position, parsed)));
             }
             position += parsed.total_bytes as u64;
         }
         Ok(None)
     }
+}
+
+/// Whether a read may wait for the disk. A fetch on an async worker reads only what the page
+/// cache holds, so that a consumer far behind does not stall every connection of that
+/// worker; what must come from the disk it reads again on a blocking thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Read from the disk when the page cache does not hold the bytes.
+    ForDisk,
+    /// Read only what the page cache holds (`preadv2` with `RWF_NOWAIT`); anything else is
+    /// [`Error::NotCached`].
+    CachedOnly,
+}
+
+/// Reads `buf.len()` bytes of `file` at `position`, from the page cache only when `wait` is
+/// [`Wait::CachedOnly`].
+pub(crate) fn read_exact_at(
+    file: &File,
+    path: &Path,
+    buf: &mut [u8],
+    position: u64,
+    wait: Wait,
+) -> Result<()> {
+    if wait == Wait::ForDisk {
+        return file.read_exact_at(buf, position).map_err(io("read segment", path));
+    }
+    let mut done = 0usize;
+    while let Some(rest) = buf.get_mut(done..).filter(|rest| !rest.is_empty()) {
+        let mut slices = [std::io::IoSliceMut::new(rest)];
+        let at = position + done as u64;
+        match rustix::io::preadv2(file, &mut slices, at, rustix::io::ReadWriteFlags::NOWAIT) {
+            Ok(n) if n > 0 => done += n,
+            // Not cached (EAGAIN), past the end (0), or no RWF_NOWAIT here: the read that
+            // may wait says which.
+            _ => return Err(Error::NotCached { path: path.to_path_buf(), position }),
+        }
+    }
+    Ok(())
 }
 
 /// `iovec`s per `pwritev` call (Linux's `IOV_MAX`).

@@ -158,24 +158,26 @@ impl Partition {
         oversized_ok: bool,
         upper: i64,
     ) -> Result<Vec<u8>> {
-        match self.slice_below(offset, max_bytes, oversized_ok, upper)? {
+        match self.slice_below(offset, max_bytes, oversized_ok, upper, crate::Wait::ForDisk)? {
             Some(slice) => slice.read(),
             None => Ok(Vec::new()),
         }
     }
 
     /// Like [`Partition::read_below`], but only locates the batches (see
-    /// [`crate::LogSlice`]): `None` when none qualifies.
+    /// [`crate::LogSlice`]), reading their headers as `wait` allows: `None` when none
+    /// qualifies.
     pub fn slice_below(
         &self,
         offset: i64,
         max_bytes: usize,
         oversized_ok: bool,
         upper: i64,
+        wait: crate::Wait,
     ) -> Result<Option<crate::LogSlice>> {
         let located: Option<Located> = self.with_log(|log| log.locate(offset))?;
         match located {
-            Some(located) if offset < upper => located.slice(max_bytes, upper, oversized_ok),
+            Some(located) if offset < upper => located.slice(max_bytes, upper, oversized_ok, wait),
             _ => Ok(None),
         }
     }

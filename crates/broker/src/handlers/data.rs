@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
     ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use kafka_protocol::ResponseError;
-use sluice_log::{FlushPolicy, LogSlice, Partition};
+use sluice_log::{FlushPolicy, LogSlice, Partition, Wait};
 use sluice_wire::batch;
 
 use super::text;
@@ -331,7 +331,7 @@ pub(crate) struct Fetched {
     pub(crate) slices: Vec<Vec<Option<LogSlice>>>,
 }
 
-pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) -> Fetched {
+pub(crate) async fn fetch(state: &Arc<State>, request: FetchRequest, version: i16) -> Fetched {
     let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
@@ -347,7 +347,11 @@ pub(crate) async fn fetch(state: &State, request: FetchRequest, version: i16) ->
         let shards = state.wakeups.shards_of(partitions.map(|p| &**p));
         // Registered before reading, so new data between the read and the wait wakes it.
         let woken = state.wakeups.wait_any(&shards);
-        let (fetched, bytes, errors) = fetch_once(state, &request, version, &topics);
+        let (fetched, bytes, errors) =
+            match fetch_once(state, &request, version, &topics, Wait::CachedOnly) {
+                Some(once) => once,
+                None => fetch_from_disk(state, &request, version, topics).await,
+            };
         // min_bytes = 0 answers at once, data or not, as Kafka does.
         let enough = min_bytes == 0 || (bytes > 0 && bytes >= min_bytes);
         let done = enough || errors || tokio::time::Instant::now() >= deadline;
@@ -379,14 +383,55 @@ fn fetched_topics(
     request.topics.iter().map(lookup).collect()
 }
 
+/// [`fetch_once`] on the blocking pool, for a fetch whose batch headers are not all in the
+/// page cache: a consumer far behind waits for the disk without holding up the other
+/// connections of its async worker.
+async fn fetch_from_disk(
+    state: &Arc<State>,
+    request: &FetchRequest,
+    version: i16,
+    topics: Vec<Option<Arc<crate::topics::Topic>>>,
+) -> (Fetched, usize, bool) {
+    let (reading, asked) = (Arc::clone(state), request.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        fetch_once(&reading, &asked, version, &topics, Wait::ForDisk)
+    });
+    match task.await {
+        Ok(Some(once)) => once,
+        // `Wait::ForDisk` never answers `None`; a panic is a bug, logged once.
+        Ok(None) | Err(_) => {
+            tracing::error!("a fetch's read task failed: answering UNKNOWN_SERVER_ERROR");
+            fetch_failed(request)
+        }
+    }
+}
+
+/// Every requested partition answered with UNKNOWN_SERVER_ERROR.
+fn fetch_failed(request: &FetchRequest) -> (Fetched, usize, bool) {
+    let error = ResponseError::UnknownServerError;
+    let responses = request.topics.iter().map(|wanted| {
+        FetchableTopicResponse::default()
+            .with_topic(wanted.topic.clone())
+            .with_topic_id(wanted.topic_id)
+            .with_partitions(
+                wanted.partitions.iter().map(|p| partition_error(p.partition, error)).collect(),
+            )
+    });
+    let slices = request.topics.iter().map(|t| vec![None; t.partitions.len()]).collect();
+    let response = FetchResponse::default().with_responses(responses.collect());
+    (Fetched { response, slices }, 0, true)
+}
+
 /// Locates every requested partition's batches once: `(answer, bytes returned, any error)`.
-/// `topics` are the request's topics as [`fetched_topics`] found them.
+/// `topics` are the request's topics as [`fetched_topics`] found them. `None` when `wait`
+/// is [`Wait::CachedOnly`] and a batch header must come from the disk.
 fn fetch_once(
     state: &State,
     request: &FetchRequest,
     version: i16,
     topics: &[Option<Arc<crate::topics::Topic>>],
-) -> (Fetched, usize, bool) {
+    wait: Wait,
+) -> Option<(Fetched, usize, bool)> {
     let asked = usize::try_from(request.max_bytes).unwrap_or(0);
     let mut remaining = asked.min(state.settings.fetch_bytes_max);
     let mut total = 0usize;
@@ -421,10 +466,11 @@ fn fetch_once(
             let located = if limit == 0 && !oversized_ok {
                 Ok(None)
             } else {
-                partition.slice_below(p.fetch_offset, limit.max(1), oversized_ok, upper)
+                partition.slice_below(p.fetch_offset, limit.max(1), oversized_ok, upper, wait)
             };
             let mut slice = None;
             let data = match located {
+                Err(sluice_log::Error::NotCached { .. }) => return None,
                 // A Fetch older than v10 cannot carry zstd batches (KIP-110).
                 Ok(Some(found)) if version < 10 && found.any_zstd => {
                     errors = true;
@@ -469,7 +515,7 @@ fn fetch_once(
         slices.push(topic_slices);
     }
     let response = FetchResponse::default().with_responses(responses);
-    (Fetched { response, slices }, total, errors)
+    Some((Fetched { response, slices }, total, errors))
 }
 
 /// `isolation_level` of a `read_committed` consumer.

@@ -989,6 +989,45 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
+    /// A Fetch whose batch headers the page cache no longer holds walks them on the
+    /// blocking pool (`data::fetch_from_disk`), not on the async worker, and answers the
+    /// same batches as before they were dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetch_walks_headers_from_the_disk_on_the_blocking_pool() {
+        let (broker, state, dir) = broker_with_topic(1).await;
+        for value in [b"a", b"b", b"c"] {
+            // Timestamps of now: the retention pass must not delete them meanwhile.
+            let now = crate::clock::now_ms();
+            let records = sluice_wire::batch::build(0, now, &[value.as_slice()]);
+            assert_eq!(produce_records(&state, records).await, 0);
+        }
+        let place = |fetched: &data::Fetched| {
+            let slice = fetched.slices[0][0].as_ref()?;
+            Some((slice.position, slice.len, slice.end_offset, slice.read().unwrap()))
+        };
+        let cached = place(&data::fetch(&state, long_poll(0, 0, false), 12).await);
+        assert_eq!(cached.as_ref().map(|c| c.2), Some(3), "three batches");
+        let partition_dir = dir.path().join("log").join("t-0");
+        let segments = std::fs::read_dir(&partition_dir).unwrap().map(|e| e.unwrap().path());
+        let mut evicted = true;
+        for segment in segments.filter(|p| p.extension().is_some_and(|e| e == "log")) {
+            // Synced before the produce was answered, so the pages are clean and can go.
+            let file = std::fs::File::open(&segment).unwrap();
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+            let mut byte = [0u8; 1];
+            let mut probe = [std::io::IoSliceMut::new(&mut byte)];
+            let nowait = rustix::io::ReadWriteFlags::NOWAIT;
+            evicted &= rustix::io::preadv2(&file, &mut probe, 0, nowait).is_err();
+        }
+        if evicted {
+            let from_disk = place(&data::fetch(&state, long_poll(0, 0, false), 12).await);
+            assert_eq!(from_disk, cached);
+        } else {
+            eprintln!("the file system keeps segments in memory: nothing to read from the disk");
+        }
+        broker.shutdown().await.unwrap();
+    }
+
     /// With `log.flush = never` a record is readable once appended: the append wakes the
     /// long poll, with no sync to do it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,7 +155,7 @@ pub fn produce(
     // partition are not timed.
     for stream in &mut streams {
         stream.write_all(&frame).context("cannot send a warm-up Produce")?;
-        read_produce_response(stream, &mut BytesMut::new())?;
+        read_produce_response(stream, &mut Frames::default())?;
     }
     let rate_each = rate.map(|rate| rate / connections as f64);
     let timed = run_timed(target, streams, requests, |stream, count| {
@@ -291,7 +291,7 @@ fn run_timed<W: Send>(
 /// One transactional producer on a connection of its own.
 struct TxnProducer {
     stream: TcpStream,
-    buffer: BytesMut,
+    frames: Frames,
     transactional_id: String,
     producer_id: i64,
     producer_epoch: i16,
@@ -306,7 +306,7 @@ impl TxnProducer {
     /// Connects and takes a producer id for a transactional id unique to this run.
     fn start(target: &Target<'_>, index: usize) -> Result<TxnProducer> {
         let mut stream = connect(target.bootstrap)?;
-        let mut buffer = BytesMut::new();
+        let mut frames = Frames::default();
         let transactional_id = format!("sluice-bench-wire-{}-{index}", produce::uuid_like());
         let request = InitProducerIdRequest::default()
             .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
@@ -319,13 +319,13 @@ impl TxnProducer {
             .write_all(&encode_frame(&request, INIT_PRODUCER_ID_VERSION, 0)?)
             .context("cannot send InitProducerId")?;
         let response: InitProducerIdResponse =
-            read_response(&mut stream, &mut buffer, INIT_PRODUCER_ID_VERSION)?;
+            read_response(&mut stream, &mut frames, INIT_PRODUCER_ID_VERSION)?;
         if response.error_code != 0 {
             bail!("InitProducerId failed with error code {}", response.error_code);
         }
         Ok(TxnProducer {
             stream,
-            buffer,
+            frames,
             transactional_id,
             producer_id: response.producer_id.0,
             producer_epoch: response.producer_epoch,
@@ -381,7 +381,7 @@ impl TxnProducer {
                     .with_records(Some(Bytes::from(batch::build_batch(&spec, &values))))])]);
         let frame = encode_frame(&produce, PRODUCE_VERSION, self.next_correlation_id())?;
         self.stream.write_all(&frame).context("cannot send a Produce request")?;
-        read_produce_response(&mut self.stream, &mut self.buffer)?;
+        read_produce_response(&mut self.stream, &mut self.frames)?;
         let end = EndTxnRequest::default()
             .with_transactional_id(id)
             .with_producer_id(ProducerId(self.producer_id))
@@ -407,7 +407,7 @@ impl TxnProducer {
     {
         let frame = encode_frame(request, version, self.next_correlation_id())?;
         self.stream.write_all(&frame).context("cannot send a request")?;
-        read_response(&mut self.stream, &mut self.buffer, version)
+        read_response(&mut self.stream, &mut self.frames, version)
     }
 }
 
@@ -445,10 +445,10 @@ fn produce_on(
             }
             Ok(())
         });
-        let mut buffer = BytesMut::new();
+        let mut frames = Frames::default();
         for _ in 0..requests {
             let Ok(at) = in_flight.recv() else { break };
-            read_produce_response(&mut reader, &mut buffer)?;
+            read_produce_response(&mut reader, &mut frames)?;
             histogram.record(at.elapsed().as_micros() as u64);
             on_response(());
         }
@@ -465,7 +465,7 @@ pub fn consume(target: &Target<'_>, bar: &ProgressBar) -> Result<WireConsumeRun>
     let mut offsets: Vec<i64> = vec![0; usize::try_from(target.partitions).unwrap_or(0)];
     let mut ends: Option<Vec<i64>> = None;
     let (mut records, mut batch_bytes, mut fetches) = (0u64, 0u64, 0u64);
-    let mut buffer = BytesMut::new();
+    let mut frames = Frames::default();
     let meter = CpuMeter::start(target.broker_pid)?;
     let started = Instant::now();
     loop {
@@ -480,7 +480,7 @@ pub fn consume(target: &Target<'_>, bar: &ProgressBar) -> Result<WireConsumeRun>
         let request = fetch_frame(target, &offsets, fetches as i32)?;
         stream.write_all(&request).context("cannot send a Fetch request")?;
         fetches += 1;
-        let response: FetchResponse = read_response(&mut stream, &mut buffer, FETCH_VERSION)?;
+        let response: FetchResponse = read_response(&mut stream, &mut frames, FETCH_VERSION)?;
         if response.error_code != 0 {
             bail!("Fetch failed with error code {}", response.error_code);
         }
@@ -594,10 +594,10 @@ impl WaitingFetches {
         let target = Target { bootstrap, topic, partitions, record_bytes: 1, broker_pid: 0 };
         let mut producer = connect(bootstrap)?;
         producer.write_all(&produce_frame(&target)?).context("cannot send a Produce")?;
-        let mut buffer = BytesMut::new();
-        read_produce_response(&mut producer, &mut buffer)?;
+        let mut frames = Frames::default();
+        read_produce_response(&mut producer, &mut frames)?;
         for stream in &mut self.streams {
-            let _: FetchResponse = read_response(stream, &mut buffer, FETCH_VERSION)
+            let _: FetchResponse = read_response(stream, &mut frames, FETCH_VERSION)
                 .context("a waiting Fetch was not answered")?;
         }
         Ok(())
@@ -692,8 +692,8 @@ fn set_correlation_id(frame: &mut [u8], correlation_id: i32) {
 }
 
 /// Reads one Produce response and fails on any error code in it.
-fn read_produce_response(stream: &mut TcpStream, buffer: &mut BytesMut) -> Result<()> {
-    let response: ProduceResponse = read_response(stream, buffer, PRODUCE_VERSION)?;
+fn read_produce_response(stream: &mut TcpStream, frames: &mut Frames) -> Result<()> {
+    let response: ProduceResponse = read_response(stream, frames, PRODUCE_VERSION)?;
     for topic in &response.responses {
         for partition in &topic.partition_responses {
             if partition.error_code != 0 {
@@ -709,11 +709,40 @@ fn read_produce_response(stream: &mut TcpStream, buffer: &mut BytesMut) -> Resul
     Ok(())
 }
 
+/// The memory response frames are read into, reused from one response to the next once
+/// nothing decoded from the last one is left, and never zeroed first: a consumer of 7 MiB
+/// answers must not spend its time clearing memory it is about to overwrite.
+#[derive(Default)]
+struct Frames {
+    last: Option<Bytes>,
+}
+
+impl Frames {
+    /// Reads the next `size` bytes of `stream` as one frame.
+    fn read(&mut self, stream: &mut TcpStream, size: usize) -> Result<Bytes> {
+        let mut memory = match self.last.take().map(Bytes::try_into_mut) {
+            Some(Ok(unused)) => Vec::from(unused),
+            _ => Vec::new(),
+        };
+        memory.clear();
+        memory.reserve(size);
+        // `read_to_end` reads into the spare capacity as it is, without zeroing it.
+        let limit = u64::try_from(size).unwrap_or(u64::MAX);
+        stream.take(limit).read_to_end(&mut memory).context("cannot read a response")?;
+        if memory.len() < size {
+            bail!("the broker closed the connection mid-response");
+        }
+        let frame = Bytes::from(memory);
+        self.last = Some(frame.clone());
+        Ok(frame)
+    }
+}
+
 /// Reads one response frame and decodes it as `T` at `version`. Record batches in it are
-/// slices of `buffer`'s memory (no copy), which is reused once the response is dropped.
+/// slices of the frame's memory (no copy), which is reused once the response is dropped.
 fn read_response<T: Decodable + HeaderVersion>(
     stream: &mut TcpStream,
-    buffer: &mut BytesMut,
+    frames: &mut Frames,
     version: i16,
 ) -> Result<T> {
     let mut size = [0u8; 4];
@@ -722,10 +751,7 @@ fn read_response<T: Decodable + HeaderVersion>(
     if size > WIRE_RESPONSE_BYTES_MAX {
         bail!("a {size}-byte response is over the {WIRE_RESPONSE_BYTES_MAX}-byte limit");
     }
-    buffer.clear();
-    buffer.resize(size, 0);
-    stream.read_exact(buffer).context("the broker closed the connection mid-response")?;
-    let mut bytes = buffer.split().freeze();
+    let mut bytes = frames.read(stream, size)?;
     ResponseHeader::decode(&mut bytes, T::header_version(version))
         .map_err(|e| anyhow!("cannot decode a response header: {e}"))?;
     let response =

@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use sluice_log::{LogConfig, Partition, PartitionLog};
+use sluice_log::{LogConfig, Partition, PartitionLog, Wait};
 use sluice_wire::batch;
 
 mod producer_state;
@@ -701,7 +701,12 @@ proptest! {
         let end = log.log_end_offset();
         let from = from_pick.index(end as usize) as i64;
         let upper = (end - upper_back).max(0);
-        let slice = log.locate(from).unwrap().unwrap().slice(max_bytes, upper, oversized_ok).unwrap();
+        let located = log.locate(from).unwrap().unwrap();
+        let slice = located.slice(max_bytes, upper, oversized_ok, Wait::ForDisk).unwrap();
+        // Just written, so in the page cache: the walk that may not wait finds the same.
+        let cached = located.slice(max_bytes, upper, oversized_ok, Wait::CachedOnly).unwrap();
+        let place = |s: &Option<sluice_log::LogSlice>| s.as_ref().map(|s| (s.position, s.len, s.end_offset));
+        prop_assert_eq!(place(&cached), place(&slice));
         // The walk: whole batches whose end is at or below `upper`, from the one holding `from`.
         let whole = std::fs::read(segment_files(dir.path(), "log")[0].clone()).unwrap();
         let mut at = 0usize;
@@ -745,7 +750,8 @@ fn a_slice_reads_in_pieces_from_the_page_cache_or_blocking() {
     for size in [5000usize, 70_000, 300] {
         log.append(&batch::build(0, 0, &[&vec![b'v'; size]]), 0).unwrap();
     }
-    let slice = log.locate(0).unwrap().unwrap().slice(usize::MAX, i64::MAX, true).unwrap();
+    let slice =
+        log.locate(0).unwrap().unwrap().slice(usize::MAX, i64::MAX, true, Wait::ForDisk).unwrap();
     let slice = slice.unwrap();
     let whole = slice.read().unwrap();
     // Just written, so in the page cache: the read without waiting gets all of it (a kernel
@@ -763,4 +769,42 @@ fn a_slice_reads_in_pieces_from_the_page_cache_or_blocking() {
     assert_eq!(slice.read_cached(slice.len - 10, &mut piece), 0);
     let error = slice.read_into(slice.len - 10, &mut piece).unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+/// Drops `path`'s pages from the page cache (they must be clean: synced); false when they
+/// stay, as on a file system kept in memory (tmpfs).
+fn evict_from_page_cache(path: &Path) -> bool {
+    let file = std::fs::File::open(path).unwrap();
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    let mut byte = [0u8; 1];
+    let mut probe = [std::io::IoSliceMut::new(&mut byte)];
+    rustix::io::preadv2(&file, &mut probe, 0, rustix::io::ReadWriteFlags::NOWAIT).is_err()
+}
+
+/// A fetch on an async worker walks batch headers only as far as the page cache holds them
+/// (`Wait::CachedOnly`): a header that must come from the disk is `NotCached`, for the fetch
+/// to walk again where it may wait, which finds the same slice.
+#[test]
+fn headers_not_in_the_page_cache_are_not_read_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    for size in [70_000usize, 300, 300, 20_000, 5] {
+        log.append(&batch::build(0, 0, &[&vec![b'v'; size]]), 0).unwrap();
+    }
+    log.sync_all().unwrap();
+    let located = log.locate(1).unwrap().unwrap();
+    let place = |s: sluice_log::LogSlice| (s.position, s.len, s.end_offset);
+    let cached = located.slice(usize::MAX, i64::MAX, true, Wait::CachedOnly).unwrap();
+    let expected = located.slice(usize::MAX, i64::MAX, true, Wait::ForDisk).unwrap();
+    assert_eq!(cached.map(place), expected.clone().map(place));
+    if !evict_from_page_cache(&segment_files(dir.path(), "log")[0]) {
+        eprintln!("the file system keeps the segment in memory: nothing to read from the disk");
+        return;
+    }
+    match located.slice(usize::MAX, i64::MAX, true, Wait::CachedOnly) {
+        Err(sluice_log::Error::NotCached { position, .. }) => assert!(position < 80_000),
+        other => panic!("expected NotCached, got {other:?}"),
+    }
+    let from_disk = located.slice(usize::MAX, i64::MAX, true, Wait::ForDisk).unwrap();
+    assert_eq!(from_disk.map(place), expected.map(place));
 }
