@@ -7,9 +7,11 @@ use std::time::Duration;
 use sluice_log::FlushPolicy;
 use tokio::task::JoinHandle;
 
-use crate::copy_buffers::CopyBuffers;
+use crate::buffer_pool::BufferPool;
 use crate::groups::{GroupSettings, Groups, TICK_MS};
-use crate::limits::{FETCH_COPY_BUFFERS, FETCH_COPY_BUFFER_BYTES};
+use crate::limits::{
+    FETCH_COPY_BUFFERS, FETCH_COPY_BUFFER_BYTES, REQUEST_BUFFERS, REQUEST_BUFFER_BYTES,
+};
 use crate::state::State;
 use crate::store::Store;
 use crate::topics::Topics;
@@ -78,7 +80,8 @@ impl Broker {
             advertised_host,
             advertised_port,
             wakeups,
-            copy_buffers: Arc::new(CopyBuffers::new(FETCH_COPY_BUFFERS, FETCH_COPY_BUFFER_BYTES)),
+            copy_buffers: Arc::new(BufferPool::new(FETCH_COPY_BUFFERS, FETCH_COPY_BUFFER_BYTES)),
+            request_buffers: Arc::new(BufferPool::new(REQUEST_BUFFERS, REQUEST_BUFFER_BYTES)),
             shutdown,
         });
         let recovering = Arc::clone(&state);

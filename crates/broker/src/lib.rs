@@ -7,9 +7,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
 mod api;
+mod buffer_pool;
 mod clock;
 mod config;
-mod copy_buffers;
 mod error;
 mod group_writer;
 mod groups;

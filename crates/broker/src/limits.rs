@@ -26,7 +26,7 @@ pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
 pub const FETCH_WAKE_SHARD_BITS: u32 = 10;
 
 /// Buffers a Fetch's records may be copied through on their way to the socket, at once
-/// across all connections (`crate::copy_buffers`); a response that finds none free is sent
+/// across all connections (`crate::buffer_pool`); a response that finds none free is sent
 /// with `sendfile`. With [`FETCH_COPY_BUFFER_BYTES`], at most 16 MiB.
 pub const FETCH_COPY_BUFFERS: usize = 16;
 
@@ -41,6 +41,16 @@ pub const FETCH_COPY_BUFFER_BYTES: usize = 1024 * 1024;
 /// `sendfile`, so a consumer that stops reading keeps no buffer from the others. A consumer
 /// that reads never waits this long (the socket takes bytes as the peer acknowledges them).
 pub const FETCH_COPY_WRITE_WAIT_MS: u64 = 50;
+
+/// Buffers Produce request bodies are read into, at once across all connections
+/// (`crate::buffer_pool`); a body that finds none free, or is larger than
+/// [`REQUEST_BUFFER_BYTES`], is read into memory of its own. At most 32 MiB, kept once used.
+pub const REQUEST_BUFFERS: usize = 16;
+
+/// Bytes of one request buffer: a Produce body up to this size is read into one. 2 MiB holds
+/// a request at the clients' default size limits (librdkafka's `message.max.bytes` 1 MB,
+/// the Java client's `max.request.size` 1 MiB) with room to spare.
+pub const REQUEST_BUFFER_BYTES: usize = 2 * 1024 * 1024;
 
 /// Members per consumer group.
 pub const GROUP_MEMBERS_MAX: usize = 1000;

@@ -10,7 +10,7 @@
 //! `REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`. Writes are buffered and flushed whenever no
 //! further reply is ready. A Fetch answer comes in parts: its encoded fields are written as
 //! any reply is, and its record batches are copied from their segment files through a
-//! pooled buffer, or go with `sendfile` when every buffer is in use (`crate::copy_buffers`).
+//! pooled buffer, or go with `sendfile` when every buffer is in use (`crate::buffer_pool`).
 //!
 //! Bad input never panics and never affects another connection: a bad size prefix, a
 //! truncated header, an unknown API key, an unsupported version or an undecodable body is
@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use sluice_log::LogSlice;
 use sluice_wire::response::Part;
@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use crate::copy_buffers::{CopyBuffer, CopyBuffers};
+use crate::buffer_pool::{BufferPool, PooledBuffer};
 use crate::handlers::{self, Reply};
 use crate::limits::{FETCH_COPY_WRITE_WAIT_MS, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
 use crate::state::State;
@@ -137,18 +137,18 @@ async fn read_requests(
         // budget is spent, this connection waits (back-pressure) rather than the heap growing.
         let units = (size as u64).div_ceil(BUDGET_UNIT_BYTES) as u32;
         let Ok(held) = Arc::clone(budget).acquire_many_owned(units).await else { return };
-        let mut body = BytesMut::with_capacity(size);
         // A client that announces a frame and stops sending must not hold its share of the
         // budget for ever: the body gets the idle timeout too.
-        match tokio::time::timeout(idle, read_body(reader, &mut body, size)).await {
-            Ok(Ok(())) => {}
+        let pool = &state.request_buffers;
+        let body = match tokio::time::timeout(idle, read_frame(reader, size, pool)).await {
+            Ok(Ok(body)) => body,
             Ok(Err(_)) => return,
             Err(_) => {
                 tracing::warn!(%peer, size, "closing connection: request body not received within connections.max.idle.ms");
                 return;
             }
-        }
-        let reply = match request::decode(body.freeze()) {
+        };
+        let reply = match request::decode(body) {
             Ok(request) => handlers::handle(state, request, peer, connection).await,
             Err(error) => match refuse(peer, error) {
                 Some(frame) => Reply::Frame(frame),
@@ -160,6 +160,46 @@ async fn read_requests(
             return;
         }
     }
+}
+
+/// A request body read into a pooled buffer: the buffer goes back to its pool when the last
+/// `Bytes` made from it (the records of a Produce, until appended) is dropped.
+struct PooledFrame {
+    buffer: PooledBuffer,
+    len: usize,
+}
+
+impl AsRef<[u8]> for PooledFrame {
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_slice().get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Reads a request body of `size` bytes. A Produce body (its API key is already in the
+/// reader's buffer) that fits a buffer of `pool` is read into one; any other body into
+/// memory of its own. Only Produce: other requests keep parts of their body for long
+/// (a JoinGroup's protocol metadata stays with the group) and would keep a whole buffer.
+async fn read_frame(
+    reader: &mut BufReader<OwnedReadHalf>,
+    size: usize,
+    pool: &Arc<BufferPool>,
+) -> std::io::Result<Bytes> {
+    use tokio::io::AsyncBufReadExt;
+    if size <= pool.buffer_bytes() {
+        let produce = (ApiKey::Produce as i16).to_be_bytes();
+        let buffered = reader.fill_buf().await?;
+        if buffered.get(..produce.len()) == Some(&produce[..]) {
+            if let Some(mut buffer) = pool.take() {
+                let into = buffer.bytes().get_mut(..size);
+                // Written whole before it is read: nothing of an earlier body shows.
+                reader.read_exact(into.ok_or(std::io::ErrorKind::InvalidInput)?).await?;
+                return Ok(Bytes::from_owner(PooledFrame { buffer, len: size }));
+            }
+        }
+    }
+    let mut body = BytesMut::with_capacity(size);
+    read_body(reader, &mut body, size).await?;
+    Ok(body.freeze())
 }
 
 /// Reads exactly `size` bytes into `body`'s spare capacity: no zeroing first (a memset of
@@ -187,7 +227,7 @@ async fn read_body(
 async fn write_replies(
     writer: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Queued>,
-    buffers: Arc<CopyBuffers>,
+    buffers: Arc<BufferPool>,
     peer: SocketAddr,
     idle: Duration,
 ) {
@@ -276,7 +316,7 @@ async fn flush(writer: &mut BufWriter<OwnedWriteHalf>, idle: Duration) -> std::i
 async fn send_split(
     writer: &mut BufWriter<OwnedWriteHalf>,
     parts: Vec<Part<LogSlice>>,
-    buffers: &Arc<CopyBuffers>,
+    buffers: &Arc<BufferPool>,
     idle: Duration,
 ) -> std::io::Result<()> {
     for part in parts {
@@ -299,7 +339,7 @@ async fn send_split(
 async fn send_records(
     writer: &mut OwnedWriteHalf,
     slice: &LogSlice,
-    buffers: &Arc<CopyBuffers>,
+    buffers: &Arc<BufferPool>,
     idle: Duration,
 ) -> std::io::Result<()> {
     let wait = Duration::from_millis(FETCH_COPY_WRITE_WAIT_MS);
@@ -332,8 +372,8 @@ async fn read_chunk(
     slice: &LogSlice,
     from: usize,
     end: usize,
-    mut buffer: CopyBuffer,
-) -> std::io::Result<CopyBuffer> {
+    mut buffer: PooledBuffer,
+) -> std::io::Result<PooledBuffer> {
     let too_large = || std::io::Error::other("a fetch chunk is larger than its copy buffer");
     let len = end.saturating_sub(from);
     let cached = slice.read_cached(from, buffer.bytes().get_mut(..len).ok_or_else(too_large)?);
@@ -476,6 +516,41 @@ mod tests {
         (slice, bytes)
     }
 
+    /// A Produce body is read into a pooled buffer, which goes back to the pool once the last
+    /// bytes of the request are dropped; any other request, or a body larger than a buffer,
+    /// is read into memory of its own.
+    #[tokio::test]
+    async fn produce_bodies_are_read_into_pooled_buffers_that_come_back() {
+        let pool = Arc::new(BufferPool::new(1, 64));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (read_half, _write_half) = listener.accept().await.unwrap().0.into_split();
+        let mut reader = BufReader::new(read_half);
+        // API key 0 is Produce, 1 Fetch.
+        let (produce, fetch, short) = ([0u8, 0, 1, 2, 3, 4, 5, 6], [0u8, 1, 9, 9], [0u8, 0, 7]);
+        let large = [0u8; 100];
+        for body in [&produce[..], &fetch, &large, &short] {
+            client.write_all(body).await.unwrap();
+        }
+
+        let body = read_frame(&mut reader, produce.len(), &pool).await.unwrap();
+        assert_eq!(&body[..], produce);
+        assert_eq!(pool.counts(), (0, 0), "the pool's one buffer holds the body");
+        let records = body.slice(2..);
+        drop(body);
+        assert_eq!(pool.counts(), (0, 0), "a slice of the body still holds it");
+        drop(records);
+        assert_eq!(pool.counts(), (1, 0), "back in the pool");
+
+        let other = read_frame(&mut reader, fetch.len(), &pool).await.unwrap();
+        assert_eq!((&other[..], pool.counts()), (&fetch[..], (1, 0)));
+        let larger = read_frame(&mut reader, large.len(), &pool).await.unwrap();
+        assert_eq!((&larger[..], pool.counts()), (&large[..], (1, 0)));
+        // The buffer again: the shorter body shows nothing of the one before.
+        let again = read_frame(&mut reader, short.len(), &pool).await.unwrap();
+        assert_eq!((&again[..], pool.counts()), (&short[..], (0, 0)));
+    }
+
     /// A connected pair: the broker's side as `write_replies` holds it, and the client's.
     async fn connection() -> (BufWriter<OwnedWriteHalf>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -521,7 +596,7 @@ mod tests {
     }
 
     /// What `send_split` with `buffers` puts on a connection for [`frame`].
-    async fn sent(slice: &LogSlice, buffers: &Arc<CopyBuffers>) -> Vec<u8> {
+    async fn sent(slice: &LogSlice, buffers: &Arc<BufferPool>) -> Vec<u8> {
         let (mut writer, mut client) = connection().await;
         send_split(&mut writer, frame(slice), buffers, TEST_IDLE).await.unwrap();
         writer.flush().await.unwrap();
@@ -537,13 +612,13 @@ mod tests {
         let (slice, bytes) = three_batches(dir.path());
         let expected = [&b"head"[..], &bytes, b"middle", &bytes, b"tail"].concat();
         // A buffer smaller than one batch: several reads and writes per slice.
-        let small = Arc::new(CopyBuffers::new(1, 1000));
+        let small = Arc::new(BufferPool::new(1, 1000));
         assert_eq!(sent(&slice, &small).await, expected, "copied in 1000-byte chunks");
         assert_eq!(small.counts(), (1, 0), "its one buffer was used and given back");
-        let large = Arc::new(CopyBuffers::new(1, 1 << 20));
+        let large = Arc::new(BufferPool::new(1, 1 << 20));
         assert_eq!(sent(&slice, &large).await, expected, "one chunk per slice");
         assert_eq!(large.counts(), (1, 0));
-        let none = Arc::new(CopyBuffers::new(0, 1 << 20));
+        let none = Arc::new(BufferPool::new(0, 1 << 20));
         assert_eq!(sent(&slice, &none).await, expected, "sent with sendfile");
         // Every buffer in use: the next answer goes by sendfile, whole.
         let held = small.take().unwrap();
@@ -565,7 +640,7 @@ mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
         file.set_len(slice.position + bytes.len() as u64 - 100).unwrap();
         let (mut writer, _client) = connection().await;
-        let buffers = Arc::new(CopyBuffers::new(1, 1000));
+        let buffers = Arc::new(BufferPool::new(1, 1000));
         let error = send_split(&mut writer, frame(&slice), &buffers, TEST_IDLE).await.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
         assert!(error.to_string().contains("ended before the fetched batches"), "{error}");
@@ -580,7 +655,7 @@ mod tests {
         // Small socket buffers on both sides, so the answer cannot fit in them.
         let (writer, mut client, _) = small_buffered_connection().await;
         let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
-        let buffers = Arc::new(CopyBuffers::new(1, 1 << 20));
+        let buffers = Arc::new(BufferPool::new(1, 1 << 20));
         let pool = Arc::clone(&buffers);
         let sending = tokio::spawn(async move {
             send_split(&mut writer, frame(&slice), &pool, TEST_IDLE).await.unwrap();
@@ -602,7 +677,7 @@ mod tests {
     async fn a_client_that_stops_reading_its_replies_is_let_go_after_the_idle_limit() {
         let (writer, _client, peer) = small_buffered_connection().await;
         let (replies, queued) = mpsc::channel(4);
-        let buffers = Arc::new(CopyBuffers::new(1, 1 << 20));
+        let buffers = Arc::new(BufferPool::new(1, 1 << 20));
         let idle = Duration::from_millis(200);
         let writing = tokio::spawn(write_replies(writer, queued, buffers, peer, idle));
         let held = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
@@ -618,7 +693,7 @@ mod tests {
     async fn a_slow_client_that_keeps_reading_gets_a_reply_longer_than_the_idle_limit() {
         let (writer, mut client, peer) = buffered_connection(64 << 10, 256 << 10).await;
         let (replies, queued) = mpsc::channel(4);
-        let buffers = Arc::new(CopyBuffers::new(1, 1 << 20));
+        let buffers = Arc::new(BufferPool::new(1, 1 << 20));
         let idle = Duration::from_millis(500);
         let writing = tokio::spawn(write_replies(writer, queued, buffers, peer, idle));
         let held = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();

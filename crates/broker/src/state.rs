@@ -20,8 +20,10 @@ pub(crate) struct State {
     /// Woken whenever a partition's high watermark or last stable offset moves
     /// (long-polling fetches wait here, each for its own partitions).
     pub wakeups: std::sync::Arc<crate::wakeups::Wakeups>,
-    /// Buffers Fetch answers copy their records through (`crate::copy_buffers`).
-    pub copy_buffers: std::sync::Arc<crate::copy_buffers::CopyBuffers>,
+    /// Buffers Fetch answers copy their records through (`crate::buffer_pool`).
+    pub copy_buffers: std::sync::Arc<crate::buffer_pool::BufferPool>,
+    /// Buffers Produce request bodies are read into (`server::read_frame`).
+    pub request_buffers: std::sync::Arc<crate::buffer_pool::BufferPool>,
     /// Set to true once, at shutdown.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }

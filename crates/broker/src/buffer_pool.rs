@@ -1,22 +1,29 @@
-//! Buffers a Fetch's record bytes are copied through on their way to the socket.
+//! Buffers of a fixed size, reused instead of allocated per use: the broker keeps two pools.
 //!
-//! A fetched slice of a segment file can reach the socket two ways: `sendfile`, which hands
-//! the page cache's pages to the socket without copying them, or a read into a buffer and a
-//! write. Measured, the copy is the cheaper: sendfile's work per 4 KiB page (looking the
-//! page up, a pipe buffer, a reference, a fragment appended to the socket's buffer) costs
-//! the broker more CPU per MiB than a read and a write of 1 MiB at a time, and one
-//! connection's answers are written by one thread, so that thread's cost per MiB bounds a
-//! consumer's rate (`docs/benchmarks.md`, "Fetch copies through a buffer": 1.3x).
+//! **Fetch copy buffers** (`State::copy_buffers`). A fetched slice of a segment file can
+//! reach the socket two ways: `sendfile`, which hands the page cache's pages to the socket
+//! without copying them, or a read into a buffer and a write. Measured, the copy is the
+//! cheaper: sendfile's work per 4 KiB page (looking the page up, a pipe buffer, a reference,
+//! a fragment appended to the socket's buffer) costs the broker more CPU per MiB than a read
+//! and a write of 1 MiB at a time, and one connection's answers are written by one thread,
+//! so that thread's cost per MiB bounds a consumer's rate (`docs/benchmarks.md`, "Fetch
+//! copies through a buffer": 1.3x). Each response being sent holds a buffer while its
+//! records go out; a response that finds none free sends with `sendfile`.
 //!
-//! Each response being sent holds a buffer while its records go out. At most
-//! [`FETCH_COPY_BUFFERS`](crate::limits::FETCH_COPY_BUFFERS) exist, allocated when first
-//! needed and kept for reuse; a response that finds none free sends with `sendfile`, so
-//! memory stays bounded however many consumers fetch at once.
+//! **Produce request buffers** (`State::request_buffers`, `server::read_frame`). A Produce
+//! body read into fresh memory costs the kernel a page fault and a cleared page per 4 KiB,
+//! and the allocator hands the memory back when it is freed, so the next body pays again:
+//! 11% of the broker's CPU under produce load. A body read into a pooled buffer pays that
+//! once per buffer. The buffer goes back when the last `Bytes` of its request is dropped.
+//!
+//! Either way at most a fixed number of buffers exist (`crate::limits`), allocated when
+//! first needed and kept; a use that finds none free goes without, so memory stays bounded
+//! however many clients there are.
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// The broker's pool of copy buffers.
+/// A pool of buffers of one size.
 #[derive(Debug)]
-pub(crate) struct CopyBuffers {
+pub(crate) struct BufferPool {
     pool: Mutex<Pool>,
     /// Bytes of each buffer.
     bytes: usize,
@@ -29,11 +36,11 @@ struct Pool {
     unallocated: usize,
 }
 
-impl CopyBuffers {
-    /// A pool of at most `count` buffers of `bytes` each (`count` 0: always `sendfile`).
-    pub(crate) fn new(count: usize, bytes: usize) -> CopyBuffers {
+impl BufferPool {
+    /// A pool of at most `count` buffers of `bytes` each (`count` 0: always none).
+    pub(crate) fn new(count: usize, bytes: usize) -> BufferPool {
         let bytes = bytes.max(1);
-        CopyBuffers { pool: Mutex::new(Pool { free: Vec::new(), unallocated: count }), bytes }
+        BufferPool { pool: Mutex::new(Pool { free: Vec::new(), unallocated: count }), bytes }
     }
 
     /// Bytes of each buffer.
@@ -48,7 +55,7 @@ impl CopyBuffers {
 
     /// A free buffer, allocated now if none is but the limit allows; `None` when all are in
     /// use.
-    pub(crate) fn take(self: &Arc<Self>) -> Option<CopyBuffer> {
+    pub(crate) fn take(self: &Arc<Self>) -> Option<PooledBuffer> {
         let mut pool = self.pool();
         let buffer = match pool.free.pop() {
             Some(buffer) => buffer,
@@ -61,25 +68,30 @@ impl CopyBuffers {
             None => return None,
         };
         debug_assert_eq!(buffer.len(), self.bytes);
-        Some(CopyBuffer { buffer: Some(buffer), pool: Arc::clone(self) })
+        Some(PooledBuffer { buffer: Some(buffer), pool: Arc::clone(self) })
     }
 }
 
-/// A buffer taken from [`CopyBuffers`]; back in the pool when dropped.
+/// A buffer taken from [`BufferPool`]; back in the pool when dropped.
 #[derive(Debug)]
-pub(crate) struct CopyBuffer {
+pub(crate) struct PooledBuffer {
     buffer: Option<Box<[u8]>>,
-    pool: Arc<CopyBuffers>,
+    pool: Arc<BufferPool>,
 }
 
-impl CopyBuffer {
+impl PooledBuffer {
     /// The buffer's bytes.
     pub(crate) fn bytes(&mut self) -> &mut [u8] {
         self.buffer.as_deref_mut().unwrap_or_default()
     }
+
+    /// The buffer's bytes, to read.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        self.buffer.as_deref().unwrap_or_default()
+    }
 }
 
-impl Drop for CopyBuffer {
+impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take() {
             self.pool.pool().free.push(buffer);
@@ -89,7 +101,7 @@ impl Drop for CopyBuffer {
 
 /// `(free, not yet allocated)`: what the pool holds, for tests.
 #[cfg(test)]
-impl CopyBuffers {
+impl BufferPool {
     pub(crate) fn counts(&self) -> (usize, usize) {
         let pool = self.pool();
         (pool.free.len(), pool.unallocated)
@@ -102,7 +114,7 @@ mod tests {
 
     #[test]
     fn at_most_count_buffers_are_out_and_a_returned_one_is_reused() {
-        let buffers = Arc::new(CopyBuffers::new(2, 16));
+        let buffers = Arc::new(BufferPool::new(2, 16));
         let mut first = buffers.take().unwrap();
         let second = buffers.take().unwrap();
         assert!(buffers.take().is_none(), "a third is refused");
@@ -118,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_pool_of_none_always_refuses() {
-        let buffers = Arc::new(CopyBuffers::new(0, 16));
+        let buffers = Arc::new(BufferPool::new(0, 16));
         assert!(buffers.take().is_none());
     }
 }
