@@ -163,7 +163,8 @@ async fn read_requests(
 }
 
 /// A request body read into a pooled buffer: the buffer goes back to its pool when the last
-/// `Bytes` made from it (the records of a Produce, until appended) is dropped.
+/// `Bytes` made from it is dropped (the records of a Produce, once appended; the handler
+/// copies the topic names its response keeps).
 struct PooledFrame {
     buffer: PooledBuffer,
     len: usize,
@@ -466,6 +467,7 @@ fn refuse(peer: SocketAddr, error: WireError) -> Option<BytesMut> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::REQUEST_BUFFERS;
     use sluice_log::Wait;
 
     async fn broker_with(key: &str, value: &str) -> (crate::Broker, tempfile::TempDir) {
@@ -549,6 +551,42 @@ mod tests {
         // The buffer again: the shorter body shows nothing of the one before.
         let again = read_frame(&mut reader, short.len(), &pool).await.unwrap();
         assert_eq!((&again[..], pool.counts()), (&short[..], (0, 0)));
+    }
+
+    /// A Produce served over a connection is read into a pooled buffer, which is back in
+    /// the pool once the Produce is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_served_produce_takes_a_pooled_buffer_and_gives_it_back() {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{ProduceRequest, RequestHeader, TopicName};
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let (broker, _dir) = broker_with("num.partitions", "1").await;
+        broker.create_topic("t", 1, &Default::default()).await.unwrap();
+        let pool = Arc::clone(&broker.state_for_tests().request_buffers);
+        let records = sluice_wire::batch::build(0, crate::clock::now_ms(), &[b"v"]);
+        let data = PartitionProduceData::default().with_index(0).with_records(Some(records.into()));
+        let topic = TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_data(vec![data]);
+        let request = ProduceRequest::default().with_acks(-1).with_topic_data(vec![topic]);
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(9)
+            .with_correlation_id(7);
+        let mut body = BytesMut::new();
+        header.encode(&mut body, 2).unwrap();
+        request.encode(&mut body, 9).unwrap();
+        let mut client = TcpStream::connect(broker.local_addrs()[0]).await.unwrap();
+        client.write_all(&(body.len() as i32).to_be_bytes()).await.unwrap();
+        client.write_all(&body).await.unwrap();
+        let mut size = [0u8; 4];
+        client.read_exact(&mut size).await.unwrap();
+        let mut reply = vec![0u8; i32::from_be_bytes(size) as usize];
+        client.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply[..4], 7i32.to_be_bytes(), "the produce's answer");
+        let (free, unallocated) = pool.counts();
+        assert_eq!((free, unallocated), (1, REQUEST_BUFFERS - 1), "the one buffer taken is back");
+        broker.shutdown().await.unwrap();
     }
 
     /// A connected pair: the broker's side as `write_replies` holds it, and the client's.

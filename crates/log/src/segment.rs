@@ -585,9 +585,17 @@ pub(crate) fn read_exact_at(
         let at = position + done as u64;
         match rustix::io::preadv2(file, &mut slices, at, rustix::io::ReadWriteFlags::NOWAIT) {
             Ok(n) if n > 0 => done += n,
-            // Not cached (EAGAIN), past the end (0), or no RWF_NOWAIT here: the read that
-            // may wait says which.
-            _ => return Err(Error::NotCached { path: path.to_path_buf(), position }),
+            // Not cached, or past the end (0: the read that may wait says so).
+            Ok(_) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {
+                return Err(Error::NotCached { path: path.to_path_buf(), position });
+            }
+            // No RWF_NOWAIT for this kernel or file system (EOPNOTSUPP, EINVAL, ENOSYS):
+            // read as before it existed, waiting here, rather than send every fetch to the
+            // blocking pool.
+            Err(_) => {
+                let rest = buf.get_mut(done..).unwrap_or_default();
+                return file.read_exact_at(rest, at).map_err(io("read segment", path));
+            }
         }
     }
     Ok(())

@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
     ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_log::{FlushPolicy, LogSlice, Partition, Wait};
 use sluice_wire::batch;
@@ -74,7 +75,11 @@ pub(crate) async fn produce_append(
     let mut jobs = Vec::new();
     for (topic_index, topic_data) in request.topic_data.into_iter().enumerate() {
         let topic = state.topics.get(&topic_data.name);
-        topics.push(TopicProduceResponse::default().with_name(topic_data.name.clone()));
+        // A copy, once per topic: the decoded name is a slice of the request's body, which
+        // may be a pooled buffer (`server::read_frame`), and the response keeps its name
+        // until the reply is written, long after the records are appended.
+        let name = TopicName(StrBytes::from_string(topic_data.name.to_string()));
+        topics.push(TopicProduceResponse::default().with_name(name.clone()));
         for data in topic_data.partition_data {
             let target = match (&topic, data.records) {
                 _ if !matches!(acks, -1..=1) => Err(ResponseError::InvalidRequiredAcks.into()),
@@ -90,8 +95,8 @@ pub(crate) async fn produce_append(
                 },
             };
             // A reference-counted clone: no copy of the name per partition.
-            let name = topic_data.name.clone();
-            jobs.push(ProduceJob { topic_index, topic: name, index: data.index, target });
+            let topic = name.clone();
+            jobs.push(ProduceJob { topic_index, topic, index: data.index, target });
         }
     }
     let targets: Vec<(usize, i32)> = jobs.iter().map(|j| (j.topic_index, j.index)).collect();

@@ -1028,6 +1028,36 @@ mod tests {
         broker.shutdown().await.unwrap();
     }
 
+    /// A Produce decoded from a pooled body holds no part of it once appended: the records
+    /// went with the append, and the topic names its response keeps until the reply is
+    /// written (after the sync, and after every earlier reply on the connection) are copies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_appended_produce_holds_no_part_of_its_pooled_body() {
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        struct Body(crate::buffer_pool::PooledBuffer, usize);
+        impl AsRef<[u8]> for Body {
+            fn as_ref(&self) -> &[u8] {
+                &self.0.as_slice()[..self.1]
+            }
+        }
+        let (broker, state, _dir) = broker_with_topic(1).await;
+        let pool = std::sync::Arc::new(crate::buffer_pool::BufferPool::new(1, 1 << 20));
+        let records = sluice_wire::batch::build(0, crate::clock::now_ms(), &[b"v"]);
+        let mut encoded = bytes::BytesMut::new();
+        produce_request(records).encode(&mut encoded, 9).unwrap();
+        let mut buffer = pool.take().unwrap();
+        buffer.bytes()[..encoded.len()].copy_from_slice(&encoded);
+        let body = bytes::Bytes::from_owner(Body(buffer, encoded.len()));
+        let request = ProduceRequest::decode(&mut body.clone(), 9).unwrap();
+        drop(body);
+        assert_eq!(pool.counts(), (0, 0), "the decoded request holds the buffer");
+        let staged = data::produce_append(&state, request, 9, &test_client()).await;
+        assert_eq!(pool.counts(), (1, 0), "appended: the buffer is back before the sync");
+        let response = data::produce_finish(staged).await;
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        broker.shutdown().await.unwrap();
+    }
+
     /// With `log.flush = never` a record is readable once appended: the append wakes the
     /// long poll, with no sync to do it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
