@@ -419,11 +419,13 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(out, "## Loopback\n\n| Run | Result |\n|---|---|");
         let _ = writeln!(
             out,
-            "| TCP 127.0.0.1, 1 connection, {} writes | {:.1} MiB/s ({} in {:.2} s) |\n",
+            "| TCP 127.0.0.1, 1 connection, {} writes, best of {} | {:.1} MiB/s ({} in {:.2} s; runs: {}) |\n",
             gib(loopback.write_bytes),
+            loopback.runs_mib_per_s.len(),
             loopback.mib_per_s,
             gib(loopback.bytes),
             loopback.secs,
+            loopback.runs_mib_per_s.iter().map(|r| format!("{r:.1} MiB/s")).collect::<Vec<_>>().join(", "),
         );
     }
     if let Some(broker) = &report.broker {
