@@ -8,8 +8,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::io::ReadWriteFlags;
-
 use sluice_wire::batch::{self, BatchHeader, ControlType};
 use sluice_wire::limits::BATCH_HEADER_BYTES;
 
@@ -863,17 +861,7 @@ impl LogSlice {
         if from.checked_add(buf.len()).is_none_or(|end| end > self.len) {
             return 0; // outside the slice: `read_into` says so
         }
-        let mut done = 0usize;
-        while done < buf.len() {
-            let Some(rest) = buf.get_mut(done..) else { break };
-            let offset = self.position + (from + done) as u64;
-            let mut slices = [std::io::IoSliceMut::new(rest)];
-            match rustix::io::preadv2(&*self.file, &mut slices, offset, ReadWriteFlags::NOWAIT) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => done += n,
-            }
-        }
-        done.min(buf.len())
+        crate::segment::read_cached_at(&self.file, buf, self.position + from as u64).0
     }
 
     /// Reads the batches into memory.

@@ -579,26 +579,40 @@ pub(crate) fn read_exact_at(
     if wait == Wait::ForDisk {
         return file.read_exact_at(buf, position).map_err(io("read segment", path));
     }
+    match read_cached_at(file, buf, position) {
+        (done, _) if done >= buf.len() => Ok(()),
+        // No RWF_NOWAIT for this kernel or file system (EOPNOTSUPP, EINVAL, ENOSYS): read
+        // as before it existed, waiting here, rather than send every fetch to the blocking
+        // pool.
+        (done, Some(_)) => {
+            let rest = buf.get_mut(done..).unwrap_or_default();
+            file.read_exact_at(rest, position + done as u64).map_err(io("read segment", path))
+        }
+        // Not cached, or past the end: the read that may wait says which.
+        (_, None) => Err(Error::NotCached { path: path.to_path_buf(), position }),
+    }
+}
+
+/// Reads into `buf` what the page cache holds of `file` from `position` on, without waiting
+/// for the disk (`preadv2` with `RWF_NOWAIT`): how many bytes it read, from the start of
+/// `buf`, and the error that stopped it when that error says the kernel or the file system
+/// cannot read without waiting (not when a page was missing, or the file ended).
+pub(crate) fn read_cached_at(
+    file: &File,
+    buf: &mut [u8],
+    position: u64,
+) -> (usize, Option<rustix::io::Errno>) {
     let mut done = 0usize;
     while let Some(rest) = buf.get_mut(done..).filter(|rest| !rest.is_empty()) {
         let mut slices = [std::io::IoSliceMut::new(rest)];
         let at = position + done as u64;
         match rustix::io::preadv2(file, &mut slices, at, rustix::io::ReadWriteFlags::NOWAIT) {
             Ok(n) if n > 0 => done += n,
-            // Not cached, or past the end (0: the read that may wait says so).
-            Ok(_) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {
-                return Err(Error::NotCached { path: path.to_path_buf(), position });
-            }
-            // No RWF_NOWAIT for this kernel or file system (EOPNOTSUPP, EINVAL, ENOSYS):
-            // read as before it existed, waiting here, rather than send every fetch to the
-            // blocking pool.
-            Err(_) => {
-                let rest = buf.get_mut(done..).unwrap_or_default();
-                return file.read_exact_at(rest, at).map_err(io("read segment", path));
-            }
+            Ok(_) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => break,
+            Err(unsupported) => return (done, Some(unsupported)),
         }
     }
-    Ok(())
+    (done.min(buf.len()), None)
 }
 
 /// `iovec`s per `pwritev` call (Linux's `IOV_MAX`).
