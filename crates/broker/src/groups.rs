@@ -32,7 +32,7 @@
 //! third of its session timeout, and as soon as another request arrives on the connection,
 //! so nothing queues behind it. Only clients that heartbeat off their poll loop may be held;
 //! the server decides which (see `handlers::Connection`).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,48 @@ pub(crate) struct MemberView {
     pub assignment: Bytes,
 }
 
+/// The topics whose committed offsets a group's members may be reading, which OffsetDelete
+/// must keep (Kafka's `ClassicGroup.isSubscribedToTopic`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Subscribed {
+    /// No member: any offset may go (also a group known only by its committed offsets).
+    Nothing,
+    /// The topics the members' consumer-protocol subscriptions name.
+    Topics(BTreeSet<String>),
+    /// Every topic: a subscription is not chosen yet or does not parse.
+    Everything,
+}
+
+impl Subscribed {
+    pub fn covers(&self, topic: &str) -> bool {
+        match self {
+            Subscribed::Nothing => false,
+            Subscribed::Topics(topics) => topics.contains(topic),
+            Subscribed::Everything => true,
+        }
+    }
+}
+
+/// The protocol type of consumers (`ConsumerProtocol.PROTOCOL_TYPE`): members' metadata is a
+/// `ConsumerProtocolSubscription`.
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+
+/// The topics of a `ConsumerProtocolSubscription` (a version, then the fields of that
+/// version). Read as version 0, whose fields begin every version, as Kafka reads it so that
+/// a later version still parses; `None` when it does not.
+fn subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = metadata.clone();
+    let version = i16::from_be_bytes([*buf.first()?, *buf.get(1)?]);
+    if version < 0 {
+        return None;
+    }
+    bytes::Buf::advance(&mut buf, 2);
+    let subscription = ConsumerProtocolSubscription::decode(&mut buf, 0).ok()?;
+    Some(subscription.topics.iter().map(|t| t.to_string()).collect())
+}
+
 /// A group as DescribeGroups and ListGroups show it.
 pub(crate) struct GroupView {
     pub state: GroupState,
@@ -134,6 +176,18 @@ struct Member {
     join_waiter: Option<oneshot::Sender<JoinOutcome>>,
     sync_waiter: Option<oneshot::Sender<SyncOutcome>>,
     beats: Beats,
+}
+
+impl Member {
+    /// Whether the member's session has ended: no heartbeat for its session timeout. As in
+    /// Kafka, a member waiting in JoinGroup or SyncGroup is kept alive, and so is one whose
+    /// heartbeat is held.
+    fn session_expired(&self, now: Instant) -> bool {
+        self.join_waiter.is_none()
+            && self.sync_waiter.is_none()
+            && !self.beats.held()
+            && now.duration_since(self.last_seen) > self.session_timeout
+    }
 }
 
 /// A member's held heartbeat and what its heartbeats told about its interval.
@@ -496,7 +550,7 @@ impl Groups {
 
     /// Heartbeat: the error code to answer with, checked in Kafka's order: fenced static
     /// member, unknown member, generation, then the group state. `arrived` is false when a
-    /// held heartbeat is answered: the member is seen, but no new heartbeat came.
+    /// held heartbeat is answered: no new heartbeat came, so the session is not renewed.
     pub fn heartbeat(
         &self,
         group_id: &str,
@@ -516,8 +570,10 @@ impl Groups {
         let current = group.generation;
         if let Some(member) = group.members.get_mut(member_id) {
             let now = Instant::now();
-            member.last_seen = now;
+            // The session runs from the last heartbeat that arrived, as in Kafka: answering a
+            // held one (when the member's connection closes, say) does not extend it.
             if arrived {
+                member.last_seen = now;
                 if let Some(last) = member.beats.last {
                     let seen = now.duration_since(last);
                     member.beats.interval =
@@ -637,13 +693,7 @@ impl Groups {
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, m)| {
-                    // As Kafka: a member waiting in JoinGroup or SyncGroup is kept alive.
-                    m.join_waiter.is_none()
-                        && m.sync_waiter.is_none()
-                        && !m.beats.held()
-                        && now.duration_since(m.last_seen) > m.session_timeout
-                })
+                .filter(|(_, m)| m.session_expired(now))
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &expired {
@@ -786,6 +836,32 @@ impl Groups {
         })
     }
 
+    /// Which topics the group's members subscribe to, for OffsetDelete (Kafka's
+    /// `validateOffsetDelete` and `isSubscribedToTopic`). `Err(NON_EMPTY_GROUP)` when the
+    /// group has members of a protocol other than `consumer`: how they use offsets is not
+    /// known, so none may be deleted.
+    pub fn subscribed(&self, group_id: &str) -> std::result::Result<Subscribed, i16> {
+        let groups = self.lock();
+        let Some(group) = groups.get(group_id).filter(|g| !g.members.is_empty()) else {
+            return Ok(Subscribed::Nothing);
+        };
+        if group.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
+            return Err(code(ResponseError::NonEmptyGroup));
+        }
+        let Some(protocol) = group.protocol.as_deref() else {
+            return Ok(Subscribed::Everything);
+        };
+        let mut topics = BTreeSet::new();
+        for member in group.members.values() {
+            let metadata = member.protocols.iter().find(|(name, _)| name == protocol);
+            match metadata.and_then(|(_, metadata)| subscription_topics(metadata)) {
+                Some(subscribed) => topics.extend(subscribed),
+                None => return Ok(Subscribed::Everything),
+            }
+        }
+        Ok(Subscribed::Topics(topics))
+    }
+
     /// Whether the group has members now (its offsets never expire then).
     pub fn has_members(&self, group_id: &str) -> bool {
         self.lock().get(group_id).is_some_and(|g| !g.members.is_empty())
@@ -796,11 +872,16 @@ impl Groups {
         self.lock().keys().cloned().collect()
     }
 
-    /// Removes an empty group; `Err(code)` when it has members.
+    /// Removes an empty group; `Err(code)` when it has members. Members whose session has
+    /// ended count as gone even before the ticker removes them, as Kafka's exact timers
+    /// would have.
     pub fn remove_if_empty(&self, group_id: &str) -> std::result::Result<(), i16> {
         let mut groups = self.lock();
+        let now = Instant::now();
         match groups.get(group_id) {
-            Some(group) if !group.members.is_empty() => Err(code(ResponseError::NonEmptyGroup)),
+            Some(group) if group.members.values().any(|m| !m.session_expired(now)) => {
+                Err(code(ResponseError::NonEmptyGroup))
+            }
             _ => {
                 groups.remove(group_id);
                 self.writer.put(group_id, None);
@@ -1084,6 +1165,20 @@ fn choose_protocol(group: &Group) -> Option<String> {
     candidates.iter().max_by_key(|c| votes.get(*c).copied().unwrap_or(0)).map(|c| (*c).clone())
 }
 
+/// A consumer's JoinGroup metadata, for tests: `ConsumerProtocolSubscription` v3 naming
+/// `topics`.
+#[cfg(test)]
+pub(crate) fn consumer_subscription(topics: &[&str]) -> Bytes {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let topics = topics.iter().map(|t| StrBytes::from_string(t.to_string())).collect();
+    let subscription = ConsumerProtocolSubscription::default().with_topics(topics);
+    let mut buf = bytes::BytesMut::new();
+    buf.extend_from_slice(&3i16.to_be_bytes());
+    subscription.encode(&mut buf, 3).unwrap();
+    buf.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1191,11 +1286,73 @@ mod tests {
     }
 
     #[test]
+    fn a_session_runs_from_the_last_heartbeat_that_arrived_not_from_a_held_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        let mut request = join_request("", None, false);
+        request.session_timeout_ms = 300;
+        let joined = join_now(&groups, request);
+        let member = joined.member_id;
+        let assignment = vec![(member.clone(), Bytes::from_static(b"a"))];
+        groups.sync("g", 1, &member, None, assignment).unwrap();
+        assert_eq!(groups.heartbeat("g", 1, &member, None, true), 0);
+        let (connection, _) = groups.hold("g", &member).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(
+            groups.remove_if_empty("g"),
+            Err(ResponseError::NonEmptyGroup.code()),
+            "a member whose heartbeat is held is alive"
+        );
+        // Its connection closes: the held heartbeat is answered, which is not a heartbeat.
+        drop(connection);
+        assert_eq!(groups.heartbeat("g", 1, &member, None, false), 0);
+        // The session ended 300 ms after the heartbeat arrived; no tick has run, and the
+        // group is empty all the same.
+        assert_eq!(groups.remove_if_empty("g"), Ok(()));
+    }
+
+    #[test]
     fn heartbeats_are_not_held_when_holds_are_off() {
         let dir = tempfile::tempdir().unwrap();
         let groups = groups_holding(dir.path(), Duration::ZERO);
         let member = stable_single_member(&groups);
         assert!(groups.hold("g", &member).is_none());
+    }
+
+    #[test]
+    fn offset_delete_keeps_what_members_subscribe_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = groups(dir.path());
+        assert_eq!(groups.subscribed("g"), Ok(Subscribed::Nothing), "no group");
+        let mut request = join_request("", None, false);
+        request.protocols = vec![("range".into(), consumer_subscription(&["a", "b"]))];
+        let joined = join_now(&groups, request);
+        assert_eq!(joined.error, 0);
+        let topics = Subscribed::Topics(["a".to_string(), "b".to_string()].into());
+        assert_eq!(groups.subscribed("g"), Ok(topics));
+        assert!(groups.subscribed("g").unwrap().covers("a"));
+        assert!(!groups.subscribed("g").unwrap().covers("c"));
+        // A second member whose metadata is not a subscription: every topic is kept.
+        let mut other = join_request("", None, false);
+        other.protocols = vec![("range".into(), Bytes::from_static(b"\x00"))];
+        groups.join(other).unwrap();
+        assert_eq!(groups.subscribed("g"), Ok(Subscribed::Everything));
+        // Once every member has left, nothing is subscribed.
+        let everyone: Vec<_> = groups
+            .describe("g")
+            .unwrap()
+            .members
+            .into_iter()
+            .map(|m| (m.member_id, None))
+            .collect();
+        groups.leave("g", &everyone).unwrap();
+        assert_eq!(groups.subscribed("g"), Ok(Subscribed::Nothing));
+        // Members of another protocol type: no offset may be deleted.
+        let mut connect = join_request("", None, false);
+        connect.group_id = "workers".into();
+        connect.protocol_type = "connect".into();
+        join_now(&groups, connect);
+        assert_eq!(groups.subscribed("workers"), Err(ResponseError::NonEmptyGroup.code()));
     }
 
     #[test]

@@ -19,6 +19,53 @@ use crate::Error;
 /// Kafka's "authorized operations not requested" value.
 const OPERATIONS_OMITTED: i32 = i32::MIN;
 
+/// A resource type whose authorized operations a client may ask for.
+#[derive(Clone, Copy)]
+pub(crate) enum Resource {
+    Topic,
+    Group,
+    Cluster,
+}
+
+/// What a client may do to a resource, as the bit field Kafka answers when asked to
+/// (`include_*_authorized_operations`; bit n is ACL operation code n), or Kafka's "not asked"
+/// value. Sluice has no authorizer, and Kafka without one answers every operation the
+/// resource type supports (`AclEntry.supportedOperations`): a topic's READ, WRITE, CREATE,
+/// DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS and ALTER_CONFIGS; a group's READ, DELETE and
+/// DESCRIBE (groups have no configs here); the cluster's CREATE, ALTER, DESCRIBE,
+/// CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS and IDEMPOTENT_WRITE.
+pub(crate) fn authorized_operations(asked: bool, resource: Resource) -> i32 {
+    const READ: u32 = 3;
+    const WRITE: u32 = 4;
+    const CREATE: u32 = 5;
+    const DELETE: u32 = 6;
+    const ALTER: u32 = 7;
+    const DESCRIBE: u32 = 8;
+    const CLUSTER_ACTION: u32 = 9;
+    const DESCRIBE_CONFIGS: u32 = 10;
+    const ALTER_CONFIGS: u32 = 11;
+    const IDEMPOTENT_WRITE: u32 = 12;
+    if !asked {
+        return OPERATIONS_OMITTED;
+    }
+    let operations: &[u32] = match resource {
+        Resource::Topic => {
+            &[READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS]
+        }
+        Resource::Group => &[READ, DELETE, DESCRIBE],
+        Resource::Cluster => &[
+            CREATE,
+            ALTER,
+            DESCRIBE,
+            CLUSTER_ACTION,
+            DESCRIBE_CONFIGS,
+            ALTER_CONFIGS,
+            IDEMPOTENT_WRITE,
+        ],
+    };
+    operations.iter().fold(0i32, |bits, operation| bits | (1 << operation))
+}
+
 pub(crate) fn api_versions() -> ApiVersionsResponse {
     sluice_wire::response::api_versions_body(0)
 }
@@ -30,7 +77,8 @@ fn broker(state: &State) -> MetadataResponseBroker {
         .with_port(state.advertised_port)
 }
 
-fn topic_metadata(state: &State, topic: &Topic) -> MetadataResponseTopic {
+/// A topic's metadata; `operations` is its authorized operations field.
+fn topic_metadata(state: &State, topic: &Topic, operations: i32) -> MetadataResponseTopic {
     let node = BrokerId(state.settings.node_id);
     let partitions = (0..topic.partitions.len() as i32)
         .map(|index| {
@@ -46,7 +94,7 @@ fn topic_metadata(state: &State, topic: &Topic) -> MetadataResponseTopic {
         .with_name(Some(TopicName(text(topic.name.clone()))))
         .with_topic_id(topic.id)
         .with_partitions(partitions)
-        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+        .with_topic_authorized_operations(operations)
 }
 
 fn topic_error(
@@ -69,14 +117,15 @@ pub(crate) fn metadata(state: &State, request: MetadataRequest, version: i16) ->
     };
     let auto_create =
         state.settings.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let ops = authorized_operations(request.include_topic_authorized_operations, Resource::Topic);
     let topics = match wanted {
-        None => state.topics.all().iter().map(|t| topic_metadata(state, t)).collect(),
+        None => state.topics.all().iter().map(|t| topic_metadata(state, t, ops)).collect(),
         Some(list) => list
             .into_iter()
             .map(|wanted| match wanted.name {
-                Some(name) => named_topic(state, name, auto_create),
+                Some(name) => named_topic(state, name, auto_create, ops),
                 None => match state.topics.get_by_id(wanted.topic_id) {
-                    Some(topic) => topic_metadata(state, &topic),
+                    Some(topic) => topic_metadata(state, &topic, ops),
                     None => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
                 },
             })
@@ -87,12 +136,20 @@ pub(crate) fn metadata(state: &State, request: MetadataRequest, version: i16) ->
         .with_cluster_id(Some(text(state.cluster_id.clone())))
         .with_controller_id(BrokerId(state.settings.node_id))
         .with_topics(topics)
-        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(authorized_operations(
+            request.include_cluster_authorized_operations,
+            Resource::Cluster,
+        ))
 }
 
-fn named_topic(state: &State, name: TopicName, auto_create: bool) -> MetadataResponseTopic {
+fn named_topic(
+    state: &State,
+    name: TopicName,
+    auto_create: bool,
+    ops: i32,
+) -> MetadataResponseTopic {
     if let Some(topic) = state.topics.get(&name) {
-        return topic_metadata(state, &topic);
+        return topic_metadata(state, &topic, ops);
     }
     if !auto_create {
         return topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition);
@@ -100,10 +157,10 @@ fn named_topic(state: &State, name: TopicName, auto_create: bool) -> MetadataRes
     let created =
         state.topics.create(&state.settings, &state.store, &name, -1, -1, &BTreeMap::new());
     match created {
-        Ok(topic) => topic_metadata(state, &topic),
+        Ok(topic) => topic_metadata(state, &topic, ops),
         // Another connection created it first.
         Err(Error::TopicExists(_)) => match state.topics.get(&name) {
-            Some(topic) => topic_metadata(state, &topic),
+            Some(topic) => topic_metadata(state, &topic, ops),
             None => {
                 topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition)
             }
@@ -117,7 +174,7 @@ fn named_topic(state: &State, name: TopicName, auto_create: bool) -> MetadataRes
 
 pub(crate) fn describe_cluster(
     state: &State,
-    _request: DescribeClusterRequest,
+    request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let broker = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(state.settings.node_id))
@@ -127,5 +184,8 @@ pub(crate) fn describe_cluster(
         .with_cluster_id(text(state.cluster_id.clone()))
         .with_controller_id(BrokerId(state.settings.node_id))
         .with_brokers(vec![broker])
-        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(authorized_operations(
+            request.include_cluster_authorized_operations,
+            Resource::Cluster,
+        ))
 }

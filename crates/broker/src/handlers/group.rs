@@ -22,6 +22,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 
+use super::cluster::Resource;
 use super::text;
 use crate::clock::now_ms;
 use crate::groups::{GroupState, JoinRequest};
@@ -426,6 +427,9 @@ pub(crate) fn offset_fetch(
     }
 }
 
+/// The type of every group sluice coordinates (ListGroups v5, KIP-848): the classic protocol.
+const GROUP_TYPE: &str = "classic";
+
 pub(crate) fn list_groups(state: &State, request: ListGroupsRequest) -> ListGroupsResponse {
     let mut ids: Vec<String> = state.groups.ids();
     ids.extend(state.store.groups_with_offsets().unwrap_or_default());
@@ -441,14 +445,17 @@ pub(crate) fn list_groups(state: &State, request: ListGroupsRequest) -> ListGrou
                 .map(|v| v.protocol_type.clone())
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(|| "consumer".into());
-            let keep = request.states_filter.is_empty()
-                || request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(group_state));
+            // Every group here is a classic one (KIP-848's types: classic, consumer, ...).
+            let keep = (request.states_filter.is_empty()
+                || request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(group_state)))
+                && (request.types_filter.is_empty()
+                    || request.types_filter.iter().any(|t| t.eq_ignore_ascii_case(GROUP_TYPE)));
             keep.then(|| {
                 ListedGroup::default()
                     .with_group_id(GroupId(text(id)))
                     .with_protocol_type(text(protocol_type))
                     .with_group_state(text(group_state))
-                    .with_group_type(text("classic"))
+                    .with_group_type(text(GROUP_TYPE))
             })
         })
         .collect();
@@ -459,6 +466,8 @@ pub(crate) fn describe_groups(
     state: &State,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
+    let asked = request.include_authorized_operations;
+    let operations = super::cluster::authorized_operations(asked, Resource::Group);
     let groups = request
         .groups
         .into_iter()
@@ -483,6 +492,7 @@ pub(crate) fn describe_groups(
                     .with_protocol_type(text(view.protocol_type))
                     .with_protocol_data(text(view.protocol))
                     .with_members(members)
+                    .with_authorized_operations(operations)
             }
             // A group with committed offsets but no members is Empty; one Kafka does not
             // know at all is Dead, not an error.
@@ -495,6 +505,7 @@ pub(crate) fn describe_groups(
                     .with_group_id(id)
                     .with_group_state(text(group_state))
                     .with_protocol_type(text(protocol_type))
+                    .with_authorized_operations(operations)
             }
         })
         .collect();
@@ -524,19 +535,47 @@ pub(crate) fn delete_groups(state: &State, request: DeleteGroupsRequest) -> Dele
     DeleteGroupsResponse::default().with_results(results)
 }
 
+/// OffsetDelete, as Kafka answers it: GROUP_ID_NOT_FOUND for a group with neither members
+/// nor offsets, NON_EMPTY_GROUP for a live group of another protocol than `consumer`,
+/// GROUP_SUBSCRIBED_TO_TOPIC for each partition of a topic a live member subscribes to,
+/// UNKNOWN_TOPIC_OR_PARTITION for a partition that does not exist; the other partitions'
+/// offsets are deleted.
 pub(crate) fn offset_delete(state: &State, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = request.group_id.to_string();
+    let known = state.groups.describe(&group).is_some()
+        || state.store.group_offsets(&group).map(|o| !o.is_empty()).unwrap_or(false);
+    let subscribed = if known {
+        state.groups.subscribed(&group)
+    } else {
+        Err(ResponseError::GroupIdNotFound.code())
+    };
+    let subscribed = match subscribed {
+        Ok(subscribed) => subscribed,
+        Err(code) => return OffsetDeleteResponse::default().with_error_code(code),
+    };
     let mut doomed = Vec::new();
     let topics = request
         .topics
         .into_iter()
         .map(|t| {
+            let name = t.name.to_string();
+            let topic = state.topics.get(&name);
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    doomed.push((t.name.to_string(), p.partition_index));
-                    OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index)
+                    let index = p.partition_index;
+                    let code = if topic.as_ref().and_then(|t| t.partition(index)).is_none() {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    } else if subscribed.covers(&name) {
+                        ResponseError::GroupSubscribedToTopic.code()
+                    } else {
+                        doomed.push((name.clone(), index));
+                        0
+                    };
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_error_code(code)
                 })
                 .collect();
             OffsetDeleteResponseTopic::default().with_name(t.name).with_partitions(partitions)

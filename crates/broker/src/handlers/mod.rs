@@ -410,6 +410,138 @@ mod tests {
         (broker, state, dir)
     }
 
+    /// OffsetDelete as Kafka answers it: an unknown group, a topic a member subscribes to,
+    /// a partition that does not exist, and one whose offset goes.
+    #[tokio::test]
+    async fn offset_delete_keeps_offsets_of_subscribed_topics() {
+        use offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::BrokerConfig::new(dir.path());
+        config.set("listeners", "PLAINTEXT://127.0.0.1:0");
+        config.set("group.initial.rebalance.delay.ms", "0");
+        let broker = crate::Broker::start(config).await.unwrap();
+        for topic in ["t", "u"] {
+            broker.create_topic(topic, 1, &Default::default()).await.unwrap();
+        }
+        let state = broker.state_for_tests();
+        let offset = |offset| crate::store::OffsetRecord {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 0,
+        };
+        let committed = [("t".to_string(), 0, offset(5)), ("u".to_string(), 0, offset(7))];
+        state.store.commit_offsets("g", &committed).unwrap();
+        let request = |group: &str, topics: &[(&str, &[i32])]| {
+            let topics = topics
+                .iter()
+                .map(|(name, partitions)| {
+                    let partitions = partitions
+                        .iter()
+                        .map(|p| OffsetDeleteRequestPartition::default().with_partition_index(*p))
+                        .collect();
+                    OffsetDeleteRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                        .with_partitions(partitions)
+                })
+                .collect();
+            OffsetDeleteRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                .with_topics(topics)
+        };
+        let unknown = group::offset_delete(&state, request("nobody", &[("t", &[0])]));
+        assert_eq!(unknown.error_code, ResponseError::GroupIdNotFound.code());
+
+        // A member subscribed to `t` joins `g`.
+        let join = crate::groups::JoinRequest {
+            group_id: "g".into(),
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 30_000,
+            rebalance_timeout_ms: 30_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), crate::groups::consumer_subscription(&["t"]))],
+            require_known_member_id: false,
+        };
+        let joined = state.groups.join(join).unwrap().await.unwrap();
+        assert_eq!((joined.error, joined.generation), (0, 1));
+        let answer = group::offset_delete(
+            &state,
+            request("g", &[("t", &[0]), ("u", &[0, 5]), ("gone", &[0])]),
+        );
+        assert_eq!(answer.error_code, 0);
+        let codes: Vec<(String, i32, i16)> = answer
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| (t.name.to_string(), p.partition_index, p.error_code))
+            })
+            .collect();
+        let unknown_partition = ResponseError::UnknownTopicOrPartition.code();
+        let expected = vec![
+            ("t".to_string(), 0, ResponseError::GroupSubscribedToTopic.code()),
+            ("u".to_string(), 0, 0),
+            ("u".to_string(), 5, unknown_partition),
+            ("gone".to_string(), 0, unknown_partition),
+        ];
+        assert_eq!(codes, expected);
+        let left: Vec<_> = state.store.group_offsets("g").unwrap().into_keys().collect();
+        assert_eq!(left, vec![("t".to_string(), 0)], "only the unsubscribed offset went");
+        drop(state);
+        broker.shutdown().await.unwrap();
+    }
+
+    /// Without an authorizer Kafka answers every operation a resource type supports when a
+    /// client asks (librdkafka's DescribeTopics and DescribeCluster count them), and
+    /// "not asked" otherwise; ListGroups v5 filters by group type.
+    #[tokio::test]
+    async fn authorized_operations_and_group_types_are_answered_as_kafka_without_acls() {
+        let (broker, state, _dir) = broker_with_topic(1).await;
+        let topic = metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("t"))));
+        let asked = MetadataRequest::default()
+            .with_topics(Some(vec![topic.clone()]))
+            .with_include_topic_authorized_operations(true)
+            .with_include_cluster_authorized_operations(true);
+        let metadata = cluster::metadata(&state, asked, 10);
+        assert_eq!(metadata.topics[0].topic_authorized_operations.count_ones(), 8);
+        assert_eq!(metadata.cluster_authorized_operations.count_ones(), 7);
+        let plain = MetadataRequest::default().with_topics(Some(vec![topic]));
+        let metadata = cluster::metadata(&state, plain, 10);
+        assert_eq!(metadata.topics[0].topic_authorized_operations, i32::MIN, "not asked");
+        let request =
+            DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+        let described = cluster::describe_cluster(&state, request);
+        // CREATE (5), ALTER (7), DESCRIBE (8), CLUSTER_ACTION (9), DESCRIBE_CONFIGS (10),
+        // ALTER_CONFIGS (11), IDEMPOTENT_WRITE (12).
+        assert_eq!(described.cluster_authorized_operations, 0b1_1111_1010_0000);
+        let groups = DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_static_str("g"))])
+            .with_include_authorized_operations(true);
+        let described = group::describe_groups(&state, groups);
+        assert_eq!(described.groups[0].authorized_operations.count_ones(), 3);
+
+        let committed = crate::store::OffsetRecord {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 0,
+        };
+        state.store.commit_offsets("g", &[("t".to_string(), 0, committed)]).unwrap();
+        let listed = |types: &[&'static str]| {
+            let types = types.iter().map(|t| StrBytes::from_static_str(t)).collect();
+            let request = ListGroupsRequest::default().with_types_filter(types);
+            group::list_groups(&state, request).groups.len()
+        };
+        assert_eq!(listed(&[]), 1);
+        assert_eq!(listed(&["Classic"]), 1, "types match without regard to case");
+        assert_eq!(listed(&["consumer"]), 0, "no KIP-848 groups here");
+        drop(state);
+        broker.shutdown().await.unwrap();
+    }
+
     /// Partitions 0 and 1 of topic `t`: a transaction of both takes the two-phase path
     /// (a stored decision, then markers), one of one partition ends with its marker alone.
     fn two_partitions() -> [(String, i32); 2] {
