@@ -1,5 +1,6 @@
-//! Fuzzes request decoding and record batch validation: neither may panic or abort on any
-//! input. Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run request_decode` from the repo root.
+//! Fuzzes request decoding, record batch validation and the rewrite of a batch in a topic's
+//! compression.type: none may panic or abort on any input.
+//! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run request_decode` from the repo root.
 //! The corpus in `fuzz/corpus/request_decode/` is replayed by `cargo test -p sluice-wire`.
 #![no_main]
 

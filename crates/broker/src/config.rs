@@ -48,6 +48,9 @@ pub struct Settings {
     pub auto_create_topics: bool,
     /// The broker-level defaults every topic starts from.
     pub log_defaults: LogConfig,
+    /// `compression.type` and its levels: `log_defaults.compression` resolved from them, and
+    /// what a topic that overrides only some of them falls back on.
+    pub compression: crate::topic_config::CompressionDefaults,
     /// `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: u64,
     /// `socket.request.max.bytes`.
@@ -109,6 +112,10 @@ pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
     ("log.flush", "always"),
     ("log.flush.interval.ms", "1000"),
     ("message.max.bytes", "1048588"),
+    ("compression.type", "producer"),
+    ("compression.gzip.level", "-1"),
+    ("compression.lz4.level", "9"),
+    ("compression.zstd.level", "3"),
     ("socket.request.max.bytes", "104857600"),
     ("max.connections", "1000"),
     ("queued.max.request.bytes", "-1"),
@@ -218,13 +225,31 @@ impl BrokerConfig {
         if connections_max == 0 {
             return Err(Error::Config("max.connections must be at least 1".into()));
         }
+        let compression = crate::topic_config::CompressionDefaults {
+            kind: self.get("compression.type").unwrap_or("producer").to_string(),
+            gzip_level: self.parse("compression.gzip.level", -1i32)?,
+            lz4_level: self.parse("compression.lz4.level", 9i32)?,
+            zstd_level: self.parse("compression.zstd.level", 3i32)?,
+        };
+        for (key, level) in [
+            ("compression.gzip.level", compression.gzip_level),
+            ("compression.lz4.level", compression.lz4_level),
+            ("compression.zstd.level", compression.zstd_level),
+        ] {
+            crate::topic_config::check_level(key, level)
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
+        let mut log_defaults = self.log_defaults()?;
+        log_defaults.compression =
+            compression.recompression().map_err(|e| Error::Config(e.to_string()))?;
         Ok(Settings {
             data_dir,
             listener,
             node_id,
             num_partitions,
             auto_create_topics: self.parse("auto.create.topics.enable", true)?,
-            log_defaults: self.log_defaults()?,
+            log_defaults,
+            compression,
             retention_check_interval_ms: self
                 .parse("log.retention.check.interval.ms", 300_000u64)?
                 .max(100),
@@ -316,6 +341,7 @@ impl BrokerConfig {
             producer_id_expiration_ms: self.parse("producer.id.expiration.ms", 86_400_000i64)?,
             compacted: is_compacted(self.get("log.cleanup.policy").unwrap_or("delete")),
             preallocate: self.parse("log.preallocate", false)?,
+            compression: None,
         };
         config.validate().map_err(|e| Error::Config(e.to_string()))
     }

@@ -95,6 +95,10 @@ impl Error {
                 sluice_log::Error::InvalidBatch(BatchError::UnknownCompression { .. }) => {
                     ResponseError::UnsupportedCompressionType
                 }
+                // The batch was fine; the broker could not rewrite it.
+                sluice_log::Error::InvalidBatch(BatchError::Recompression { .. }) => {
+                    ResponseError::UnknownServerError
+                }
                 sluice_log::Error::InvalidBatch(_) => ResponseError::CorruptMessage,
                 sluice_log::Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
                 sluice_log::Error::LimitExceeded { .. } => ResponseError::PolicyViolation,

@@ -862,6 +862,11 @@ impl Groups {
         Ok(Subscribed::Topics(topics))
     }
 
+    /// Whether the coordinator holds a state for the group (it has had members here).
+    pub fn exists(&self, group_id: &str) -> bool {
+        self.lock().contains_key(group_id)
+    }
+
     /// Whether the group has members now (its offsets never expire then).
     pub fn has_members(&self, group_id: &str) -> bool {
         self.lock().get(group_id).is_some_and(|g| !g.members.is_empty())

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use sluice_log::{LogConfig, TimestampType};
+use sluice_wire::batch::Recompression;
 
 use crate::config::Settings;
 use crate::{Error, Result};
@@ -67,7 +68,10 @@ const LONG_MAX: &str = "9223372036854775807";
 /// Every topic config, sorted by name.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def("cleanup.policy", Some("log.cleanup.policy"), "delete", kind::LIST, false),
+    def("compression.gzip.level", Some("compression.gzip.level"), "-1", kind::INT, true),
+    def("compression.lz4.level", Some("compression.lz4.level"), "9", kind::INT, true),
     def("compression.type", Some("compression.type"), "producer", kind::STRING, true),
+    def("compression.zstd.level", Some("compression.zstd.level"), "3", kind::INT, true),
     def(
         "delete.retention.ms",
         Some("log.cleaner.delete.retention.ms"),
@@ -136,6 +140,81 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
 ];
 
+/// `compression.type` and its levels (KIP-390) at the broker level, which topics override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressionDefaults {
+    /// `compression.type`: `producer` (store as sent), `uncompressed`, `gzip`, `snappy`,
+    /// `lz4` or `zstd`.
+    pub kind: String,
+    /// `compression.gzip.level`: 1 to 9, or -1 for zlib's default (6).
+    pub gzip_level: i32,
+    /// `compression.lz4.level`: 1 to 17.
+    pub lz4_level: i32,
+    /// `compression.zstd.level`: -131072 to 22.
+    pub zstd_level: i32,
+}
+
+impl Default for CompressionDefaults {
+    fn default() -> Self {
+        let kind = "producer".into();
+        CompressionDefaults { kind, gzip_level: -1, lz4_level: LZ4_DEFAULT_LEVEL, zstd_level: 3 }
+    }
+}
+
+impl CompressionDefaults {
+    /// The codec batches are stored in: `None` for `producer`, which keeps them as sent.
+    pub fn recompression(&self) -> Result<Option<Recompression>> {
+        let gzip = if self.gzip_level == -1 { 6 } else { self.gzip_level };
+        Ok(Some(match self.kind.as_str() {
+            "producer" => return Ok(None),
+            "uncompressed" => Recompression::None,
+            "gzip" => Recompression::Gzip { level: gzip.clamp(1, 9) as u32 },
+            "snappy" => Recompression::Snappy,
+            // Kafka compresses its default level (9) with lz4's fast compressor, as before
+            // KIP-390, and any other with the high-compression one at that level.
+            "lz4" if self.lz4_level == LZ4_DEFAULT_LEVEL => Recompression::Lz4 { level: 0 },
+            "lz4" => Recompression::Lz4 { level: self.lz4_level.clamp(1, 17) as u32 },
+            "zstd" => Recompression::Zstd { level: self.zstd_level },
+            other => return Err(invalid("compression.type", other, COMPRESSION_TYPES)),
+        }))
+    }
+
+    /// These defaults with a topic's overrides of them.
+    fn with(&self, overrides: &BTreeMap<String, String>) -> Result<CompressionDefaults> {
+        let level = |key: &str, default: i32| match overrides.get(key) {
+            Some(value) => parse::<i32>(key, value),
+            None => Ok(default),
+        };
+        Ok(CompressionDefaults {
+            kind: overrides.get("compression.type").cloned().unwrap_or_else(|| self.kind.clone()),
+            gzip_level: level("compression.gzip.level", self.gzip_level)?,
+            lz4_level: level("compression.lz4.level", self.lz4_level)?,
+            zstd_level: level("compression.zstd.level", self.zstd_level)?,
+        })
+    }
+}
+
+/// `compression.lz4.level`'s default.
+const LZ4_DEFAULT_LEVEL: i32 = 9;
+
+/// What `compression.type` takes, as Kafka lists it.
+const COMPRESSION_TYPES: &str = "use uncompressed, zstd, lz4, snappy, gzip or producer";
+
+/// Checks a compression level config (KIP-390's ranges); other keys pass.
+pub fn check_level(key: &str, level: i32) -> Result<()> {
+    let (ok, range) = match key {
+        "compression.gzip.level" => (level == -1 || (1..=9).contains(&level), "1 to 9, or -1"),
+        "compression.lz4.level" => ((1..=17).contains(&level), "1 to 17"),
+        "compression.zstd.level" => ((-131_072..=22).contains(&level), "-131072 to 22"),
+        _ => return Ok(()),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, &level.to_string(), format!("must be {range}")))
+    }
+}
+
 /// The definition of `name`, if it is a topic config.
 pub fn find(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
@@ -195,29 +274,45 @@ fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
 pub fn check(key: &str, value: &str) -> Result<String> {
     let def = find(key).ok_or_else(|| invalid(key, value, "not a topic config Kafka knows"))?;
     match def.kind {
-        kind::INT => parse::<i32>(key, value).map(|v| v.to_string()),
+        kind::INT => {
+            let number = parse::<i32>(key, value)?;
+            check_level(key, number)?;
+            Ok(number.to_string())
+        }
         kind::LONG => parse::<i64>(key, value).map(|v| v.to_string()),
         kind::DOUBLE => parse::<f64>(key, value).map(|_| value.trim().to_string()),
         kind::BOOLEAN => parse::<bool>(key, value).map(|v| v.to_string()),
         _ => match key {
-            "compression.type" if value != "producer" => Err(invalid(
-                key,
-                value,
-                "sluice stores batches exactly as producers send them; use compression.type=producer and set compression on the producer",
-            )),
-            "message.timestamp.type" => crate::config::parse_timestamp_type(value).map(|_| value.to_string()),
+            "compression.type" => {
+                let compression =
+                    CompressionDefaults { kind: value.to_string(), ..Default::default() };
+                compression.recompression().map(|_| value.to_string())
+            }
+            "message.timestamp.type" => {
+                crate::config::parse_timestamp_type(value).map(|_| value.to_string())
+            }
             "cleanup.policy" => {
                 let ok = value.split(',').all(|p| matches!(p.trim(), "delete" | "compact"));
-                if ok { Ok(value.to_string()) } else { Err(invalid(key, value, "use delete, compact or compact,delete")) }
+                if ok {
+                    Ok(value.to_string())
+                } else {
+                    Err(invalid(key, value, "use delete, compact or compact,delete"))
+                }
             }
             _ => Ok(value.to_string()),
         },
     }
 }
 
-/// The log config of a topic: the broker defaults with the topic's overrides applied.
-pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> Result<LogConfig> {
+/// The log config of a topic: the broker defaults (`compression` for `compression.type`
+/// and its levels) with the topic's overrides applied.
+pub fn log_config(
+    defaults: &LogConfig,
+    compression: &CompressionDefaults,
+    overrides: &BTreeMap<String, String>,
+) -> Result<LogConfig> {
     let mut config = defaults.clone();
+    config.compression = compression.with(overrides)?.recompression()?;
     for (key, value) in overrides {
         match key.as_str() {
             "retention.ms" => config.retention_ms = parse::<i64>(key, value)?.max(-1),
@@ -263,16 +358,59 @@ mod tests {
         overrides.insert("segment.bytes".to_string(), "100000".to_string());
         overrides.insert("segment.jitter.ms".to_string(), "5000".to_string());
         overrides.insert("preallocate".to_string(), "true".to_string());
-        let config = log_config(&LogConfig::default(), &overrides).unwrap();
+        let compression = CompressionDefaults::default();
+        let config = log_config(&LogConfig::default(), &compression, &overrides).unwrap();
         assert!(config.preallocate);
         assert_eq!(config.retention_ms, 1000);
         assert_eq!(config.segment_bytes, 100_000);
         assert_eq!(config.segment_jitter_ms, 5000);
         overrides.insert("segment.jitter.ms".to_string(), "-1".to_string());
-        let refused = log_config(&LogConfig::default(), &overrides).unwrap_err();
+        let refused = log_config(&LogConfig::default(), &compression, &overrides).unwrap_err();
         assert!(refused.to_string().contains("segment.jitter.ms"), "{refused}");
         assert!(check("segment.bytes", "lots").is_err());
         assert!(check("no.such.config", "1").is_err());
-        assert!(check("compression.type", "gzip").is_err());
+        assert!(check("compression.type", "brotli").is_err());
+        assert!(check("compression.lz4.level", "18").is_err());
+    }
+
+    #[test]
+    fn compression_type_and_levels_reach_the_log_config() {
+        let overrides = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let broker = CompressionDefaults::default();
+        let resolved = |broker: &CompressionDefaults, pairs: &[(&str, &str)]| {
+            log_config(&LogConfig::default(), broker, &overrides(pairs)).unwrap().compression
+        };
+        assert_eq!(resolved(&broker, &[]), None, "producer: stored as sent");
+        assert_eq!(
+            resolved(&broker, &[("compression.type", "gzip")]),
+            Some(Recompression::Gzip { level: 6 })
+        );
+        let zstd = [("compression.type", "zstd"), ("compression.zstd.level", "-5")];
+        assert_eq!(resolved(&broker, &zstd), Some(Recompression::Zstd { level: -5 }));
+        assert_eq!(
+            resolved(&broker, &[("compression.type", "uncompressed")]),
+            Some(Recompression::None)
+        );
+        // A broker-level type and level, and a topic that overrides only the level.
+        let lz4 = CompressionDefaults { kind: "lz4".into(), lz4_level: 12, ..Default::default() };
+        assert_eq!(resolved(&lz4, &[]), Some(Recompression::Lz4 { level: 12 }));
+        assert_eq!(
+            resolved(&lz4, &[("compression.lz4.level", "3")]),
+            Some(Recompression::Lz4 { level: 3 })
+        );
+        assert_eq!(resolved(&lz4, &[("compression.type", "producer")]), None);
+        let default_lz4 = [("compression.type", "lz4")];
+        assert_eq!(
+            resolved(&broker, &default_lz4),
+            Some(Recompression::Lz4 { level: 0 }),
+            "Kafka's default lz4 level is its fast compressor"
+        );
+        for (key, value) in [("compression.type", "gzip"), ("compression.gzip.level", "-1")] {
+            assert_eq!(check(key, value).unwrap(), value);
+        }
+        assert!(check("compression.gzip.level", "0").is_err());
+        assert!(check("compression.zstd.level", "23").is_err());
     }
 }

@@ -84,7 +84,11 @@ impl Topics {
         })?;
         let mut topics = BTreeMap::new();
         for (name, record) in store.topics()? {
-            let log_config = topic_config::log_config(&settings.log_defaults, &record.configs)?;
+            let log_config = topic_config::log_config(
+                &settings.log_defaults,
+                &settings.compression,
+                &record.configs,
+            )?;
             let partitions = (0..record.partitions)
                 .map(|i| open_partition(&log_dir, &name, i, &log_config, &synced_hook))
                 .collect::<Result<Vec<_>>>()?;
@@ -157,7 +161,8 @@ impl Topics {
         for (key, value) in configs {
             checked.insert(key.clone(), topic_config::check(key, value)?);
         }
-        let log_config = topic_config::log_config(&settings.log_defaults, &checked)?;
+        let log_config =
+            topic_config::log_config(&settings.log_defaults, &settings.compression, &checked)?;
         Ok((partitions, log_config, checked))
     }
 
@@ -267,7 +272,8 @@ impl Topics {
     ) -> Result<()> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let topic = self.get(name).ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
-        let log_config = topic_config::log_config(&settings.log_defaults, &configs)?;
+        let log_config =
+            topic_config::log_config(&settings.log_defaults, &settings.compression, &configs)?;
         if validate_only {
             return Ok(());
         }

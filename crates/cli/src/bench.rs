@@ -63,7 +63,8 @@ pub enum What {
     /// gzip speed on the same records, and the memory it takes.
     Delivery,
     /// Produce validation: each codec's batches checked as the broker checks them on
-    /// append, against one core decompressing the same batches.
+    /// append, against one core decompressing the same batches; and their rewrite in a
+    /// topic's compression.type, against the codecs alone.
     Validate,
     /// The broker alone: disk and loopback limits, then produce and consume from a client
     /// that costs almost nothing (pre-built requests), so the broker's own ceiling shows.

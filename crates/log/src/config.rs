@@ -1,4 +1,6 @@
 //! Per-partition log settings, named as Kafka's topic configs name them.
+use sluice_wire::batch::Recompression;
+
 use crate::limits::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use crate::{Error, Result};
 
@@ -63,6 +65,9 @@ pub struct LogConfig {
     /// `preallocate`: the active segment keeps zeros written ahead of its last batch
     /// (`PREALLOCATE_AHEAD_BYTES`), so that syncs overwrite instead of growing the file.
     pub preallocate: bool,
+    /// `compression.type` with its level: batches in another codec are rewritten in this one
+    /// on append; `None` (`producer`, the default) stores them as sent.
+    pub compression: Option<Recompression>,
 }
 
 impl Default for LogConfig {
@@ -82,6 +87,7 @@ impl Default for LogConfig {
             producer_id_expiration_ms: 86_400_000,
             compacted: false,
             preallocate: false,
+            compression: None,
         }
     }
 }

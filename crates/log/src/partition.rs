@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use sluice_wire::batch::{self, BatchHeader, ControlType};
 use sluice_wire::limits::BATCH_HEADER_BYTES;
+use sluice_wire::BatchError;
 
 use crate::error::io;
 use crate::limits::{
@@ -264,12 +265,58 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
+        let rewritten;
+        let (bytes, headers) = match self.recompressed(bytes, &headers)? {
+            Some((batches, batch_headers)) => {
+                rewritten = batches;
+                (rewritten.as_slice(), batch_headers)
+            }
+            None => (bytes, headers),
+        };
         let written = self.write_batches(bytes, headers, incoming_offsets, now_ms);
         let (info, headers) = self.note_write_outcome(written)?;
         for header in &headers {
             self.producers.record(header, now_ms);
         }
         Ok(info)
+    }
+
+    /// The validated batches of `bytes` rewritten in the topic's `compression.type` where
+    /// their codec differs, with their headers, as Kafka's LogValidator recompresses; `None`
+    /// when every batch is stored as sent. A rewritten batch larger than `max.message.bytes`
+    /// is refused, as in Kafka (an uncompressed topic can refuse what a producer compressed).
+    fn recompressed(
+        &self,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+    ) -> Result<Option<(Vec<u8>, Vec<BatchHeader>)>> {
+        let Some(target) = self.config.compression else { return Ok(None) };
+        let mut batches = Vec::new();
+        let mut changed = false;
+        let mut at = 0usize;
+        for header in headers {
+            let end = at.saturating_add(header.total_bytes);
+            let sent = bytes
+                .get(at..end)
+                .ok_or(BatchError::Truncated { needed: end, remaining: bytes.len() })?;
+            match batch::recompress(sent, target, self.config.max_message_bytes)? {
+                Some(rewritten) => {
+                    changed = true;
+                    batches.extend_from_slice(&rewritten);
+                }
+                None => batches.extend_from_slice(sent),
+            }
+            at = end;
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let mut rewritten = batch::check_all(&batches, self.config.max_message_bytes)?;
+        // The same records: what the walk read of them holds.
+        for (new, old) in rewritten.iter_mut().zip(headers) {
+            new.record_timestamps = old.record_timestamps;
+        }
+        Ok(Some((batches, rewritten)))
     }
 
     /// Logs the start and the end of a run of failed writes (a full disk), once each.

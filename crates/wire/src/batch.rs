@@ -24,7 +24,7 @@
 //! `maxTimestamp` (after which the CRC is recomputed).
 use crate::limits::{BATCH_HEADER_BYTES, BATCH_LENGTH_MIN};
 use crate::records::{self, Codec, Declared};
-pub use crate::records::{compress, Compression};
+pub use crate::records::{compress, recompress, Compression, Recompression};
 use crate::BatchError;
 
 /// Offset of `batchLength` in the header.

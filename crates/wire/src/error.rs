@@ -151,6 +151,15 @@ pub enum BatchError {
         /// The batch size.
         value: usize,
     },
+    /// The records could not be compressed in the topic's `compression.type`; maps to
+    /// UNKNOWN_SERVER_ERROR (the batch was fine).
+    #[error("could not recompress the records with {codec}: {reason}")]
+    Recompression {
+        /// The topic's codec.
+        codec: &'static str,
+        /// The encoder's complaint.
+        reason: String,
+    },
     /// The records inside a stored batch do not decode (or decompress).
     #[error("record batch records do not decode: {reason}")]
     Undecodable {

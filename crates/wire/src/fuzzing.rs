@@ -6,8 +6,8 @@ use crate::limits::BATCH_HEADER_BYTES;
 use crate::{batch, request};
 
 /// Decodes `data` as a request, validates it as record batches, as one batch with its
-/// length and CRC made to match (so validation reaches the walk over the records), and
-/// looks a timestamp up in both. Results are dropped: only a panic or an abort is a finding.
+/// length and CRC made to match (so validation reaches the walk over the records), looks a
+/// timestamp up in both, and rewrites that batch in every codec (`compression.type`). Results are dropped: only a panic or an abort is a finding.
 pub fn decode_untrusted(data: &[u8]) {
     let _ = request::decode(Bytes::copy_from_slice(data));
     let _ = batch::validate_all(data, 1 << 20);
@@ -23,6 +23,19 @@ pub fn decode_untrusted(data: &[u8]) {
         }
         let _ = batch::validate_all(&fixed, 1 << 20);
         let _ = batch::first_record_at_or_after(&fixed, 0);
+        // The rewrite a topic's compression.type asks for, into every codec.
+        let targets = [
+            batch::Recompression::None,
+            batch::Recompression::Gzip { level: 1 },
+            batch::Recompression::Snappy,
+            batch::Recompression::Lz4 { level: 0 },
+            batch::Recompression::Zstd { level: 1 },
+        ];
+        for target in targets {
+            if let Ok(Some(rewritten)) = batch::recompress(&fixed, target, 1 << 20) {
+                let _ = batch::validate_all(&rewritten, 1 << 20);
+            }
+        }
     }
     if let Some(rest) = data.get(8..) {
         let _ = batch::first_record_at_or_after(rest, 0);

@@ -46,6 +46,17 @@ impl Codec {
         }
     }
 
+    /// The codec's id in a batch's attribute bits 0..=2.
+    fn id(self) -> i16 {
+        match self {
+            Codec::None => 0,
+            Codec::Gzip => 1,
+            Codec::Snappy => 2,
+            Codec::Lz4 => 3,
+            Codec::Zstd => 4,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Codec::None => "none",
@@ -624,6 +635,253 @@ fn snappy_block(block: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
+/// The codec a broker stores batches in, whatever the producer sent: Kafka's
+/// `compression.type` topic config other than `producer`, with its level (KIP-390).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recompression {
+    /// `uncompressed`.
+    None,
+    /// `gzip` at `compression.gzip.level` (1 to 9).
+    Gzip {
+        /// The deflate level.
+        level: u32,
+    },
+    /// `snappy`, in the xerial framing Kafka's broker writes.
+    Snappy,
+    /// `lz4` at a liblz4 level: 0 (and 1, 2) for its fast compressor, 3 to 12 for its high
+    /// compression one (higher levels compress as 12).
+    Lz4 {
+        /// The liblz4 level.
+        level: u32,
+    },
+    /// `zstd` at `compression.zstd.level` (-131072 to 22).
+    Zstd {
+        /// The zstd level.
+        level: i32,
+    },
+}
+
+impl Recompression {
+    fn codec(self) -> Codec {
+        match self {
+            Recompression::None => Codec::None,
+            Recompression::Gzip { .. } => Codec::Gzip,
+            Recompression::Snappy => Codec::Snappy,
+            Recompression::Lz4 { .. } => Codec::Lz4,
+            Recompression::Zstd { .. } => Codec::Zstd,
+        }
+    }
+}
+
+/// `batch` (one whole batch, already validated) rewritten with its records in `target`'s
+/// codec, as Kafka's LogValidator rewrites a batch whose codec is not the topic's; `None`
+/// when it already is in that codec, or is a control batch (never compressed). Every header
+/// field stays as sent but the codec bits, the length and the CRC; the records are the same
+/// bytes. They stream from the decompressor into the compressor (at most
+/// `DECOMPRESSED_BATCH_BYTES_MAX` read), so memory holds the rewritten batch, never the
+/// records decompressed, and a rewrite that grows past `max_batch_bytes` stops there:
+/// `TooLarge`, as Kafka refuses it.
+pub fn recompress(
+    batch: &[u8],
+    target: Recompression,
+    max_batch_bytes: u32,
+) -> Result<Option<Vec<u8>>, BatchError> {
+    let truncated = || BatchError::Truncated { needed: BATCH_HEADER_BYTES, remaining: batch.len() };
+    let header = batch.get(..BATCH_HEADER_BYTES).ok_or_else(truncated)?;
+    let attributes =
+        header.get(21..23).and_then(|b| <[u8; 2]>::try_from(b).ok()).map_or(0, i16::from_be_bytes);
+    let codec = Codec::from_attributes(attributes)?;
+    if attributes & crate::batch::ATTR_CONTROL != 0 || codec == target.codec() {
+        return Ok(None);
+    }
+    let records = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
+    let undecodable = |reason: String| BatchError::Decompression { codec: codec.name(), reason };
+    let snappy_plain;
+    let source: Box<dyn Read + '_> = match codec {
+        Codec::None => Box::new(records),
+        Codec::Snappy => {
+            snappy_plain = snappy_decompress(records).map_err(undecodable)?;
+            Box::new(snappy_plain.as_slice())
+        }
+        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(records)),
+        Codec::Lz4 => Box::new(lz4::Decoder::new(records).map_err(|e| undecodable(e.to_string()))?),
+        Codec::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::new(records)
+                .map_err(|e| undecodable(e.to_string()))?;
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| undecodable(e.to_string()))?;
+            Box::new(decoder)
+        }
+    };
+    let limited = source.take(DECOMPRESSED_BATCH_BYTES_MAX + 1);
+    let mut source = Watched { inner: limited, read: 0, failed: false };
+    let mut sink = Capped { bytes: Vec::new(), room: max_batch_bytes as usize, exceeded: false };
+    sink.bytes.extend_from_slice(header);
+    match pack_stream(&mut source, &mut sink, target) {
+        Ok(()) if source.read <= DECOMPRESSED_BATCH_BYTES_MAX => {}
+        Ok(()) => {
+            let limit = DECOMPRESSED_BATCH_BYTES_MAX;
+            return Err(undecodable(format!("the records decompress to more than {limit} bytes")));
+        }
+        Err(_) if sink.exceeded => {
+            let value = sink.bytes.len().max(max_batch_bytes as usize + 1);
+            return Err(BatchError::TooLarge { limit: max_batch_bytes, value });
+        }
+        Err(error) if source.failed => return Err(undecodable(error.to_string())),
+        Err(error) => {
+            let reason = error.to_string();
+            return Err(BatchError::Recompression { codec: target.codec().name(), reason });
+        }
+    }
+    let mut out = sink.bytes;
+    let length = i32::try_from(out.len() - 12).map_err(|_| BatchError::Recompression {
+        codec: target.codec().name(),
+        reason: "the batch outgrows its length field".into(),
+    })?;
+    let attributes = (attributes & !0x07) | target.codec().id();
+    patch(&mut out, 8, &length.to_be_bytes());
+    patch(&mut out, 21, &attributes.to_be_bytes());
+    let crc = crc32c::crc32c(out.get(21..).unwrap_or_default());
+    patch(&mut out, 17, &crc.to_be_bytes());
+    Ok(Some(out))
+}
+
+/// A reader that counts what it gave and remembers whether it failed: a rewrite's error is
+/// the decompressor's when it did.
+struct Watched<R: Read> {
+    inner: R,
+    read: u64,
+    failed: bool,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(error) => {
+                self.failed = true;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// A writer into memory that refuses to hold more than `room` bytes.
+struct Capped {
+    bytes: Vec<u8>,
+    room: usize,
+    exceeded: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.room {
+            self.exceeded = true;
+            return Err(std::io::Error::other("the rewritten batch exceeds max.message.bytes"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Streams `source`'s bytes into `sink`, compressed as `target` says.
+fn pack_stream(
+    source: &mut impl Read,
+    sink: &mut Capped,
+    target: Recompression,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    match target {
+        Recompression::None => std::io::copy(source, sink).map(|_| ()),
+        Recompression::Gzip { level } => {
+            let level = flate2::Compression::new(level.min(9));
+            let mut encoder = flate2::write::GzEncoder::new(sink, level);
+            std::io::copy(source, &mut encoder)?;
+            encoder.finish().map(|_| ())
+        }
+        Recompression::Snappy => {
+            sink.write_all(XERIAL_MAGIC)?;
+            sink.write_all(&1i32.to_be_bytes())?;
+            sink.write_all(&1i32.to_be_bytes())?;
+            let mut chunk = vec![0u8; XERIAL_BLOCK_BYTES];
+            let mut encoder = snap::raw::Encoder::new();
+            loop {
+                let filled = fill(source, &mut chunk)?;
+                let Some(part) = chunk.get(..filled).filter(|part| !part.is_empty()) else {
+                    return Ok(());
+                };
+                let block = encoder.compress_vec(part)?;
+                let length =
+                    u32::try_from(block.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+                sink.write_all(&length.to_be_bytes())?;
+                sink.write_all(&block)?;
+            }
+        }
+        Recompression::Lz4 { level } => {
+            let level = level.min(LZ4_LEVEL_MAX);
+            let mut encoder = lz4::EncoderBuilder::new().level(level).build(sink)?;
+            std::io::copy(source, &mut encoder)?;
+            let (_, result) = encoder.finish();
+            result
+        }
+        Recompression::Zstd { level } => {
+            let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
+            std::io::copy(source, &mut encoder)?;
+            encoder.finish().map(|_| ())
+        }
+    }
+}
+
+/// Reads into `buf` until it is full or the source ends: how many bytes it holds.
+fn fill(source: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        match source.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// `records` compressed as `target` says, for [`compress`].
+fn pack(records: &[u8], target: Recompression) -> std::io::Result<Vec<u8>> {
+    let mut sink = Capped { bytes: Vec::new(), room: usize::MAX, exceeded: false };
+    pack_stream(&mut &records[..], &mut sink, target)?;
+    Ok(sink.bytes)
+}
+
+/// Bytes of records per block in the xerial snappy framing (snappy-java's default).
+const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
+
+/// liblz4's highest (HC) level; Kafka's levels above it compress as it does.
+const LZ4_LEVEL_MAX: u32 = 12;
+
+/// A batch of `header` (its first `BATCH_HEADER_BYTES`) and `packed` records in the codec
+/// `codec_id`: the length, the codec bits and the CRC fixed.
+fn rebuild(header: &[u8], packed: &[u8], codec_id: i16) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + packed.len());
+    out.extend_from_slice(header);
+    out.extend_from_slice(packed);
+    let length = i32::try_from(out.len() - 12).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let attributes =
+        header.get(21..23).and_then(|b| <[u8; 2]>::try_from(b).ok()).map_or(0, i16::from_be_bytes);
+    let attributes = (attributes & !0x07) | codec_id;
+    patch(&mut out, 8, &length.to_be_bytes());
+    patch(&mut out, 21, &attributes.to_be_bytes());
+    let crc = crc32c::crc32c(out.get(21..).unwrap_or_default());
+    patch(&mut out, 17, &crc.to_be_bytes());
+    Ok(out)
+}
+
 /// How [`compress`] compresses a batch's records: each codec as clients write it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -654,49 +912,16 @@ impl Compression {
 /// records compressed, the codec bits set and the length and CRC fixed. For tests,
 /// benchmarks and fuzz seeds.
 pub fn compress(batch: &[u8], compression: Compression) -> std::io::Result<Vec<u8>> {
-    use std::io::Write;
     let header = batch.get(..BATCH_HEADER_BYTES).ok_or(std::io::ErrorKind::UnexpectedEof)?;
     let records = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
     let packed = match compression {
-        Compression::Gzip => {
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            encoder.write_all(records)?;
-            encoder.finish()?
-        }
+        Compression::Gzip => pack(records, Recompression::Gzip { level: 6 })?,
         Compression::SnappyRaw => snap::raw::Encoder::new().compress_vec(records)?,
-        Compression::SnappyXerial => {
-            let mut out = XERIAL_MAGIC.to_vec();
-            out.extend_from_slice(&1i32.to_be_bytes());
-            out.extend_from_slice(&1i32.to_be_bytes());
-            for chunk in records.chunks(32 * 1024) {
-                let block = snap::raw::Encoder::new().compress_vec(chunk)?;
-                out.extend_from_slice(&(block.len() as u32).to_be_bytes());
-                out.extend_from_slice(&block);
-            }
-            out
-        }
-        Compression::Lz4 => {
-            let mut encoder = lz4::EncoderBuilder::new().build(Vec::new())?;
-            encoder.write_all(records)?;
-            let (out, result) = encoder.finish();
-            result?;
-            out
-        }
-        Compression::Zstd => zstd::encode_all(records, 3)?,
+        Compression::SnappyXerial => pack(records, Recompression::Snappy)?,
+        Compression::Lz4 => pack(records, Recompression::Lz4 { level: 0 })?,
+        Compression::Zstd => pack(records, Recompression::Zstd { level: 3 })?,
     };
-    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + packed.len());
-    out.extend_from_slice(header);
-    out.extend_from_slice(&packed);
-    let length = i32::try_from(out.len() - 12).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    let attributes =
-        header.get(21..23).and_then(|b| <[u8; 2]>::try_from(b).ok()).map_or(0, i16::from_be_bytes);
-    let attributes = (attributes & !0x07) | compression.attribute();
-    patch(&mut out, 8, &length.to_be_bytes());
-    patch(&mut out, 21, &attributes.to_be_bytes());
-    let crc = crc32c::crc32c(out.get(21..).unwrap_or_default());
-    patch(&mut out, 17, &crc.to_be_bytes());
-    Ok(out)
+    rebuild(header, &packed, compression.attribute())
 }
 
 fn patch(batch: &mut [u8], at: usize, bytes: &[u8]) {
@@ -804,6 +1029,78 @@ mod tests {
             let slow = walked(&mut ByteByByte(Slice { bytes: &bytes, at: 0 }), declared);
             prop_assert_eq!(fast, slow);
         }
+    }
+
+    /// Every way a batch arrives, and every codec a topic may store it in.
+    const SENT: [Option<Compression>; 6] = [
+        None,
+        Some(Compression::Gzip),
+        Some(Compression::SnappyRaw),
+        Some(Compression::SnappyXerial),
+        Some(Compression::Lz4),
+        Some(Compression::Zstd),
+    ];
+    const STORED: [Recompression; 5] = [
+        Recompression::None,
+        Recompression::Gzip { level: 1 },
+        Recompression::Snappy,
+        Recompression::Lz4 { level: 9 },
+        Recompression::Zstd { level: -3 },
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// A batch rewritten in another codec validates, names that codec, keeps every
+        /// header field but the length, codec bits and CRC, and holds the same records:
+        /// rewritten back to uncompressed it is the batch as built, byte for byte.
+        #[test]
+        fn recompressed_batches_hold_the_same_records(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..40),
+            sent in 0usize..SENT.len(),
+            stored in 0usize..STORED.len(),
+            producer in proptest::option::of((0i64..1000, 0i16..5, 0i32..1000)),
+        ) {
+            let records: Vec<crate::batch::KeyValue<'_>> =
+                values.iter().map(|v| (Some(&v[..v.len().min(3)]), Some(v.as_slice()))).collect();
+            let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
+            let spec = crate::batch::BatchSpec {
+                timestamp_ms: 1_700_000_000_000,
+                producer_id,
+                producer_epoch,
+                base_sequence,
+                ..Default::default()
+            };
+            let plain = crate::batch::build_batch(&spec, &records);
+            let arrived = match SENT[sent] {
+                Some(codec) => compress(&plain, codec).unwrap(),
+                None => plain.clone(),
+            };
+            let target = STORED[stored];
+            let before = crate::batch::validate(&arrived).unwrap();
+            let Some(rewritten) = recompress(&arrived, target, u32::MAX).unwrap() else {
+                prop_assert_eq!(Codec::from_attributes(before.attributes).unwrap(), target.codec());
+                return Ok(());
+            };
+            let after = crate::batch::validate(&rewritten).unwrap();
+            prop_assert_eq!(Codec::from_attributes(after.attributes).unwrap(), target.codec());
+            prop_assert_eq!(after.attributes & !0x07, before.attributes & !0x07);
+            prop_assert_eq!(after.record_timestamps, before.record_timestamps);
+            let same = |h: &crate::batch::BatchHeader| {
+                (h.base_offset, h.last_offset_delta, h.base_timestamp, h.max_timestamp,
+                 h.producer_id, h.producer_epoch, h.base_sequence, h.records_count)
+            };
+            prop_assert_eq!(same(&after), same(&before));
+            let back = recompress(&rewritten, Recompression::None, u32::MAX).unwrap().unwrap_or(rewritten);
+            prop_assert_eq!(back, plain);
+        }
+    }
+
+    /// A control batch (a transaction marker) is never rewritten, as in Kafka.
+    #[test]
+    fn control_batches_are_stored_as_written() {
+        let marker = crate::batch::build_marker(7, 0, crate::batch::ControlType::Commit, 0, 1);
+        assert_eq!(recompress(&marker, Recompression::Gzip { level: 6 }, u32::MAX), Ok(None));
     }
 
     fn slow(bytes: &[u8], max_bytes: u32) -> Option<i64> {

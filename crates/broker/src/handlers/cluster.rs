@@ -30,10 +30,11 @@ pub(crate) enum Resource {
 /// What a client may do to a resource, as the bit field Kafka answers when asked to
 /// (`include_*_authorized_operations`; bit n is ACL operation code n), or Kafka's "not asked"
 /// value. Sluice has no authorizer, and Kafka without one answers every operation the
-/// resource type supports (`AclEntry.supportedOperations`): a topic's READ, WRITE, CREATE,
-/// DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS and ALTER_CONFIGS; a group's READ, DELETE and
-/// DESCRIBE (groups have no configs here); the cluster's CREATE, ALTER, DESCRIBE,
-/// CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS and IDEMPOTENT_WRITE.
+/// resource type supports (Kafka 4's `AclEntry.supportedOperations`): a topic's READ, WRITE,
+/// CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS and ALTER_CONFIGS; a group's READ,
+/// DELETE, DESCRIBE, DESCRIBE_CONFIGS and ALTER_CONFIGS (what ACLs could allow, whether or not
+/// group configs are served); the cluster's CREATE, ALTER, DESCRIBE, CLUSTER_ACTION,
+/// DESCRIBE_CONFIGS, ALTER_CONFIGS and IDEMPOTENT_WRITE.
 pub(crate) fn authorized_operations(asked: bool, resource: Resource) -> i32 {
     const READ: u32 = 3;
     const WRITE: u32 = 4;
@@ -52,7 +53,7 @@ pub(crate) fn authorized_operations(asked: bool, resource: Resource) -> i32 {
         Resource::Topic => {
             &[READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS]
         }
-        Resource::Group => &[READ, DELETE, DESCRIBE],
+        Resource::Group => &[READ, DELETE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS],
         Resource::Cluster => &[
             CREATE,
             ALTER,
@@ -97,16 +98,19 @@ fn topic_metadata(state: &State, topic: &Topic, operations: i32) -> MetadataResp
         .with_topic_authorized_operations(operations)
 }
 
+/// A topic entry that is only an error; `operations` as [`topic_metadata`] takes it (Kafka
+/// sets it on every topic entry when asked).
 fn topic_error(
     name: Option<TopicName>,
     id: uuid::Uuid,
     error: ResponseError,
+    operations: i32,
 ) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(name)
         .with_topic_id(id)
         .with_error_code(error.code())
-        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+        .with_topic_authorized_operations(operations)
 }
 
 pub(crate) fn metadata(state: &State, request: MetadataRequest, version: i16) -> MetadataResponse {
@@ -117,16 +121,22 @@ pub(crate) fn metadata(state: &State, request: MetadataRequest, version: i16) ->
     };
     let auto_create =
         state.settings.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
-    let ops = authorized_operations(request.include_topic_authorized_operations, Resource::Topic);
+    let operations =
+        authorized_operations(request.include_topic_authorized_operations, Resource::Topic);
     let topics = match wanted {
-        None => state.topics.all().iter().map(|t| topic_metadata(state, t, ops)).collect(),
+        None => state.topics.all().iter().map(|t| topic_metadata(state, t, operations)).collect(),
         Some(list) => list
             .into_iter()
             .map(|wanted| match wanted.name {
-                Some(name) => named_topic(state, name, auto_create, ops),
+                Some(name) => named_topic(state, name, auto_create, operations),
                 None => match state.topics.get_by_id(wanted.topic_id) {
-                    Some(topic) => topic_metadata(state, &topic, ops),
-                    None => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
+                    Some(topic) => topic_metadata(state, &topic, operations),
+                    None => topic_error(
+                        None,
+                        wanted.topic_id,
+                        ResponseError::UnknownTopicId,
+                        operations,
+                    ),
                 },
             })
             .collect(),
@@ -146,28 +156,30 @@ fn named_topic(
     state: &State,
     name: TopicName,
     auto_create: bool,
-    ops: i32,
+    operations: i32,
 ) -> MetadataResponseTopic {
     if let Some(topic) = state.topics.get(&name) {
-        return topic_metadata(state, &topic, ops);
+        return topic_metadata(state, &topic, operations);
     }
     if !auto_create {
-        return topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition);
+        let unknown = ResponseError::UnknownTopicOrPartition;
+        return topic_error(Some(name), uuid::Uuid::nil(), unknown, operations);
     }
     let created =
         state.topics.create(&state.settings, &state.store, &name, -1, -1, &BTreeMap::new());
     match created {
-        Ok(topic) => topic_metadata(state, &topic, ops),
+        Ok(topic) => topic_metadata(state, &topic, operations),
         // Another connection created it first.
         Err(Error::TopicExists(_)) => match state.topics.get(&name) {
-            Some(topic) => topic_metadata(state, &topic, ops),
+            Some(topic) => topic_metadata(state, &topic, operations),
             None => {
-                topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition)
+                let unknown = ResponseError::UnknownTopicOrPartition;
+                topic_error(Some(name), uuid::Uuid::nil(), unknown, operations)
             }
         },
         Err(error) => {
             tracing::warn!(topic = %name.0, %error, "auto-create failed");
-            topic_error(Some(name), uuid::Uuid::nil(), error.kafka_error())
+            topic_error(Some(name), uuid::Uuid::nil(), error.kafka_error(), operations)
         }
     }
 }

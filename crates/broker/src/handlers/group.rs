@@ -517,7 +517,7 @@ pub(crate) fn delete_groups(state: &State, request: DeleteGroupsRequest) -> Dele
         .groups_names
         .into_iter()
         .map(|id| {
-            let known = state.groups.describe(&id).is_some()
+            let known = state.groups.exists(&id)
                 || state.store.group_offsets(&id).map(|o| !o.is_empty()).unwrap_or(false);
             let code = if !known {
                 ResponseError::GroupIdNotFound.code()
@@ -539,11 +539,17 @@ pub(crate) fn delete_groups(state: &State, request: DeleteGroupsRequest) -> Dele
 /// nor offsets, NON_EMPTY_GROUP for a live group of another protocol than `consumer`,
 /// GROUP_SUBSCRIBED_TO_TOPIC for each partition of a topic a live member subscribes to,
 /// UNKNOWN_TOPIC_OR_PARTITION for a partition that does not exist; the other partitions'
-/// offsets are deleted.
+/// offsets are deleted. Unlike Kafka's, which runs in one coordinator step, the check of the
+/// members' subscriptions and the deletion are two steps: a member that subscribes to a topic
+/// between them, while an admin deletes that topic's offsets, finds none, as it would had
+/// it joined a moment later.
 pub(crate) fn offset_delete(state: &State, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = request.group_id.to_string();
-    let known = state.groups.describe(&group).is_some()
-        || state.store.group_offsets(&group).map(|o| !o.is_empty()).unwrap_or(false);
+    let has_offsets = match state.store.group_offsets(&group) {
+        Ok(offsets) => !offsets.is_empty(),
+        Err(error) => return OffsetDeleteResponse::default().with_error_code(error.code()),
+    };
+    let known = has_offsets || state.groups.exists(&group);
     let subscribed = if known {
         state.groups.subscribed(&group)
     } else {

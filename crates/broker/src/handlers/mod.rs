@@ -521,7 +521,7 @@ mod tests {
             .with_groups(vec![GroupId(StrBytes::from_static_str("g"))])
             .with_include_authorized_operations(true);
         let described = group::describe_groups(&state, groups);
-        assert_eq!(described.groups[0].authorized_operations.count_ones(), 3);
+        assert_eq!(described.groups[0].authorized_operations.count_ones(), 5);
 
         let committed = crate::store::OffsetRecord {
             offset: 1,

@@ -9,11 +9,16 @@
 //! (librdkafka's), lz4 frames (with the lz4 crate's default checksums), zstd level 3. Each
 //! validation and its limit take turns, one whole pass over the batches each, until each
 //! has run for `VALIDATE_SECS_MIN`; each keeps its fastest pass.
+//!
+//! Then the rewrite a topic's `compression.type` asks of the broker on append
+//! (`batch::recompress`): the uncompressed batches into each codec at Kafka's default level,
+//! and the zstd ones into an uncompressed topic, each against the codecs' own work on the
+//! same records (compressing into the target, or decompressing the zstd).
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use sluice_wire::batch::{self, Compression};
+use sluice_wire::batch::{self, Compression, Recompression};
 use sluice_wire::limits::BATCH_HEADER_BYTES;
 
 use super::limits::{MIB, VALIDATE_BATCHES, VALIDATE_BATCH_RECORDS, VALIDATE_SECS_MIN};
@@ -33,11 +38,30 @@ pub struct ValidateRun {
     pub limit_mib_per_s: f64,
 }
 
+/// One rewrite of a codec's batches in a topic's `compression.type`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecompressRun {
+    /// The codec the batches arrive in.
+    pub from: &'static str,
+    /// The topic's `compression.type`.
+    pub to: &'static str,
+    /// Uncompressed bytes per pass.
+    pub uncompressed_bytes: u64,
+    /// The broker's rewrite (`batch::recompress`), MiB/s of uncompressed batches.
+    pub recompress_mib_per_s: f64,
+    /// The limit: the codecs' own work alone on the records (decompressing what arrives
+    /// compressed, compressing into the topic's codec), MiB/s likewise.
+    pub limit_mib_per_s: f64,
+}
+
 /// Results of `sluice bench validate`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ValidateResult {
     /// One run per codec.
     pub runs: Vec<ValidateRun>,
+    /// Rewrites in a topic's `compression.type`: what producers send most (uncompressed)
+    /// into each codec at Kafka's default level, and zstd into an uncompressed topic.
+    pub recompress: Vec<RecompressRun>,
 }
 
 /// Runs every codec.
@@ -91,7 +115,91 @@ pub fn run() -> Result<ValidateResult> {
             limit_mib_per_s: mib / limit_secs,
         });
     }
-    Ok(ValidateResult { runs })
+    let recompress = recompress_runs(&plain, uncompressed_bytes)?;
+    Ok(ValidateResult { runs, recompress })
+}
+
+/// Rewrites of the benchmark batches as a topic's `compression.type` makes the broker
+/// rewrite them on append, each against the codecs' own work.
+fn recompress_runs(plain: &[Vec<u8>], uncompressed_bytes: u64) -> Result<Vec<RecompressRun>> {
+    let zstd: Vec<Vec<u8>> = plain
+        .iter()
+        .map(|b| batch::compress(b, Compression::Zstd))
+        .collect::<std::io::Result<_>>()
+        .context("cannot compress the batches with zstd")?;
+    let pairs: [(&'static str, &[Vec<u8>], &'static str, Recompression); 5] = [
+        ("none", plain, "gzip", Recompression::Gzip { level: 6 }),
+        ("none", plain, "snappy", Recompression::Snappy),
+        // Kafka's default lz4 level (9) is lz4's fast compressor (liblz4 level 0).
+        ("none", plain, "lz4", Recompression::Lz4 { level: 0 }),
+        ("none", plain, "zstd", Recompression::Zstd { level: 3 }),
+        ("zstd", &zstd, "none", Recompression::None),
+    ];
+    let mut runs = Vec::new();
+    for (from, sent, to, target) in pairs {
+        let rewrite = || -> Result<()> {
+            for one in sent {
+                let rewritten =
+                    batch::recompress(one, target, u32::MAX).context("a rewrite fails")?;
+                std::hint::black_box(rewritten);
+            }
+            Ok(())
+        };
+        let limit = || -> Result<()> {
+            for one in sent {
+                codecs_alone(one, target).with_context(|| format!("{from} to {to} fails"))?;
+            }
+            Ok(())
+        };
+        let (rewrite_secs, limit_secs) = best_pass_secs(rewrite, limit)?;
+        let mib = uncompressed_bytes as f64 / MIB as f64;
+        runs.push(RecompressRun {
+            from,
+            to,
+            uncompressed_bytes,
+            recompress_mib_per_s: mib / rewrite_secs,
+            limit_mib_per_s: mib / limit_secs,
+        });
+    }
+    Ok(runs)
+}
+
+/// The codecs' work in a rewrite of `one` into `target`, with nothing around it: the
+/// records compressed with the target's encoder (those of the benchmark arrive
+/// uncompressed), or, into an uncompressed topic, the zstd records decompressed.
+fn codecs_alone(one: &[u8], target: Recompression) -> std::io::Result<()> {
+    use std::io::Write;
+    let records = one.get(BATCH_HEADER_BYTES..).unwrap_or_default();
+    match target {
+        Recompression::None => {
+            let mut plain = Vec::new();
+            std::io::copy(&mut zstd::stream::read::Decoder::new(records)?, &mut plain)?;
+            std::hint::black_box(plain);
+        }
+        Recompression::Gzip { level } => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+            encoder.write_all(records)?;
+            std::hint::black_box(encoder.finish()?);
+        }
+        Recompression::Snappy => {
+            let mut encoder = snap::raw::Encoder::new();
+            for chunk in records.chunks(32 * 1024) {
+                std::hint::black_box(encoder.compress_vec(chunk)?);
+            }
+        }
+        Recompression::Lz4 { level } => {
+            let mut encoder = lz4::EncoderBuilder::new().level(level).build(Vec::new())?;
+            encoder.write_all(records)?;
+            let (out, result) = encoder.finish();
+            result?;
+            std::hint::black_box(out);
+        }
+        Recompression::Zstd { level } => {
+            std::hint::black_box(zstd::encode_all(records, level)?);
+        }
+    }
+    Ok(())
 }
 
 /// Seconds of one pass of `first` and of `second`, each the fastest of its passes, the two

@@ -146,6 +146,83 @@ codec_test!(round_trips_100k_snappy_records_in_order, "snappy");
 codec_test!(round_trips_100k_lz4_records_in_order, "lz4");
 codec_test!(round_trips_100k_zstd_records_in_order, "zstd");
 
+/// Records per pair of codecs in [`stores_batches_in_the_topic_compression_type`].
+const RECOMPRESSED_COUNT: usize = 2_000;
+
+/// The codec ids (attribute bits 0..=2) of every batch in a partition's segment files.
+fn stored_codecs(broker: &BrokerProcess, topic: &str, partition: i32) -> Vec<i16> {
+    let dir = broker.data_dir().join("log").join(format!("{topic}-{partition}"));
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    let mut codecs = Vec::new();
+    for segment in segments {
+        let bytes = std::fs::read(&segment).expect("the segment reads");
+        let mut at = 0;
+        while let Ok(header) = sluice_wire::batch::parse_header(&bytes[at..]) {
+            codecs.push(header.attributes & 0x07);
+            at += header.total_bytes;
+        }
+    }
+    codecs
+}
+
+/// A topic's `compression.type` other than `producer` rewrites every batch a producer sends
+/// in another codec (Kafka's LogValidator): consumers read the same records, and the segment
+/// files hold only the topic's codec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_batches_in_the_topic_compression_type() {
+    let broker = start_broker();
+    // (topic compression.type, its attribute id, the producer's codec)
+    let pairs = [
+        ("gzip", 1, "none"),
+        ("uncompressed", 0, "lz4"),
+        ("zstd", 4, "snappy"),
+        ("snappy", 2, "zstd"),
+        ("lz4", 3, "gzip"),
+    ];
+    for (topic_codec, id, producer_codec) in pairs {
+        let topic = format!("stored-{topic_codec}");
+        create_topic(&broker, &topic, 1, &[("compression.type", topic_codec)]).await;
+        let producer = producer(
+            &broker.bootstrap(),
+            &[
+                ("compression.type", producer_codec),
+                ("linger.ms", "5"),
+                ("batch.num.messages", "500"),
+            ],
+        );
+        let sends = (0..RECOMPRESSED_COUNT).map(|index| {
+            let key = record_key(index);
+            let value = record_value(index);
+            let producer = &producer;
+            let topic = &topic;
+            async move {
+                let record = FutureRecord::to(topic).partition(0).key(&key).payload(&value);
+                producer.send(record, Duration::from_secs(30)).await
+            }
+        });
+        let acks = within(PRODUCE_LIMIT, "producing", &broker, join_all(sends)).await;
+        for (index, ack) in acks.into_iter().enumerate() {
+            let delivery = ack.unwrap_or_else(|(error, _)| panic!("record {index}: {error}"));
+            assert_eq!(delivery.offset, i64::try_from(index).expect("fits"), "record {index}");
+        }
+        let records = read_all(&broker, &topic, 1, CONSUME_LIMIT).await;
+        let records = &records[&0];
+        assert_eq!(records.len(), RECOMPRESSED_COUNT, "{topic}");
+        for (index, record) in records.iter().enumerate() {
+            assert_eq!(record.key.as_deref(), Some(record_key(index).as_bytes()), "{topic}");
+            assert_eq!(record.value.as_deref(), Some(record_value(index).as_slice()), "{topic}");
+        }
+        let codecs = stored_codecs(&broker, &topic, 0);
+        assert!(!codecs.is_empty(), "{topic} has batches");
+        assert!(codecs.iter().all(|c| *c == id), "{topic} ({producer_codec} sent): {codecs:?}");
+    }
+}
+
 fn now_ms() -> i64 {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is past 1970");
     i64::try_from(since_epoch.as_millis()).expect("milliseconds since 1970 fit i64")

@@ -374,6 +374,62 @@ fn with_header_max_timestamp(batch: &[u8], max: i64) -> Vec<u8> {
     batch
 }
 
+/// A topic's `compression.type` rewrites batches of another codec on append: the stored
+/// batch is in the topic's codec with the same records, offsets and timestamps; a batch
+/// already in it, and a transaction marker, are stored as written; and a rewrite larger
+/// than `max.message.bytes` is refused as too large, as in Kafka.
+#[test]
+fn batches_are_stored_in_the_topic_compression_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_700_000_000_000i64;
+    let gzip = batch::Recompression::Gzip { level: 6 };
+    let config = LogConfig { compression: Some(gzip), ..LogConfig::default() };
+    let mut log = PartitionLog::open(dir.path(), config, now).unwrap();
+    let values: Vec<Vec<u8>> = (0..50).map(value).collect();
+    let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    let plain = batch::build(0, now - 5, &refs);
+    let as_lz4 = batch::compress(&plain, batch::Compression::Lz4).unwrap();
+    let as_gzip = batch::compress(&plain, batch::Compression::Gzip).unwrap();
+    for sent in [&plain, &as_lz4, &as_gzip] {
+        log.append(sent, now).unwrap();
+    }
+    let stored = log.locate(0).unwrap().unwrap().read(1 << 20, log.log_end_offset(), true).unwrap();
+    let mut at = 0;
+    for expected_base in [0, 50, 100] {
+        let header = batch::validate(&stored[at..]).unwrap();
+        assert_eq!(header.attributes & 0x07, 1, "gzip at offset {expected_base}");
+        assert_eq!((header.base_offset, header.records_count), (expected_base, 50));
+        assert_eq!(header.max_timestamp, now - 5);
+        let back = batch::recompress(
+            &stored[at..at + header.total_bytes],
+            batch::Recompression::None,
+            u32::MAX,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(back[16..], plain[16..], "the same records");
+        at += header.total_bytes;
+    }
+    assert_eq!(&stored[at - as_gzip.len() + 16..at], &as_gzip[16..], "gzip was stored as sent");
+
+    // Stored uncompressed, a well-compressed batch outgrows max.message.bytes.
+    let config = LogConfig {
+        compression: Some(batch::Recompression::None),
+        max_message_bytes: 4096,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(&dir.path().join("small"), config, now).unwrap();
+    let repetitive = vec![b'z'; 10_000];
+    let packed = batch::compress(&batch::build(0, now, &[&repetitive]), batch::Compression::Zstd);
+    match log.append(&packed.unwrap(), now).unwrap_err() {
+        sluice_log::Error::InvalidBatch(sluice_wire::BatchError::TooLarge { limit, .. }) => {
+            assert_eq!(limit, 4096)
+        }
+        other => panic!("expected TooLarge, got {other}"),
+    }
+    assert_eq!(log.log_end_offset(), 0, "nothing was written");
+}
+
 /// Under CreateTime a batch's stored `maxTimestamp` is its records' largest timestamp,
 /// whatever the producer's header says (Kafka rewrites it too), so the time index, ListOffsets
 /// and `segment.ms` see the records; compressed batches are read through their codec for
