@@ -291,6 +291,9 @@ impl PartitionLog {
         headers: &[BatchHeader],
     ) -> Result<Option<(Vec<u8>, Vec<BatchHeader>)>> {
         let Some(target) = self.config.compression else { return Ok(None) };
+        if !headers.iter().any(|header| target.rewrites(header.attributes)) {
+            return Ok(None);
+        }
         let mut batches = Vec::new();
         let mut changed = false;
         let mut at = 0usize;
@@ -299,7 +302,7 @@ impl PartitionLog {
             let sent = bytes
                 .get(at..end)
                 .ok_or(BatchError::Truncated { needed: end, remaining: bytes.len() })?;
-            match batch::recompress(sent, target, self.config.max_message_bytes)? {
+            match batch::recompress(sent, header, target, self.config.max_message_bytes)? {
                 Some(rewritten) => {
                     changed = true;
                     batches.extend_from_slice(&rewritten);

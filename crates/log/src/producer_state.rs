@@ -541,6 +541,7 @@ mod tests {
             base_sequence,
             records_count: count,
             record_timestamps: None,
+            offsets_in_order: None,
         }
     }
 

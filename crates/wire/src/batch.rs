@@ -111,6 +111,10 @@ pub struct BatchHeader {
     /// The smallest and largest record timestamps, read from the records (decompressed if
     /// need be) by [`validate`]; `None` from [`parse_header`] and [`validate_stored`].
     pub record_timestamps: Option<(i64, i64)>,
+    /// Whether the records' offset deltas run 0, 1, 2, ... (always, in a compressed batch
+    /// that validated), read by the same walk; `None` when the records were not walked. A
+    /// rewrite into a compressed codec needs them in order ([`recompress`]).
+    pub offsets_in_order: Option<bool>,
 }
 
 impl BatchHeader {
@@ -202,6 +206,7 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         base_sequence: be_i32(buf, BASE_SEQUENCE_AT)?,
         records_count: be_i32(buf, RECORDS_COUNT_AT)?,
         record_timestamps: None,
+        offsets_in_order: None,
     })
 }
 
@@ -214,7 +219,9 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let (mut header, batch) = check_stored(buf)?;
     let codec = Codec::from_attributes(header.attributes)?;
     let declared = Declared { count: header.records_count, base_timestamp: header.base_timestamp };
-    header.record_timestamps = Some(records::walk(batch, codec, declared, &mut |_| {})?);
+    let (timestamps, in_order) = records::walk(batch, codec, declared, &mut |_| {})?;
+    header.record_timestamps = Some(timestamps);
+    header.offsets_in_order = Some(in_order);
     Ok(header)
 }
 
@@ -304,7 +311,9 @@ pub fn walk_all(
                 list.push(first_index.saturating_add(index));
             }
         };
-        header.record_timestamps = Some(records::walk(batch, codec, declared, &mut on_keyless)?);
+        let (timestamps, in_order) = records::walk(batch, codec, declared, &mut on_keyless)?;
+        header.record_timestamps = Some(timestamps);
+        header.offsets_in_order = Some(in_order);
         first_index = first_index.saturating_add(header.records_count);
         at += header.total_bytes;
     }

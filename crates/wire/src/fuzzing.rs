@@ -7,7 +7,8 @@ use crate::{batch, request};
 
 /// Decodes `data` as a request, validates it as record batches, as one batch with its
 /// length and CRC made to match (so validation reaches the walk over the records), looks a
-/// timestamp up in both, and rewrites that batch in every codec (`compression.type`). Results are dropped: only a panic or an abort is a finding.
+/// timestamp up in both, and rewrites that batch in every codec (`compression.type`).
+/// Results are dropped: only a panic or an abort is a finding.
 pub fn decode_untrusted(data: &[u8]) {
     let _ = request::decode(Bytes::copy_from_slice(data));
     let _ = batch::validate_all(data, 1 << 20);
@@ -31,9 +32,14 @@ pub fn decode_untrusted(data: &[u8]) {
             batch::Recompression::Lz4 { level: 0 },
             batch::Recompression::Zstd { level: 1 },
         ];
-        for target in targets {
-            if let Ok(Some(rewritten)) = batch::recompress(&fixed, target, 1 << 20) {
-                let _ = batch::validate_all(&rewritten, 1 << 20);
+        // With a header as validation gives it, and as parsing alone gives it (the records
+        // then walked by the rewrite itself).
+        let headers = [batch::validate(&fixed), batch::parse_header(&fixed)];
+        for header in headers.iter().flatten() {
+            for target in targets {
+                if let Ok(Some(rewritten)) = batch::recompress(&fixed, header, target, 1 << 20) {
+                    let _ = batch::validate_all(&rewritten, 1 << 20);
+                }
             }
         }
     }

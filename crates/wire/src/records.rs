@@ -91,21 +91,25 @@ pub(crate) struct SeenRecord {
 
 /// Walks the records of a whole batch (`batch` from its first byte, CRC already checked)
 /// and returns the smallest and largest of their timestamps, leaving out -1 (none), or
-/// `(-1, -1)` when no record has one. `keyless` is called with the index (in the batch) of
-/// each record without a key.
+/// `(-1, -1)` when no record has one, and whether their offset deltas run 0, 1, 2, ...
+/// (required inside a compressed batch). `keyless` is called with the index (in the batch)
+/// of each record without a key.
 pub(crate) fn walk(
     batch: &[u8],
     codec: Codec,
     declared: Declared,
     keyless: &mut impl FnMut(i32),
-) -> Result<(i64, i64), BatchError> {
+) -> Result<((i64, i64), bool), BatchError> {
     let offsets_in_order = codec != Codec::None;
-    visit(batch, codec, declared, offsets_in_order, &mut |seen| {
+    let mut in_order = true;
+    let timestamps = visit(batch, codec, declared, offsets_in_order, &mut |seen| {
+        in_order &= seen.offset_delta == seen.index;
         if seen.key_is_null {
             keyless(seen.index);
         }
         ControlFlow::Continue(())
-    })
+    })?;
+    Ok((timestamps, in_order))
 }
 
 /// The first record of a stored batch (walked on append, or stored before appends walked
@@ -648,8 +652,10 @@ pub enum Recompression {
     },
     /// `snappy`, in the xerial framing Kafka's broker writes.
     Snappy,
-    /// `lz4` at a liblz4 level: 0 (and 1, 2) for its fast compressor, 3 to 12 for its high
-    /// compression one (higher levels compress as 12).
+    /// `lz4` at a liblz4 level: 0 for its fast compressor, 3 to 12 for its high-compression
+    /// one (higher levels compress as 12; 1 and 2, which Kafka gives its high-compression
+    /// compressor, compress as liblz4's fast one), in the frame Kafka writes: independent
+    /// 64 KiB blocks without checksums, which Kafka's Java reader needs.
     Lz4 {
         /// The liblz4 level.
         level: u32,
@@ -662,6 +668,13 @@ pub enum Recompression {
 }
 
 impl Recompression {
+    /// Whether a batch with these attribute bits is rewritten: its codec is another, and it
+    /// is not a control batch.
+    pub fn rewrites(self, attributes: i16) -> bool {
+        attributes & crate::batch::ATTR_CONTROL == 0
+            && Codec::from_attributes(attributes).map_or(true, |codec| codec != self.codec())
+    }
+
     fn codec(self) -> Codec {
         match self {
             Recompression::None => Codec::None,
@@ -677,46 +690,56 @@ impl Recompression {
 /// codec, as Kafka's LogValidator rewrites a batch whose codec is not the topic's; `None`
 /// when it already is in that codec, or is a control batch (never compressed). Every header
 /// field stays as sent but the codec bits, the length and the CRC; the records are the same
-/// bytes. They stream from the decompressor into the compressor (at most
-/// `DECOMPRESSED_BATCH_BYTES_MAX` read), so memory holds the rewritten batch, never the
-/// records decompressed, and a rewrite that grows past `max_batch_bytes` stops there:
-/// `TooLarge`, as Kafka refuses it.
+/// bytes. They stream from the decompressor (gzip, lz4, zstd; snappy, which has no streaming
+/// decoder here, is decompressed whole, as validation does) into the compressor (at most
+/// `DECOMPRESSED_BATCH_BYTES_MAX` read), so memory holds the rewritten batch, not the records
+/// decompressed, and a rewrite that grows past `max_batch_bytes` stops there: `TooLarge`, as
+/// Kafka refuses it. The records of an uncompressed batch must have offset deltas 0, 1, 2,
+/// ..., as inside any compressed batch (`MalformedRecords`): Kafka would renumber them, and
+/// sluice keeps the records' bytes; `header` is the batch's, from [`crate::batch::validate`]
+/// or `walk_all`, which say whether they do (a header whose records were not walked has
+/// them walked here). Into zstd, the records are first decompressed once into nothing to
+/// learn their size, which zstd sizes its window and tables to.
 pub fn recompress(
     batch: &[u8],
+    header: &crate::batch::BatchHeader,
     target: Recompression,
     max_batch_bytes: u32,
 ) -> Result<Option<Vec<u8>>, BatchError> {
     let truncated = || BatchError::Truncated { needed: BATCH_HEADER_BYTES, remaining: batch.len() };
-    let header = batch.get(..BATCH_HEADER_BYTES).ok_or_else(truncated)?;
+    let head = batch.get(..BATCH_HEADER_BYTES).ok_or_else(truncated)?;
     let attributes =
-        header.get(21..23).and_then(|b| <[u8; 2]>::try_from(b).ok()).map_or(0, i16::from_be_bytes);
+        head.get(21..23).and_then(|b| <[u8; 2]>::try_from(b).ok()).map_or(0, i16::from_be_bytes);
+    debug_assert_eq!(attributes, header.attributes, "the header is this batch's");
     let codec = Codec::from_attributes(attributes)?;
-    if attributes & crate::batch::ATTR_CONTROL != 0 || codec == target.codec() {
+    if !target.rewrites(attributes) {
         return Ok(None);
     }
     let records = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
-    let undecodable = |reason: String| BatchError::Decompression { codec: codec.name(), reason };
-    let snappy_plain;
-    let source: Box<dyn Read + '_> = match codec {
-        Codec::None => Box::new(records),
-        Codec::Snappy => {
-            snappy_plain = snappy_decompress(records).map_err(undecodable)?;
-            Box::new(snappy_plain.as_slice())
+    if codec == Codec::None {
+        let in_order = match header.offsets_in_order {
+            Some(in_order) => in_order,
+            None => {
+                let declared =
+                    Declared { count: header.records_count, base_timestamp: header.base_timestamp };
+                walk(batch, codec, declared, &mut |_| {})?.1
+            }
+        };
+        if !in_order {
+            let reason =
+                "offset deltas out of order cannot be compressed: number them 0, 1, 2, ...";
+            return Err(BatchError::MalformedRecords { reason, declared: header.records_count });
         }
-        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(records)),
-        Codec::Lz4 => Box::new(lz4::Decoder::new(records).map_err(|e| undecodable(e.to_string()))?),
-        Codec::Zstd => {
-            let mut decoder = zstd::stream::read::Decoder::new(records)
-                .map_err(|e| undecodable(e.to_string()))?;
-            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| undecodable(e.to_string()))?;
-            Box::new(decoder)
-        }
+    }
+    let plain_bytes = match target {
+        Recompression::Zstd { .. } => Some(decompressed_bytes(records, codec)?),
+        _ => None,
     };
-    let limited = source.take(DECOMPRESSED_BATCH_BYTES_MAX + 1);
-    let mut source = Watched { inner: limited, read: 0, failed: false };
+    let mut source = decompressor(records, codec)?;
     let mut sink = Capped { bytes: Vec::new(), room: max_batch_bytes as usize, exceeded: false };
-    sink.bytes.extend_from_slice(header);
-    match pack_stream(&mut source, &mut sink, target) {
+    sink.bytes.extend_from_slice(head);
+    let undecodable = |reason: String| BatchError::Decompression { codec: codec.name(), reason };
+    match pack_stream(&mut source, &mut sink, target, plain_bytes) {
         Ok(()) if source.read <= DECOMPRESSED_BATCH_BYTES_MAX => {}
         Ok(()) => {
             let limit = DECOMPRESSED_BATCH_BYTES_MAX;
@@ -743,6 +766,42 @@ pub fn recompress(
     let crc = crc32c::crc32c(out.get(21..).unwrap_or_default());
     patch(&mut out, 17, &crc.to_be_bytes());
     Ok(Some(out))
+}
+
+/// The records of a batch in `codec`, as a stream of at most `DECOMPRESSED_BATCH_BYTES_MAX +
+/// 1` bytes (a rewrite refuses one more).
+fn decompressor(
+    records: &[u8],
+    codec: Codec,
+) -> Result<Watched<std::io::Take<Box<dyn Read + '_>>>, BatchError> {
+    let undecodable = |reason: String| BatchError::Decompression { codec: codec.name(), reason };
+    let source: Box<dyn Read + '_> = match codec {
+        Codec::None => Box::new(records),
+        Codec::Snappy => {
+            Box::new(std::io::Cursor::new(snappy_decompress(records).map_err(undecodable)?))
+        }
+        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(records)),
+        Codec::Lz4 => Box::new(lz4::Decoder::new(records).map_err(|e| undecodable(e.to_string()))?),
+        Codec::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::new(records)
+                .map_err(|e| undecodable(e.to_string()))?;
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| undecodable(e.to_string()))?;
+            Box::new(decoder)
+        }
+    };
+    Ok(Watched { inner: source.take(DECOMPRESSED_BATCH_BYTES_MAX + 1), read: 0, failed: false })
+}
+
+/// How many bytes a batch's records decompress to (at most `DECOMPRESSED_BATCH_BYTES_MAX`).
+fn decompressed_bytes(records: &[u8], codec: Codec) -> Result<u64, BatchError> {
+    let undecodable = |reason: String| BatchError::Decompression { codec: codec.name(), reason };
+    let count = std::io::copy(&mut decompressor(records, codec)?, &mut std::io::sink())
+        .map_err(|e| undecodable(e.to_string()))?;
+    if count > DECOMPRESSED_BATCH_BYTES_MAX {
+        let limit = DECOMPRESSED_BATCH_BYTES_MAX;
+        return Err(undecodable(format!("the records decompress to more than {limit} bytes")));
+    }
+    Ok(count)
 }
 
 /// A reader that counts what it gave and remembers whether it failed: a rewrite's error is
@@ -790,11 +849,13 @@ impl std::io::Write for Capped {
     }
 }
 
-/// Streams `source`'s bytes into `sink`, compressed as `target` says.
+/// Streams `source`'s bytes (`plain_bytes` of them, when known) into `sink`, compressed as
+/// `target` says.
 fn pack_stream(
     source: &mut impl Read,
     sink: &mut Capped,
     target: Recompression,
+    plain_bytes: Option<u64>,
 ) -> std::io::Result<()> {
     use std::io::Write;
     match target {
@@ -825,13 +886,21 @@ fn pack_stream(
         }
         Recompression::Lz4 { level } => {
             let level = level.min(LZ4_LEVEL_MAX);
-            let mut encoder = lz4::EncoderBuilder::new().level(level).build(sink)?;
+            let mut encoder = lz4::EncoderBuilder::new()
+                .level(level)
+                .block_mode(lz4::BlockMode::Independent)
+                .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
+                .checksum(lz4::ContentChecksum::NoChecksum)
+                .build(sink)?;
             std::io::copy(source, &mut encoder)?;
             let (_, result) = encoder.finish();
             result
         }
         Recompression::Zstd { level } => {
             let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
+            // Without the size, zstd sizes its window and tables for any input: at level 22,
+            // some 700 MiB per rewrite.
+            encoder.set_pledged_src_size(plain_bytes)?;
             std::io::copy(source, &mut encoder)?;
             encoder.finish().map(|_| ())
         }
@@ -855,7 +924,7 @@ fn fill(source: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// `records` compressed as `target` says, for [`compress`].
 fn pack(records: &[u8], target: Recompression) -> std::io::Result<Vec<u8>> {
     let mut sink = Capped { bytes: Vec::new(), room: usize::MAX, exceeded: false };
-    pack_stream(&mut &records[..], &mut sink, target)?;
+    pack_stream(&mut &records[..], &mut sink, target, Some(records.len() as u64))?;
     Ok(sink.bytes)
 }
 
@@ -1056,7 +1125,10 @@ mod tests {
         /// rewritten back to uncompressed it is the batch as built, byte for byte.
         #[test]
         fn recompressed_batches_hold_the_same_records(
-            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..40),
+            values in proptest::collection::vec(
+                proptest::collection::vec(any::<u8>(), 0..300),
+                1..40,
+            ),
             sent in 0usize..SENT.len(),
             stored in 0usize..STORED.len(),
             producer in proptest::option::of((0i64..1000, 0i16..5, 0i32..1000)),
@@ -1078,7 +1150,7 @@ mod tests {
             };
             let target = STORED[stored];
             let before = crate::batch::validate(&arrived).unwrap();
-            let Some(rewritten) = recompress(&arrived, target, u32::MAX).unwrap() else {
+            let Some(rewritten) = recompress(&arrived, &before, target, u32::MAX).unwrap() else {
                 prop_assert_eq!(Codec::from_attributes(before.attributes).unwrap(), target.codec());
                 return Ok(());
             };
@@ -1091,8 +1163,71 @@ mod tests {
                  h.producer_id, h.producer_epoch, h.base_sequence, h.records_count)
             };
             prop_assert_eq!(same(&after), same(&before));
-            let back = recompress(&rewritten, Recompression::None, u32::MAX).unwrap().unwrap_or(rewritten);
+            let back = recompress(&rewritten, &after, Recompression::None, u32::MAX)
+                .unwrap()
+                .unwrap_or(rewritten);
             prop_assert_eq!(back, plain);
+        }
+    }
+
+    /// A batch larger than the codecs' blocks (64 KiB for lz4, 32 KiB for snappy's xerial
+    /// framing): lz4 in the frame Kafka's Java reader needs (independent blocks, no block or
+    /// content checksum), zstd with its size in the frame, and every codec back to the same
+    /// records.
+    #[test]
+    fn large_batches_are_written_in_the_frames_kafka_reads() {
+        let values: Vec<Vec<u8>> = (0..3000u64)
+            .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", i.pow(3) % 9973).into_bytes())
+            .collect();
+        let records: Vec<crate::batch::KeyValue<'_>> =
+            values.iter().map(|v| (None, Some(v.as_slice()))).collect();
+        let plain = crate::batch::build_batch(&Default::default(), &records);
+        assert!(plain.len() > 64 * 1024, "{} bytes", plain.len());
+        for target in STORED.into_iter().skip(1) {
+            let header = crate::batch::validate(&plain).unwrap();
+            let packed = recompress(&plain, &header, target, u32::MAX).unwrap().unwrap();
+            let packed_header = crate::batch::validate(&packed).unwrap();
+            let frame = &packed[BATCH_HEADER_BYTES..];
+            match target {
+                Recompression::Lz4 { .. } => {
+                    let flags = frame[4];
+                    assert_eq!(flags & 0x20, 0x20, "independent blocks");
+                    assert_eq!(flags & 0x10, 0, "no block checksums");
+                    assert_eq!(flags & 0x04, 0, "no content checksum");
+                }
+                Recompression::Zstd { .. } => {
+                    let size = zstd::zstd_safe::get_frame_content_size(frame).unwrap();
+                    assert_eq!(size, Some((plain.len() - BATCH_HEADER_BYTES) as u64));
+                }
+                _ => {}
+            }
+            let back = recompress(&packed, &packed_header, Recompression::None, u32::MAX);
+            let back = back.unwrap().unwrap();
+            assert_eq!(back, plain, "{target:?}");
+        }
+    }
+
+    /// An uncompressed batch whose records' offset deltas do not run 0, 1, 2, ... is refused
+    /// a rewrite into a compressed codec: compressed batches must have them in order (Kafka
+    /// would renumber them; sluice keeps the records' bytes).
+    #[test]
+    fn records_out_of_offset_order_are_not_compressed() {
+        let values: [&[u8]; 2] = [b"a", b"b"];
+        let mut batch = crate::batch::build(0, 1, &values);
+        // The second record's offset delta (a zigzag varint after its length, attributes and
+        // timestamp delta, each one byte here) from 1 to 0.
+        let second = BATCH_HEADER_BYTES + 1 + usize::from(batch[BATCH_HEADER_BYTES]) / 2;
+        assert_eq!(batch[second + 3], 2, "offset delta 1, zigzag-encoded");
+        batch[second + 3] = 0;
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let validated = crate::batch::validate(&batch).unwrap();
+        assert_eq!(validated.offsets_in_order, Some(false), "uncompressed, it validates");
+        // As the log's validation says it, and from a header whose records were not walked.
+        for header in [validated, crate::batch::parse_header(&batch).unwrap()] {
+            let refused = recompress(&batch, &header, Recompression::Snappy, u32::MAX);
+            let refused = refused.unwrap_err();
+            assert!(matches!(refused, BatchError::MalformedRecords { .. }), "{refused:?}");
         }
     }
 
@@ -1100,7 +1235,9 @@ mod tests {
     #[test]
     fn control_batches_are_stored_as_written() {
         let marker = crate::batch::build_marker(7, 0, crate::batch::ControlType::Commit, 0, 1);
-        assert_eq!(recompress(&marker, Recompression::Gzip { level: 6 }, u32::MAX), Ok(None));
+        let header = crate::batch::parse_header(&marker).unwrap();
+        let gzip = Recompression::Gzip { level: 6 };
+        assert_eq!(recompress(&marker, &header, gzip, u32::MAX), Ok(None));
     }
 
     fn slow(bytes: &[u8], max_bytes: u32) -> Option<i64> {

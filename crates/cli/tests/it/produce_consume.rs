@@ -162,10 +162,13 @@ fn stored_codecs(broker: &BrokerProcess, topic: &str, partition: i32) -> Vec<i16
     for segment in segments {
         let bytes = std::fs::read(&segment).expect("the segment reads");
         let mut at = 0;
-        while let Ok(header) = sluice_wire::batch::parse_header(&bytes[at..]) {
+        while at < bytes.len() {
+            let header = sluice_wire::batch::parse_header(&bytes[at..])
+                .unwrap_or_else(|error| panic!("{} at byte {at}: {error}", segment.display()));
             codecs.push(header.attributes & 0x07);
             at += header.total_bytes;
         }
+        assert_eq!(at, bytes.len(), "{} ends with its last batch", segment.display());
     }
     codecs
 }

@@ -376,8 +376,8 @@ fn with_header_max_timestamp(batch: &[u8], max: i64) -> Vec<u8> {
 
 /// A topic's `compression.type` rewrites batches of another codec on append: the stored
 /// batch is in the topic's codec with the same records, offsets and timestamps; a batch
-/// already in it, and a transaction marker, are stored as written; and a rewrite larger
-/// than `max.message.bytes` is refused as too large, as in Kafka.
+/// already in it is stored as written; and a rewrite larger than `max.message.bytes` is
+/// refused as too large, as in Kafka. (Control batches: `records.rs`'s tests.)
 #[test]
 fn batches_are_stored_in_the_topic_compression_type() {
     let dir = tempfile::tempdir().unwrap();
@@ -402,6 +402,7 @@ fn batches_are_stored_in_the_topic_compression_type() {
         assert_eq!(header.max_timestamp, now - 5);
         let back = batch::recompress(
             &stored[at..at + header.total_bytes],
+            &header,
             batch::Recompression::None,
             u32::MAX,
         )
