@@ -171,9 +171,10 @@ impl CompressionDefaults {
             "gzip" => Recompression::Gzip { level: gzip.clamp(1, 9) as u32 },
             "snappy" => Recompression::Snappy,
             // Kafka compresses its default level (9) with lz4's fast compressor, as before
-            // KIP-390, and any other with the high-compression one at that level.
+            // KIP-390, and any other with the high-compression one at that level (liblz4's
+            // high compression starts at 2).
             "lz4" if self.lz4_level == LZ4_DEFAULT_LEVEL => Recompression::Lz4 { level: 0 },
-            "lz4" => Recompression::Lz4 { level: self.lz4_level.clamp(1, 17) as u32 },
+            "lz4" => Recompression::Lz4 { level: self.lz4_level.clamp(2, 17) as u32 },
             "zstd" => Recompression::Zstd { level: self.zstd_level },
             other => return Err(invalid("compression.type", other, COMPRESSION_TYPES)),
         }))

@@ -318,6 +318,7 @@ impl PartitionLog {
         // The same records: what the walk read of them holds.
         for (new, old) in rewritten.iter_mut().zip(headers) {
             new.record_timestamps = old.record_timestamps;
+            new.offsets_in_order = old.offsets_in_order;
         }
         Ok(Some((batches, rewritten)))
     }

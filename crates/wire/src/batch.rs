@@ -769,8 +769,9 @@ mod tests {
     }
 
     /// Inside a compressed batch the offset deltas must run 0, 1, 2, ... (our choice: Kafka
-    /// recompresses such a batch with the right ones, and sluice never recompresses); an
-    /// uncompressed batch's are not checked, as in Kafka.
+    /// recompresses such a batch with the right ones, and sluice rewrites a batch only into a
+    /// topic's `compression.type`, keeping its records' bytes); an uncompressed batch's are
+    /// not checked, as in Kafka, only reported (`offsets_in_order`).
     #[test]
     fn compressed_offset_deltas_must_run_in_order() {
         let entries: Vec<(i64, i64, Vec<u8>)> =

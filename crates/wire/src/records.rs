@@ -652,10 +652,9 @@ pub enum Recompression {
     },
     /// `snappy`, in the xerial framing Kafka's broker writes.
     Snappy,
-    /// `lz4` at a liblz4 level: 0 for its fast compressor, 3 to 12 for its high-compression
-    /// one (higher levels compress as 12; 1 and 2, which Kafka gives its high-compression
-    /// compressor, compress as liblz4's fast one), in the frame Kafka writes: independent
-    /// 64 KiB blocks without checksums, which Kafka's Java reader needs.
+    /// `lz4` at a liblz4 level: 0 and 1 for its fast compressor, 2 to 12 for its
+    /// high-compression one (higher levels compress as 12), in the frame Kafka writes:
+    /// independent 64 KiB blocks without checksums, which Kafka's Java reader needs.
     Lz4 {
         /// The liblz4 level.
         level: u32,
@@ -731,8 +730,9 @@ pub fn recompress(
             return Err(BatchError::MalformedRecords { reason, declared: header.records_count });
         }
     }
-    let plain_bytes = match target {
-        Recompression::Zstd { .. } => Some(decompressed_bytes(records, codec)?),
+    let plain_bytes = match (target, codec) {
+        (Recompression::Zstd { .. }, Codec::None) => Some(records.len() as u64),
+        (Recompression::Zstd { .. }, _) => Some(decompressed_bytes(records, codec)?),
         _ => None,
     };
     let mut source = decompressor(records, codec)?;
