@@ -8,6 +8,7 @@ use sluice_log::FlushPolicy;
 use tokio::task::JoinHandle;
 
 use crate::buffer_pool::BufferPool;
+use crate::dynamic_config::DynamicConfigs;
 use crate::groups::{GroupSettings, Groups, TICK_MS};
 use crate::limits::{
     FETCH_COPY_BUFFERS, FETCH_COPY_BUFFER_BYTES, REQUEST_BUFFERS, REQUEST_BUFFER_BYTES,
@@ -37,7 +38,8 @@ impl Broker {
         let store = Arc::new(Store::open(&settings.data_dir.join("meta.redb"))?);
         let cluster_id = store.cluster_id()?;
         let wakeups = Arc::new(Wakeups::new());
-        let topics = Topics::open(&settings, &store, wakeups.synced_hook())?;
+        let (dynamic, defaults) = DynamicConfigs::load(&store, &settings)?;
+        let topics = Topics::open(&settings, defaults, &store, wakeups.synced_hook())?;
         let bind = format!("{}:{}", settings.listener.host, settings.listener.port);
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
@@ -72,6 +74,7 @@ impl Broker {
         let state = Arc::new(State {
             settings,
             store,
+            dynamic,
             topics,
             groups,
             cluster_id,

@@ -131,6 +131,22 @@ pub const BROKER_PROPERTIES: &[(&str, &str)] = &[
     ("transaction.max.timeout.ms", "900000"),
     ("transactional.id.expiration.ms", "604800000"),
     ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "10000"),
+    // The defaults and bounds of group configs (`crate::dynamic_config::GROUP_CONFIGS`).
+    ("group.consumer.heartbeat.interval.ms", "5000"),
+    ("group.consumer.max.heartbeat.interval.ms", "15000"),
+    ("group.consumer.max.session.timeout.ms", "60000"),
+    ("group.consumer.min.heartbeat.interval.ms", "5000"),
+    ("group.consumer.min.session.timeout.ms", "45000"),
+    ("group.consumer.session.timeout.ms", "45000"),
+    ("group.share.heartbeat.interval.ms", "5000"),
+    ("group.share.max.heartbeat.interval.ms", "15000"),
+    ("group.share.max.record.lock.duration.ms", "60000"),
+    ("group.share.max.session.timeout.ms", "60000"),
+    ("group.share.min.heartbeat.interval.ms", "5000"),
+    ("group.share.min.record.lock.duration.ms", "15000"),
+    ("group.share.min.session.timeout.ms", "45000"),
+    ("group.share.record.lock.duration.ms", "30000"),
+    ("group.share.session.timeout.ms", "45000"),
 ];
 
 impl BrokerConfig {
@@ -238,6 +254,13 @@ impl BrokerConfig {
         ] {
             crate::topic_config::check_level(key, level)
                 .map_err(|e| Error::Config(e.to_string()))?;
+        }
+        let group_configs =
+            |k: &&str| k.starts_with("group.consumer.") || k.starts_with("group.share.");
+        for (key, default) in BROKER_PROPERTIES.iter().filter(|(k, _)| group_configs(k)) {
+            if self.parse::<i32>(key, 1)? < 1 {
+                return Err(Error::Config(format!("{key} must be at least 1 (default {default})")));
+            }
         }
         let mut log_defaults = self.log_defaults()?;
         log_defaults.compression =

@@ -75,3 +75,10 @@ pub const MARKER_SYNC_DELAY_MS: u64 = 5;
 /// after an I/O error, is reopened: the reopen first closes the handle that still serves
 /// reads, and an open on a disk still full can fail and leave none.
 pub const STORE_REOPEN_FREE_BYTES_MIN: u64 = 1024 * 1024;
+
+/// Configs one dynamic broker level (this broker's, the cluster default's) or one group may
+/// hold, and operations one AlterConfigs or IncrementalAlterConfigs resource may carry.
+pub const DYNAMIC_CONFIG_KEYS_MAX: usize = 1000;
+
+/// Bytes of one dynamic config's name plus value, and of a group id given configs.
+pub const DYNAMIC_CONFIG_BYTES_MAX: usize = 64 * 1024;

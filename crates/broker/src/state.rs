@@ -9,6 +9,8 @@ use crate::topics::Topics;
 pub(crate) struct State {
     pub settings: Settings,
     pub store: std::sync::Arc<Store>,
+    /// Broker and group configs changed at run time (`crate::dynamic_config`).
+    pub dynamic: crate::dynamic_config::DynamicConfigs,
     pub topics: Topics,
     pub groups: Groups,
     pub cluster_id: String,

@@ -24,6 +24,8 @@ const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("offsets");
 const CLUSTER: TableDefinition<&str, &str> = TableDefinition::new("cluster");
 const TRANSACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("transactions");
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// Dynamic configs (`crate::dynamic_config`): `"<kind>\0<resource name>"` -> JSON object.
+const CONFIGS: TableDefinition<&str, &[u8]> = TableDefinition::new("configs");
 
 /// A topic as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +287,7 @@ impl Store {
             tx.open_table(CLUSTER).map_err(|e| e.to_string())?;
             tx.open_table(TRANSACTIONS).map_err(|e| e.to_string())?;
             tx.open_table(GROUPS).map_err(|e| e.to_string())?;
+            tx.open_table(CONFIGS).map_err(|e| e.to_string())?;
             Ok(())
         })?;
         Ok(store)
@@ -815,6 +818,47 @@ impl Store {
                 writes.offsets.insert(key, (number, bytes));
             }
         }
+    }
+
+    /// The dynamic configs of one kind of resource (`"broker"`, `"group"`): resource name ->
+    /// configs.
+    pub fn dynamic_configs(
+        &self,
+        kind: &str,
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+        let prefix = format!("{kind}\0");
+        self.read(|tx| {
+            let table = tx.open_table(CONFIGS).map_err(|e| Error::Store(e.to_string()))?;
+            let mut found = BTreeMap::new();
+            for entry in table.iter().map_err(|e| Error::Store(e.to_string()))? {
+                let (key, value) = entry.map_err(|e| Error::Store(e.to_string()))?;
+                let Some(name) = key.value().strip_prefix(&prefix) else { continue };
+                let configs: BTreeMap<String, String> = serde_json::from_slice(value.value())
+                    .map_err(|e| Error::Store(format!("{kind} {name:?} configs: {e}")))?;
+                found.insert(name.to_string(), configs);
+            }
+            Ok(found)
+        })
+    }
+
+    /// Replaces one resource's dynamic configs (an empty set removes the entry), synced.
+    pub fn put_dynamic_configs(
+        &self,
+        kind: &str,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let key = format!("{kind}\0{name}");
+        let bytes = serde_json::to_vec(configs).map_err(|e| Error::Store(e.to_string()))?;
+        self.write(|tx| {
+            let mut table = tx.open_table(CONFIGS).map_err(|e| e.to_string())?;
+            if configs.is_empty() {
+                table.remove(key.as_str()).map_err(|e| e.to_string())?;
+            } else {
+                table.insert(key.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
     }
 
     /// Every stored group.

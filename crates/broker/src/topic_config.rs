@@ -10,16 +10,23 @@ use sluice_log::{LogConfig, TimestampType};
 use sluice_wire::batch::Recompression;
 
 use crate::config::Settings;
+use crate::dynamic_config::BrokerLevels;
 use crate::{Error, Result};
 
 /// DescribeConfigs `config_source` values.
 pub mod source {
     /// A topic-level override.
     pub const TOPIC: i8 = 1;
+    /// Set at run time for this broker (AlterConfigs on its id).
+    pub const DYNAMIC_BROKER: i8 = 2;
+    /// Set at run time as the cluster-wide default (AlterConfigs on the empty broker name).
+    pub const DYNAMIC_DEFAULT_BROKER: i8 = 3;
     /// Set in the broker's config file or `--override`.
     pub const STATIC_BROKER: i8 = 4;
     /// The default.
     pub const DEFAULT: i8 = 5;
+    /// Set for a group (AlterConfigs on a GROUP resource).
+    pub const GROUP: i8 = 8;
 }
 
 /// DescribeConfigs `config_type` values (v3+).
@@ -181,7 +188,7 @@ impl CompressionDefaults {
     }
 
     /// These defaults with a topic's overrides of them.
-    fn with(&self, overrides: &BTreeMap<String, String>) -> Result<CompressionDefaults> {
+    pub(crate) fn with(&self, overrides: &BTreeMap<String, String>) -> Result<CompressionDefaults> {
         let level = |key: &str, default: i32| match overrides.get(key) {
             Some(value) => parse::<i32>(key, value),
             None => Ok(default),
@@ -221,8 +228,21 @@ pub fn find(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
-/// The broker-level value of a topic config: `(value, source)`.
-pub fn broker_value(settings: &Settings, def: &TopicConfigDef) -> (String, i8) {
+/// The broker-level value of a topic config: `(value, source)`, the dynamic broker configs
+/// (`levels`) first.
+pub fn broker_value(
+    settings: &Settings,
+    levels: &BrokerLevels,
+    def: &TopicConfigDef,
+) -> (String, i8) {
+    if let Some((value, source)) = def.broker_synonym.and_then(|key| levels.get(key)) {
+        return (value.to_string(), source);
+    }
+    static_broker_value(settings, def)
+}
+
+/// The broker-level value of a topic config from the config file alone: `(value, source)`.
+pub fn static_broker_value(settings: &Settings, def: &TopicConfigDef) -> (String, i8) {
     let set_in_file = def.broker_synonym.is_some_and(|k| settings.properties.contains_key(k));
     let source = if set_in_file { source::STATIC_BROKER } else { source::DEFAULT };
     let d = &settings.log_defaults;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use sluice_log::{LogConfig, Partition, PartitionLog, SyncedHook};
 
 use crate::config::Settings;
+use crate::dynamic_config::TopicDefaults;
 use crate::limits::{PARTITIONS_PER_TOPIC_MAX, TOPICS_MAX, TOPIC_NAME_BYTES_MAX};
 use crate::store::{Store, TopicRecord};
 use crate::{topic_config, Error, Result};
@@ -41,6 +42,9 @@ pub struct Topics {
     /// Given to every partition: wakes the fetches waiting for it (`crate::wakeups`).
     synced_hook: SyncedHook,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// What topics start from before their overrides (the config file's defaults with the
+    /// dynamic broker configs); replaced under `admin`.
+    defaults: RwLock<Arc<TopicDefaults>>,
     admin: Mutex<()>,
 }
 
@@ -74,7 +78,12 @@ fn partition_dir(log_dir: &Path, topic: &str, index: i32) -> PathBuf {
 
 impl Topics {
     /// Opens every stored topic's partitions (recovering each log).
-    pub fn open(settings: &Settings, store: &Store, synced_hook: SyncedHook) -> Result<Topics> {
+    pub fn open(
+        settings: &Settings,
+        defaults: TopicDefaults,
+        store: &Store,
+        synced_hook: SyncedHook,
+    ) -> Result<Topics> {
         let log_dir = settings.data_dir.join("log");
         std::fs::create_dir_all(&log_dir)
             .map_err(|e| Error::Unavailable(format!("create {}: {e}", log_dir.display())))?;
@@ -84,11 +93,8 @@ impl Topics {
         })?;
         let mut topics = BTreeMap::new();
         for (name, record) in store.topics()? {
-            let log_config = topic_config::log_config(
-                &settings.log_defaults,
-                &settings.compression,
-                &record.configs,
-            )?;
+            let log_config =
+                topic_config::log_config(&defaults.log, &defaults.compression, &record.configs)?;
             let partitions = (0..record.partitions)
                 .map(|i| open_partition(&log_dir, &name, i, &log_config, &synced_hook))
                 .collect::<Result<Vec<_>>>()?;
@@ -102,7 +108,66 @@ impl Topics {
             topics.insert(name, Arc::new(topic));
         }
         remove_strays(&log_dir, &topics);
-        Ok(Topics { log_dir, synced_hook, topics: RwLock::new(topics), admin: Mutex::new(()) })
+        Ok(Topics {
+            log_dir,
+            synced_hook,
+            topics: RwLock::new(topics),
+            defaults: RwLock::new(Arc::new(defaults)),
+            admin: Mutex::new(()),
+        })
+    }
+
+    /// The defaults topics start from before their overrides.
+    pub fn defaults(&self) -> Arc<TopicDefaults> {
+        Arc::clone(&self.defaults.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the defaults (a dynamic broker config changed): every topic's log config is
+    /// derived again, and all are checked before `persist` runs and anything changes. With
+    /// `validate_only`, only checks.
+    pub fn replace_defaults(
+        &self,
+        defaults: TopicDefaults,
+        validate_only: bool,
+        persist: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let mut derived = Vec::new();
+        for topic in self.all() {
+            let log_config =
+                topic_config::log_config(&defaults.log, &defaults.compression, &topic.configs)
+                    .map_err(|error| match error {
+                        Error::InvalidConfig { key, value, reason } => Error::InvalidConfig {
+                            key,
+                            value,
+                            reason: format!(
+                                "{reason} (in topic {}, with its overrides)",
+                                topic.name
+                            ),
+                        },
+                        other => other,
+                    })?;
+            derived.push((topic, log_config));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        persist()?;
+        for (topic, log_config) in derived {
+            for partition in &topic.partitions {
+                partition.with_log(|log| log.set_config(log_config.clone()));
+            }
+            let updated = Topic {
+                name: topic.name.clone(),
+                id: topic.id,
+                configs: topic.configs.clone(),
+                log_config,
+                partitions: topic.partitions.clone(),
+            };
+            self.write().insert(topic.name.clone(), Arc::new(updated));
+        }
+        *self.defaults.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(defaults);
+        Ok(())
     }
 
     /// A snapshot of one topic.
@@ -161,8 +226,8 @@ impl Topics {
         for (key, value) in configs {
             checked.insert(key.clone(), topic_config::check(key, value)?);
         }
-        let log_config =
-            topic_config::log_config(&settings.log_defaults, &settings.compression, &checked)?;
+        let defaults = self.defaults();
+        let log_config = topic_config::log_config(&defaults.log, &defaults.compression, &checked)?;
         Ok((partitions, log_config, checked))
     }
 
@@ -264,7 +329,6 @@ impl Topics {
     /// Replaces a topic's overrides (already checked) and applies them to its logs.
     pub fn set_configs(
         &self,
-        settings: &Settings,
         store: &Store,
         name: &str,
         configs: BTreeMap<String, String>,
@@ -272,8 +336,8 @@ impl Topics {
     ) -> Result<()> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let topic = self.get(name).ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
-        let log_config =
-            topic_config::log_config(&settings.log_defaults, &settings.compression, &configs)?;
+        let defaults = self.defaults();
+        let log_config = topic_config::log_config(&defaults.log, &defaults.compression, &configs)?;
         if validate_only {
             return Ok(());
         }

@@ -28,6 +28,7 @@ from support import (
     TOPIC_ALREADY_EXISTS,
     TOPIC_CONFIG_DEFAULTS,
     ck_admin,
+    ck_producer,
     unique_name,
     wait_until,
 )
@@ -168,6 +169,88 @@ def test_incremental_alter_configs_rejects_an_unknown_config(admin):
     future = admin.incremental_alter_configs([resource])[resource]
     error = kafka_error(future.exception(timeout=OPERATION_TIMEOUT_SECS))
     assert error.code() == INVALID_CONFIG, error
+
+
+def alter_incrementally(admin, resource_type, name, *entries):
+    """IncrementalAlterConfigs on one resource; returns its exception (None on success)."""
+    resource = ConfigResource(resource_type, name, incremental_configs=list(entries))
+    future = admin.incremental_alter_configs([resource], request_timeout=OPERATION_TIMEOUT_SECS)
+    return future[resource].exception(timeout=OPERATION_TIMEOUT_SECS)
+
+
+def describe(admin, resource_type, name) -> dict:
+    resource = ConfigResource(resource_type, name)
+    futures = admin.describe_configs([resource], request_timeout=OPERATION_TIMEOUT_SECS)
+    return futures[resource].result(timeout=OPERATION_TIMEOUT_SECS)
+
+
+def produce_one(bootstrap: str, topic: str, size: int):
+    """Produces one record of `size` bytes; returns the delivery error (None when acked)."""
+    producer = ck_producer(bootstrap, **{"linger.ms": 0})
+    outcome = []
+    producer.produce(topic, value=b"v" * size, on_delivery=lambda error, _: outcome.append(error))
+    assert producer.flush(OPERATION_TIMEOUT_SECS) == 0, "the record was not answered"
+    return outcome[0]
+
+
+def test_broker_config_set_at_run_time_applies_to_every_topic_and_is_kept(broker):
+    # kafka-configs.sh --entity-type brokers --entity-name 1 --alter --add-config
+    # message.max.bytes=5000: every topic without its own max.message.bytes follows at once.
+    admin = ck_admin(broker.bootstrap)
+    plain, roomy = unique_name("ck-broker-plain"), unique_name("ck-broker-roomy")
+    assert create(admin, NewTopic(plain, num_partitions=1, replication_factor=1),
+                  NewTopic(roomy, num_partitions=1, replication_factor=1,
+                           config={"max.message.bytes": "100000"})) == {plain: None, roomy: None}
+    broker_id = str(admin.list_topics(timeout=OPERATION_TIMEOUT_SECS).controller_id)
+    assert alter_incrementally(admin, ResourceType.BROKER, broker_id, ConfigEntry(
+        "message.max.bytes", "5000", incremental_operation=AlterConfigOpType.SET)) is None
+
+    entry = describe_topic_configs(admin, plain)["max.message.bytes"]
+    assert (entry.value, source(entry)) == ("5000", ConfigSource.DYNAMIC_BROKER_CONFIG)
+    entry = describe(admin, ResourceType.BROKER, broker_id)["message.max.bytes"]
+    assert (entry.value, source(entry)) == ("5000", ConfigSource.DYNAMIC_BROKER_CONFIG)
+    assert not entry.is_read_only
+    error = produce_one(broker.bootstrap, plain, 7000)
+    assert error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE, error
+    assert produce_one(broker.bootstrap, roomy, 7000) is None, "the topic's override wins"
+
+    # Kept across a kill -9; DELETE brings back the default.
+    broker.kill()
+    broker.start()
+    admin = ck_admin(broker.bootstrap)
+    assert describe_topic_configs(admin, plain)["max.message.bytes"].value == "5000"
+    assert alter_incrementally(admin, ResourceType.BROKER, broker_id, ConfigEntry(
+        "message.max.bytes", None, incremental_operation=AlterConfigOpType.DELETE)) is None
+    entry = describe_topic_configs(admin, plain)["max.message.bytes"]
+    assert (entry.value, source(entry)) == (TOPIC_CONFIG_DEFAULTS["max.message.bytes"],
+                                            ConfigSource.DEFAULT_CONFIG)
+    assert produce_one(broker.bootstrap, plain, 7000) is None
+
+
+def test_broker_configs_kafka_reads_only_at_start_are_refused(admin):
+    broker_id = str(admin.list_topics(timeout=OPERATION_TIMEOUT_SECS).controller_id)
+    error = kafka_error(alter_incrementally(admin, ResourceType.BROKER, broker_id, ConfigEntry(
+        "log.dirs", "/elsewhere", incremental_operation=AlterConfigOpType.SET)))
+    assert error.code() == KafkaError.INVALID_REQUEST, error
+    assert "restart" in error.str(), error
+    entry = describe(admin, ResourceType.BROKER, broker_id)["log.dirs"]
+    assert entry.is_read_only
+
+
+def test_group_configs_are_described_altered_and_checked(admin):
+    group = unique_name("ck-group-configs")
+    # A group with no members yet has the broker's defaults (Kafka 4.0 group configs).
+    entry = describe(admin, ResourceType.GROUP, group)["consumer.session.timeout.ms"]
+    assert (entry.value, source(entry)) == ("45000", ConfigSource.DEFAULT_CONFIG)
+    assert alter_incrementally(admin, ResourceType.GROUP, group, ConfigEntry(
+        "consumer.session.timeout.ms", "50000",
+        incremental_operation=AlterConfigOpType.SET)) is None
+    entry = describe(admin, ResourceType.GROUP, group)["consumer.session.timeout.ms"]
+    assert (entry.value, source(entry)) == ("50000", ConfigSource.GROUP_CONFIG)
+    # Outside the broker's bounds (group.consumer.max.session.timeout.ms = 60000).
+    error = kafka_error(alter_incrementally(admin, ResourceType.GROUP, group, ConfigEntry(
+        "consumer.session.timeout.ms", "90000", incremental_operation=AlterConfigOpType.SET)))
+    assert error.code() == KafkaError.INVALID_CONFIG, error
 
 
 def test_metadata_for_an_unknown_topic_auto_creates_it(module_broker):

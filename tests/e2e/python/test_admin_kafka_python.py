@@ -140,6 +140,36 @@ def test_incremental_alter_configs_sets_retention_ms(admin):
     assert describe_topic_configs(admin, name)["retention.ms"]["value"] == "7200000"
 
 
+def test_broker_and_group_configs_change_at_run_time(broker):
+    # kafka-python first checks each key is dynamic (DescribeConfigs: not read-only), then
+    # sends IncrementalAlterConfigs to the broker the resource names.
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap,
+                             request_timeout_ms=int(OPERATION_TIMEOUT_SECS * 1000))
+    try:
+        name = unique_name("kp-broker-default")
+        admin.create_topics({name: spec()})
+        broker_id = str(admin.describe_cluster()["controller_id"])
+        resource = ConfigResource(ConfigResourceType.BROKER, broker_id,
+                                  configs={"log.retention.ms": "7200000"})
+        assert admin.alter_configs([resource]) == {"broker": {broker_id: "OK"}}
+        entry = describe_topic_configs(admin, name)["retention.ms"]
+        assert (entry["value"], entry["config_source"]) == ("7200000", "DYNAMIC_BROKER_CONFIG")
+        with pytest.raises(ValueError, match="log.dirs"):
+            admin.alter_configs([ConfigResource(ConfigResourceType.BROKER, broker_id,
+                                                configs={"log.dirs": "/elsewhere"})])
+
+        group = unique_name("kp-group-configs")
+        resource = ConfigResource(ConfigResourceType.GROUP, group,
+                                  configs={"consumer.heartbeat.interval.ms": "6000"})
+        assert admin.alter_configs([resource]) == {"group": {group: "OK"}}
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.GROUP, group)],
+                                           config_filter="all")["group"][group]
+        entry = described["consumer.heartbeat.interval.ms"]
+        assert (entry["value"], entry["config_source"]) == ("6000", "DYNAMIC_GROUP_CONFIG")
+    finally:
+        admin.close()
+
+
 def test_producing_to_an_unknown_topic_auto_creates_it(module_broker, admin):
     name = unique_name("kp-auto")
     producer = KafkaProducer(bootstrap_servers=module_broker.bootstrap)

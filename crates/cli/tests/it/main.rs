@@ -12,6 +12,7 @@ mod crash;
 mod delivery;
 mod delivery_crash;
 mod delivery_full_disk;
+mod dynamic_configs;
 mod etl;
 mod full_disk;
 mod functions;
