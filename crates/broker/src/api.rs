@@ -77,6 +77,7 @@ impl Broker {
             dynamic,
             topics,
             groups,
+            consumer_groups: Default::default(),
             cluster_id,
             producer_ids: Default::default(),
             transactions,
@@ -222,8 +223,11 @@ async fn until_shutdown(state: &State, period: Duration, mut work: impl FnMut())
 /// Expires group sessions and completes rebalances.
 async fn ticker(state: Arc<State>) {
     let groups_state = Arc::clone(&state);
-    until_shutdown(&state, Duration::from_millis(TICK_MS), move || groups_state.groups.tick())
-        .await;
+    until_shutdown(&state, Duration::from_millis(TICK_MS), move || {
+        groups_state.groups.tick();
+        groups_state.consumer_groups.tick(std::time::Instant::now());
+    })
+    .await;
 }
 
 /// Runs `work` on the blocking pool every `period` (the first time at once) until shutdown:
@@ -263,7 +267,9 @@ async fn offsets_retention(state: Arc<State>) {
     let period = Duration::from_millis(state.settings.offsets_retention_check_interval_ms);
     every_until_shutdown(state, period, |state| {
         let retention_ms = state.settings.offsets_retention_ms;
-        if let Err(error) = state.groups.expire_offsets(retention_ms, crate::clock::now_ms()) {
+        let live = |group: &str| state.consumer_groups.has_members(group);
+        let now = crate::clock::now_ms();
+        if let Err(error) = state.groups.expire_offsets(retention_ms, now, live) {
             tracing::warn!(%error, "offset retention pass failed");
         }
     })

@@ -12,9 +12,10 @@
 //!   INVALID_REQUEST as Kafka answers every refused broker change (KAFKA-13609), and so are
 //!   secrets (sluice keeps no secrets in its store).
 //! - **Group configs** (GROUP resources, Kafka 4.0): `consumer.*` and `share.*`, checked
-//!   against the broker's bounds as Kafka checks them and stored per group id. They tune
-//!   KIP-848 consumer groups and share groups, which sluice does not run, so they change
-//!   nothing yet.
+//!   against the broker's bounds as Kafka checks them and stored per group id.
+//!   `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms` time the group's
+//!   KIP-848 members (`crate::consumer_groups`); the `share.*` ones tune share groups, which
+//!   sluice does not run, so they change nothing.
 //!
 //! Both are kept in the metadata store and survive restarts.
 use std::collections::{BTreeMap, HashSet};

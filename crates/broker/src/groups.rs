@@ -898,14 +898,20 @@ impl Groups {
     /// Deletes expired committed offsets (`offsets.retention.minutes`, KIP-211): all of a
     /// group's once it has been empty for the retention; for a consumer that commits without
     /// joining (no stored group), each offset once it is that old. A group with members
-    /// keeps every offset. Returns how many offsets were deleted.
-    pub fn expire_offsets(&self, retention_ms: i64, now_ms: i64) -> crate::Result<usize> {
+    /// (here, or in the consumer protocol: `live`) keeps every offset. Returns how many
+    /// offsets were deleted.
+    pub fn expire_offsets(
+        &self,
+        retention_ms: i64,
+        now_ms: i64,
+        live: impl Fn(&str) -> bool,
+    ) -> crate::Result<usize> {
         // The stored states say since when each group is empty.
         self.writer.flush();
         let records = self.store.groups()?;
         let mut deleted = 0;
         for group_id in self.store.groups_with_offsets()? {
-            if self.has_members(&group_id) {
+            if self.has_members(&group_id) || live(&group_id) {
                 continue;
             }
             let offsets = self.store.group_offsets(&group_id)?;
@@ -1503,10 +1509,18 @@ mod tests {
         groups.store.commit_offsets("g", &[("t".into(), 0, record(5))]).unwrap();
         groups.store.commit_offsets("standalone", &[("t".into(), 0, record(7))]).unwrap();
         let now = crate::clock::now_ms();
-        assert_eq!(groups.expire_offsets(1000, now).unwrap(), 1, "only the standalone one");
+        assert_eq!(
+            groups.expire_offsets(1000, now, |_| false).unwrap(),
+            1,
+            "only the standalone one"
+        );
         groups.leave("g", &[(member, None)]).unwrap();
-        assert_eq!(groups.expire_offsets(60_000, now + 59_000).unwrap(), 0, "empty, not yet old");
-        assert_eq!(groups.expire_offsets(60_000, now + 61_000).unwrap(), 1);
+        assert_eq!(
+            groups.expire_offsets(60_000, now + 59_000, |_| false).unwrap(),
+            0,
+            "empty, not yet old"
+        );
+        assert_eq!(groups.expire_offsets(60_000, now + 61_000, |_| false).unwrap(), 1);
         assert!(groups.store.groups_with_offsets().unwrap().is_empty());
     }
 

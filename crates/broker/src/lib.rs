@@ -10,6 +10,7 @@ mod api;
 mod buffer_pool;
 mod clock;
 mod config;
+mod consumer_groups;
 mod dynamic_config;
 mod error;
 mod group_writer;

@@ -13,6 +13,8 @@ pub(crate) struct State {
     pub dynamic: crate::dynamic_config::DynamicConfigs,
     pub topics: Topics,
     pub groups: Groups,
+    /// Consumer-protocol groups (KIP-848).
+    pub consumer_groups: crate::consumer_groups::ConsumerGroups,
     pub cluster_id: String,
     pub producer_ids: crate::handlers::ProducerIds,
     pub transactions: crate::transactions::Transactions,

@@ -27,8 +27,9 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::Fetch, 4, 16),
     api(ApiKey::ListOffsets, 1, 8),
     api(ApiKey::Metadata, 0, 12),
-    api(ApiKey::OffsetCommit, 2, 8),
-    api(ApiKey::OffsetFetch, 1, 8),
+    // v9 is the consumer group protocol's (KIP-848: member epochs, STALE_MEMBER_EPOCH).
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
     api(ApiKey::FindCoordinator, 0, 4),
     api(ApiKey::JoinGroup, 0, 9),
     api(ApiKey::Heartbeat, 0, 4),
@@ -37,6 +38,9 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::DescribeGroups, 0, 5),
     // v5 adds the group type filter (KIP-848): every group here is classic.
     api(ApiKey::ListGroups, 0, 5),
+    // The consumer group protocol (KIP-848); v1 has clients name their member ids.
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),

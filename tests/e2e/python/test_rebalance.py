@@ -330,6 +330,20 @@ class CkMember(Member):
             self.consumer.close()
 
 
+class CkConsumerProtocolMember(CkMember):
+    """A confluent-kafka member of a KIP-848 group (`group.protocol=consumer`): the
+    coordinator assigns, and times heartbeats and sessions (Kafka's defaults: 5 s, 45 s)."""
+
+    def _open(self):
+        self.consumer = ck_consumer(self.bootstrap, self.group, **{"group.protocol": "consumer"})
+        self.consumer.subscribe(
+            [self.topic],
+            on_assign=lambda _, tps: self._on_assigned({tp.partition for tp in tps}),
+            on_revoke=lambda _, tps: self._on_revoked({tp.partition for tp in tps}),
+            on_lost=lambda _, tps: self._on_revoked({tp.partition for tp in tps}, "lost"),
+        )
+
+
 class KpMember(Member):
     def _open(self):
         member = self
@@ -691,6 +705,24 @@ def test_confluent_group_rebalances_on_join_and_leave(module_broker, cooperative
         lambda name, ledger: CkMember(name, ledger, bootstrap, topic, group, cooperative),
         CkFeeder(bootstrap, topic),
         cooperative,
+        ck_broker_view(bootstrap, topic, group),
+    )
+
+
+# KIP-848's consumer protocol moves partitions incrementally, as cooperative-sticky does, so
+# the scenario checks that a join or leave moves only the partitions that change hands. A
+# rebalance takes up to two of the coordinator's 5 s heartbeat intervals here.
+@pytest.mark.timeout(240)
+def test_confluent_group_rebalances_with_the_consumer_protocol(module_broker):
+    bootstrap = module_broker.bootstrap
+    topic = unique_name("ck-kip848")
+    group = unique_name("ck-kip848")
+    ck_create_topic(bootstrap, topic, PARTITION_COUNT)
+    run_scenario(
+        bootstrap,
+        lambda name, ledger: CkConsumerProtocolMember(name, ledger, bootstrap, topic, group, True),
+        CkFeeder(bootstrap, topic),
+        True,
         ck_broker_view(bootstrap, topic, group),
     )
 

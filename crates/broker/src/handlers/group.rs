@@ -1,6 +1,7 @@
 //! FindCoordinator, the classic group protocol (JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup), offsets (OffsetCommit, OffsetFetch, OffsetDelete) and group admin
-//! (ListGroups, DescribeGroups, DeleteGroups).
+//! LeaveGroup), the consumer group protocol (ConsumerGroupHeartbeat,
+//! ConsumerGroupDescribe), offsets (OffsetCommit, OffsetFetch, OffsetDelete) and group
+//! admin (ListGroups, DescribeGroups, DeleteGroups).
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -25,6 +26,8 @@ use kafka_protocol::ResponseError;
 use super::cluster::Resource;
 use super::text;
 use crate::clock::now_ms;
+use crate::consumer_groups::{self, Heartbeat as ConsumerBeat, Timing};
+use crate::dynamic_config;
 use crate::groups::{GroupState, JoinRequest};
 use crate::limits::OFFSET_METADATA_BYTES_MAX;
 use crate::state::State;
@@ -89,6 +92,14 @@ pub(crate) async fn join_group(
         require_known_member_id: version >= 4,
     };
     let member_id = join.member_id.clone();
+    // An empty consumer group of this id gives way; a live one stays. (Kafka would run them
+    // as one mixed group, KIP-848's online migration; sluice does not.)
+    if state.consumer_groups.remove_if_empty(&join.group_id).is_err() {
+        return JoinGroupResponse::default()
+            .with_error_code(ResponseError::InconsistentGroupProtocol.code())
+            .with_generation_id(-1)
+            .with_member_id(text(member_id));
+    }
     let receiver = match state.groups.join(join) {
         Ok(receiver) => receiver,
         Err(code) => {
@@ -243,12 +254,20 @@ pub(crate) fn leave_group(
     }
 }
 
-pub(crate) fn offset_commit(state: &State, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(crate) fn offset_commit(
+    state: &State,
+    request: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
     let group = request.group_id.to_string();
     let check = if crate::groups::valid_group_id(&group) {
         let generation = request.generation_id_or_member_epoch;
         let instance = request.group_instance_id.as_deref();
-        state.groups.check_commit(&group, generation, &request.member_id, instance)
+        let member = request.member_id.as_str();
+        match state.consumer_groups.check_commit(&group, member, generation, version, false) {
+            Some(code) => code,
+            None => state.groups.check_commit(&group, generation, member, instance),
+        }
     } else {
         ResponseError::InvalidGroupId.code()
     };
@@ -364,10 +383,16 @@ pub(crate) fn offset_fetch(
             .groups
             .into_iter()
             .map(|g| {
+                let member = g.member_id.as_deref();
+                let check = state.consumer_groups.check_fetch(&g.group_id, member, g.member_epoch);
                 let wanted = g
                     .topics
                     .map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
-                match committed(state, &g.group_id, wanted, request.require_stable) {
+                let answer = match check {
+                    Some(code) if code != 0 => Err(code),
+                    _ => committed(state, &g.group_id, wanted, request.require_stable),
+                };
+                match answer {
                     Err(code) => OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id)
                         .with_error_code(code),
@@ -427,17 +452,36 @@ pub(crate) fn offset_fetch(
     }
 }
 
-/// The type of every group sluice coordinates (ListGroups v5, KIP-848): the classic protocol.
+/// The type of a group of the classic protocol (ListGroups v5, KIP-848).
 const GROUP_TYPE: &str = "classic";
+/// The type (and protocol type) of a group of the consumer protocol (KIP-848).
+const CONSUMER_TYPE: &str = "consumer";
 
 pub(crate) fn list_groups(state: &State, request: ListGroupsRequest) -> ListGroupsResponse {
     let mut ids: Vec<String> = state.groups.ids();
     ids.extend(state.store.groups_with_offsets().unwrap_or_default());
+    ids.extend(state.consumer_groups.ids());
     ids.sort();
     ids.dedup();
+    let wanted = |group_state: &str, group_type: &str| {
+        (request.states_filter.is_empty()
+            || request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(group_state)))
+            && (request.types_filter.is_empty()
+                || request.types_filter.iter().any(|t| t.eq_ignore_ascii_case(group_type)))
+    };
     let groups = ids
         .into_iter()
         .filter_map(|id| {
+            if let Some(view) = state.consumer_groups.describe(&id) {
+                let group_state = consumer_groups::state_name(&view);
+                return wanted(group_state, CONSUMER_TYPE).then(|| {
+                    ListedGroup::default()
+                        .with_group_id(GroupId(text(id)))
+                        .with_protocol_type(text(CONSUMER_TYPE))
+                        .with_group_state(text(group_state))
+                        .with_group_type(text(CONSUMER_TYPE))
+                });
+            }
             let view = state.groups.describe(&id);
             let group_state = view.as_ref().map_or(GroupState::Empty, |v| v.state).name();
             let protocol_type = view
@@ -445,12 +489,8 @@ pub(crate) fn list_groups(state: &State, request: ListGroupsRequest) -> ListGrou
                 .map(|v| v.protocol_type.clone())
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(|| "consumer".into());
-            // Every group here is a classic one (KIP-848's types: classic, consumer, ...).
-            let keep = (request.states_filter.is_empty()
-                || request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(group_state)))
-                && (request.types_filter.is_empty()
-                    || request.types_filter.iter().any(|t| t.eq_ignore_ascii_case(GROUP_TYPE)));
-            keep.then(|| {
+            // Not a consumer-protocol group: a classic one (KIP-848's types).
+            wanted(group_state, GROUP_TYPE).then(|| {
                 ListedGroup::default()
                     .with_group_id(GroupId(text(id)))
                     .with_protocol_type(text(protocol_type))
@@ -465,6 +505,7 @@ pub(crate) fn list_groups(state: &State, request: ListGroupsRequest) -> ListGrou
 pub(crate) fn describe_groups(
     state: &State,
     request: DescribeGroupsRequest,
+    version: i16,
 ) -> DescribeGroupsResponse {
     let asked = request.include_authorized_operations;
     let operations = super::cluster::authorized_operations(asked, Resource::Group);
@@ -472,6 +513,17 @@ pub(crate) fn describe_groups(
         .groups
         .into_iter()
         .map(|id| match state.groups.describe(&id) {
+            None if state.consumer_groups.describe(&id).is_some() => {
+                // Kafka answers DescribeGroups for classic groups only (the message: v6+).
+                let message =
+                    format!("group {} is a consumer group; use ConsumerGroupDescribe", id.as_str());
+                DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message((version >= 6).then(|| text(message)))
+                    .with_group_state(text("Dead"))
+                    .with_authorized_operations(operations)
+            }
             Some(view) => {
                 let members = view
                     .members
@@ -519,7 +571,10 @@ pub(crate) fn delete_groups(state: &State, request: DeleteGroupsRequest) -> Dele
         .map(|id| {
             let known = state.groups.exists(&id)
                 || state.store.group_offsets(&id).map(|o| !o.is_empty()).unwrap_or(false);
-            let code = if !known {
+            let consumer = state.consumer_groups.remove_if_empty(&id);
+            let code = if let Err(code) = consumer {
+                code
+            } else if !known && consumer != Ok(true) {
                 ResponseError::GroupIdNotFound.code()
             } else {
                 match state.groups.remove_if_empty(&id) {
@@ -550,7 +605,9 @@ pub(crate) fn offset_delete(state: &State, request: OffsetDeleteRequest) -> Offs
         Err(error) => return OffsetDeleteResponse::default().with_error_code(error.code()),
     };
     let known = has_offsets || state.groups.exists(&group);
-    let subscribed = if known {
+    let subscribed = if let Some(topics) = state.consumer_groups.subscribed_topics(&group) {
+        Ok(crate::groups::Subscribed::Topics(topics))
+    } else if known {
         state.groups.subscribed(&group)
     } else {
         Err(ResponseError::GroupIdNotFound.code())
@@ -589,4 +646,143 @@ pub(crate) fn offset_delete(state: &State, request: OffsetDeleteRequest) -> Offs
         .collect();
     let code = state.store.delete_offsets(&group, Some(&doomed)).map_or_else(|e| e.code(), |()| 0);
     OffsetDeleteResponse::default().with_error_code(code).with_topics(topics)
+}
+
+/// A group's consumer-protocol timing: its group configs, else the broker's defaults.
+fn consumer_timing(state: &State, group_id: &str) -> Timing {
+    let set = state.dynamic.group(group_id);
+    let value = |name: &str, fallback: i32| {
+        set.get(name)
+            .and_then(|v| v.parse().ok())
+            .or_else(|| {
+                dynamic_config::group_default(&state.settings, name)
+                    .and_then(|(v, _)| v.parse().ok())
+            })
+            .unwrap_or(fallback)
+    };
+    Timing {
+        session_timeout_ms: value("consumer.session.timeout.ms", 45_000),
+        heartbeat_interval_ms: value("consumer.heartbeat.interval.ms", 5000),
+    }
+}
+
+/// ConsumerGroupHeartbeat (KIP-848): `crate::consumer_groups`.
+pub(crate) fn consumer_group_heartbeat(
+    state: &State,
+    request: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    let group_id = request.group_id.to_string();
+    let owned = request.topic_partitions.map(|topics| {
+        let mut owned = consumer_groups::Assignment::new();
+        for topic in topics {
+            owned.entry(topic.topic_id).or_default().extend(topic.partitions);
+        }
+        owned
+    });
+    let beat = ConsumerBeat {
+        group_id: group_id.clone(),
+        member_id: request.member_id.to_string(),
+        member_epoch: request.member_epoch,
+        instance_id: request.instance_id.map(|s| s.to_string()),
+        rack_id: request.rack_id.map(|s| s.to_string()),
+        rebalance_timeout_ms: request.rebalance_timeout_ms,
+        topics: request.subscribed_topic_names.map(|t| t.iter().map(|n| n.to_string()).collect()),
+        regex: request.subscribed_topic_regex.map(|s| s.to_string()),
+        assignor: request.server_assignor.map(|s| s.to_string()),
+        owned,
+    };
+    let timing = consumer_timing(state, &group_id);
+    let classic = state.groups.has_members(&group_id);
+    let now = std::time::Instant::now();
+    let answer = state.consumer_groups.heartbeat(beat, &state.topics, timing, classic, now);
+    let assignment = answer.assignment.map(|assignment| {
+        let topics = assignment
+            .into_iter()
+            .map(|(topic_id, partitions)| {
+                consumer_group_heartbeat_response::TopicPartitions::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(partitions.into_iter().collect())
+            })
+            .collect();
+        consumer_group_heartbeat_response::Assignment::default().with_topic_partitions(topics)
+    });
+    ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(answer.error)
+        .with_error_message(answer.message.map(text))
+        .with_member_id((!answer.member_id.is_empty()).then(|| text(answer.member_id)))
+        .with_member_epoch(answer.member_epoch)
+        .with_heartbeat_interval_ms(answer.heartbeat_interval_ms)
+        .with_assignment(assignment)
+}
+
+/// ConsumerGroupDescribe (KIP-848).
+pub(crate) fn consumer_group_describe(
+    state: &State,
+    request: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let asked = request.include_authorized_operations;
+    let operations = super::cluster::authorized_operations(asked, Resource::Group);
+    // Topic names by id, looked up once for every member's assignments.
+    let names: std::collections::HashMap<uuid::Uuid, String> =
+        state.topics.all().iter().map(|t| (t.id, t.name.clone())).collect();
+    let described = |assignment: &consumer_groups::Assignment| {
+        let topics = assignment
+            .iter()
+            .map(|(topic_id, partitions)| {
+                let name = names.get(topic_id).cloned().unwrap_or_default();
+                consumer_group_describe_response::TopicPartitions::default()
+                    .with_topic_id(*topic_id)
+                    .with_topic_name(TopicName(text(name)))
+                    .with_partitions(partitions.iter().copied().collect())
+            })
+            .collect();
+        consumer_group_describe_response::Assignment::default().with_topic_partitions(topics)
+    };
+    let groups = request
+        .group_ids
+        .into_iter()
+        .map(|id| {
+            let group = consumer_group_describe_response::DescribedGroup::default()
+                .with_authorized_operations(operations);
+            let Some(view) = state.consumer_groups.describe(&id) else {
+                let message = if state.groups.exists(&id) {
+                    format!("group {} is not a consumer group", id.as_str())
+                } else {
+                    format!("group {} not found", id.as_str())
+                };
+                return group
+                    .with_group_id(id)
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(text(message)))
+                    .with_group_state(text("Dead"));
+            };
+            let members = view
+                .members
+                .iter()
+                .map(|m| {
+                    consumer_group_describe_response::Member::default()
+                        .with_member_id(text(m.member_id.clone()))
+                        .with_instance_id(m.instance_id.clone().map(text))
+                        .with_rack_id(m.rack_id.clone().map(text))
+                        .with_member_epoch(m.epoch)
+                        .with_subscribed_topic_names(
+                            m.topics.iter().map(|t| TopicName(text(t.clone()))).collect(),
+                        )
+                        .with_subscribed_topic_regex(m.regex.clone().map(text))
+                        .with_assignment(described(&m.assigned))
+                        .with_target_assignment(described(&m.target))
+                        .with_member_type(1)
+                })
+                .collect();
+            group
+                .with_group_id(id)
+                .with_error_message(None)
+                .with_group_state(text(consumer_groups::state_name(&view)))
+                .with_group_epoch(view.epoch)
+                .with_assignment_epoch(view.target_epoch)
+                .with_assignor_name(text(view.assignor.clone()))
+                .with_members(members)
+        })
+        .collect();
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

@@ -304,7 +304,8 @@ pub(crate) async fn handle(
             ResponseKind::LeaveGroup(group::leave_group(state, r, version))
         }
         RequestKind::OffsetCommit(r) => {
-            match on_blocking_pool(state, peer, move |s| group::offset_commit(s, r)).await {
+            match on_blocking_pool(state, peer, move |s| group::offset_commit(s, r, version)).await
+            {
                 Some(response) => ResponseKind::OffsetCommit(response),
                 None => return Reply::Close,
             }
@@ -315,6 +316,12 @@ pub(crate) async fn handle(
                 None => return Reply::Close,
             }
         }
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            ResponseKind::ConsumerGroupHeartbeat(group::consumer_group_heartbeat(state, r))
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(group::consumer_group_describe(state, r))
+        }
         RequestKind::ListGroups(r) => {
             // It reads the store's offsets table.
             match on_blocking_pool(state, peer, move |s| group::list_groups(s, r)).await {
@@ -324,7 +331,9 @@ pub(crate) async fn handle(
         }
         RequestKind::DescribeGroups(r) => {
             // An empty group's answer reads the store's offsets table.
-            match on_blocking_pool(state, peer, move |s| group::describe_groups(s, r)).await {
+            match on_blocking_pool(state, peer, move |s| group::describe_groups(s, r, version))
+                .await
+            {
                 Some(response) => ResponseKind::DescribeGroups(response),
                 None => return Reply::Close,
             }
@@ -520,7 +529,7 @@ mod tests {
         let groups = DescribeGroupsRequest::default()
             .with_groups(vec![GroupId(StrBytes::from_static_str("g"))])
             .with_include_authorized_operations(true);
-        let described = group::describe_groups(&state, groups);
+        let described = group::describe_groups(&state, groups, 5);
         assert_eq!(described.groups[0].authorized_operations.count_ones(), 5);
 
         let committed = crate::store::OffsetRecord {
@@ -846,6 +855,18 @@ mod tests {
                 version,
             ),
             ApiKey::ListTransactions => enc(ListTransactionsRequest::default(), version),
+            ApiKey::ConsumerGroupHeartbeat => enc(
+                ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(GroupId(s("cg")))
+                    .with_member_id(s(if version >= 1 { "m" } else { "" }))
+                    .with_rebalance_timeout_ms(30_000)
+                    .with_subscribed_topic_names(Some(vec![t()])),
+                version,
+            ),
+            ApiKey::ConsumerGroupDescribe => enc(
+                ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("cg"))]),
+                version,
+            ),
             other => panic!("add {other:?} to realistic_body"),
         }
     }
@@ -1443,18 +1464,19 @@ mod tests {
                 .with_generation_id_or_member_epoch(-1)
                 .with_topics(vec![topic])
         };
-        let refused = group::offset_commit(&state, commit("g\0"));
+        let refused = group::offset_commit(&state, commit("g\0"), 8);
         assert_eq!(
             refused.topics[0].partitions[0].error_code,
             ResponseError::InvalidGroupId.code()
         );
-        let accepted = group::offset_commit(&state, commit("offsets-only"));
+        let accepted = group::offset_commit(&state, commit("offsets-only"), 8);
         assert_eq!(accepted.topics[0].partitions[0].error_code, 0);
 
         let ids = ["offsets-only", "unknown"].map(|g| GroupId(StrBytes::from_static_str(g)));
         let described = group::describe_groups(
             &state,
             DescribeGroupsRequest::default().with_groups(ids.to_vec()),
+            5,
         );
         let states: Vec<String> =
             described.groups.iter().map(|g| g.group_state.to_string()).collect();

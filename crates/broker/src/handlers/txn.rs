@@ -136,12 +136,17 @@ pub(crate) async fn txn_offset_commit(
     version: i16,
 ) -> TxnOffsetCommitResponse {
     let group = request.group_id.to_string();
-    let member_check = state.groups.check_txn_commit(
-        &group,
-        request.generation_id,
-        &request.member_id,
-        request.group_instance_id.as_deref(),
-    );
+    let member = request.member_id.as_str();
+    let consumer =
+        state.consumer_groups.check_commit(&group, member, request.generation_id, version, true);
+    let member_check = consumer.unwrap_or_else(|| {
+        state.groups.check_txn_commit(
+            &group,
+            request.generation_id,
+            member,
+            request.group_instance_id.as_deref(),
+        )
+    });
     let now = now_ms();
     let mut pending = Vec::new();
     let mut codes: Vec<Vec<i16>> = Vec::with_capacity(request.topics.len());

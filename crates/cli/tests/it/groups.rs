@@ -1,6 +1,8 @@
 //! Consumer groups through rdkafka: the range assignor splits 6 partitions 2/2/2 over three
 //! members, every record is consumed exactly once across them, commits survive a clean broker
-//! restart, and a new member resumes from the committed offsets.
+//! restart, and a new member resumes from the committed offsets. The same runs with the
+//! classic protocol (the client's range assignor) and with KIP-848's consumer protocol
+//! (`group.protocol=consumer`, the coordinator's uniform assignor, default client settings).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -38,19 +40,33 @@ const CONSUME_LIMIT: Duration = Duration::from_secs(60);
 /// Channel capacity between member tasks and the test: a few fetches' worth.
 const RECORDS_IN_FLIGHT_MAX: usize = 1024;
 
-fn group_consumer(bootstrap: &str) -> StreamConsumer {
-    client_config(bootstrap)
+/// Which group protocol the members speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// JoinGroup and SyncGroup; the client assigns.
+    Classic,
+    /// ConsumerGroupHeartbeat (KIP-848); the coordinator assigns.
+    Consumer,
+}
+
+fn group_consumer(bootstrap: &str, protocol: Protocol) -> StreamConsumer {
+    let mut config = client_config(bootstrap);
+    config
         .set("group.id", GROUP)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "range")
-        // Kafka's group.min.session.timeout.ms is 6 s; heartbeats well inside it.
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
         .set("check.crcs", "true")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("group consumer config is valid")
+        .set("fetch.wait.max.ms", "100");
+    match protocol {
+        Protocol::Classic => config
+            .set("partition.assignment.strategy", "range")
+            // Kafka's group.min.session.timeout.ms is 6 s; heartbeats well inside it.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500"),
+        // The session and heartbeat timing are the coordinator's here (group configs).
+        Protocol::Consumer => config.set("group.protocol", "consumer"),
+    };
+    config.create().expect("group consumer config is valid")
 }
 
 fn value_of(partition: i32, offset: i64) -> String {
@@ -184,9 +200,14 @@ fn commit_and_check(member: &StreamConsumer, partitions: &BTreeSet<i32>, offset:
 
 /// Three members join, split the partitions 2/2/2, consume offsets `0..EARLY_COUNT` of every
 /// partition exactly once between them, commit, and leave the group.
-async fn consume_and_commit_with_three_members(broker: &BrokerProcess, producer: &FutureProducer) {
-    let members: Vec<Arc<StreamConsumer>> =
-        (0..MEMBER_COUNT).map(|_| Arc::new(group_consumer(&broker.bootstrap()))).collect();
+async fn consume_and_commit_with_three_members(
+    broker: &BrokerProcess,
+    producer: &FutureProducer,
+    protocol: Protocol,
+) {
+    let members: Vec<Arc<StreamConsumer>> = (0..MEMBER_COUNT)
+        .map(|_| Arc::new(group_consumer(&broker.bootstrap(), protocol)))
+        .collect();
     let (records_tx, mut records_rx) = mpsc::channel(RECORDS_IN_FLIGHT_MAX);
     let mut tasks = Vec::new();
     for (index, member) in members.iter().enumerate() {
@@ -227,10 +248,19 @@ async fn consume_and_commit_with_three_members(broker: &BrokerProcess, producer:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splits_partitions_evenly_and_resumes_from_commits_after_restart() {
+    splits_evenly_and_resumes(Protocol::Classic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splits_partitions_evenly_and_resumes_with_the_consumer_protocol() {
+    splits_evenly_and_resumes(Protocol::Consumer).await;
+}
+
+async fn splits_evenly_and_resumes(protocol: Protocol) {
     let mut broker = start_broker();
     create_topic(&broker, TOPIC, PARTITION_COUNT, &[]).await;
     let producer = producer(&broker.bootstrap(), &[]);
-    consume_and_commit_with_three_members(&broker, &producer).await;
+    consume_and_commit_with_three_members(&broker, &producer, protocol).await;
     produce_range(&broker, &producer, EARLY_COUNT, EARLY_COUNT + LATE_COUNT).await;
     drop(producer);
 
@@ -238,7 +268,7 @@ async fn splits_partitions_evenly_and_resumes_from_commits_after_restart() {
     assert!(status.success(), "a clean stop exits 0, got {status}; log:\n{}", broker.log_tail());
     broker.restart().expect("the broker restarts on its data dir");
 
-    let resumed = Arc::new(group_consumer(&broker.bootstrap()));
+    let resumed = Arc::new(group_consumer(&broker.bootstrap(), protocol));
     resumed.subscribe(&[TOPIC]).expect("subscribe takes any topic list");
     let (records_tx, mut records_rx) = mpsc::channel(RECORDS_IN_FLIGHT_MAX);
     let task = spawn_member(0, Arc::clone(&resumed), records_tx);
