@@ -26,7 +26,7 @@ use kafka_protocol::ResponseError;
 use super::cluster::Resource;
 use super::text;
 use crate::clock::now_ms;
-use crate::consumer_groups::{self, Heartbeat as ConsumerBeat, Timing};
+use crate::consumer_groups::{self, Heartbeat as ConsumerHeartbeat, Timing};
 use crate::dynamic_config;
 use crate::groups::{GroupState, JoinRequest};
 use crate::limits::OFFSET_METADATA_BYTES_MAX;
@@ -666,11 +666,24 @@ fn consumer_timing(state: &State, group_id: &str) -> Timing {
     }
 }
 
-/// ConsumerGroupHeartbeat (KIP-848): `crate::consumer_groups`.
+/// A ConsumerGroupHeartbeat's answer: now, or held until the member has something to hear.
+pub(crate) enum ConsumerBeat {
+    Now(ConsumerGroupHeartbeatResponse),
+    Held(
+        std::pin::Pin<Box<dyn std::future::Future<Output = ConsumerGroupHeartbeatResponse> + Send>>,
+    ),
+}
+
+/// ConsumerGroupHeartbeat (KIP-848): `crate::consumer_groups`. A heartbeat that had nothing
+/// to tell the member, on a `connection` whose client heartbeats off its poll loop, may be
+/// held as classic heartbeats are (`crate::groups`): it is answered when the group changes,
+/// when its hold time is up, at shutdown, or when the next request on the connection begins,
+/// each time with the answer the same heartbeat gets then.
 pub(crate) fn consumer_group_heartbeat(
-    state: &State,
+    state: &std::sync::Arc<State>,
     request: ConsumerGroupHeartbeatRequest,
-) -> ConsumerGroupHeartbeatResponse {
+    connection: Option<&super::Connection>,
+) -> ConsumerBeat {
     let group_id = request.group_id.to_string();
     let owned = request.topic_partitions.map(|topics| {
         let mut owned = consumer_groups::Assignment::new();
@@ -679,7 +692,7 @@ pub(crate) fn consumer_group_heartbeat(
         }
         owned
     });
-    let beat = ConsumerBeat {
+    let beat = ConsumerHeartbeat {
         group_id: group_id.clone(),
         member_id: request.member_id.to_string(),
         member_epoch: request.member_epoch,
@@ -692,9 +705,70 @@ pub(crate) fn consumer_group_heartbeat(
         owned,
     };
     let timing = consumer_timing(state, &group_id);
-    let classic = state.groups.has_members(&group_id);
-    let now = std::time::Instant::now();
-    let answer = state.consumer_groups.heartbeat(beat, &state.topics, timing, classic, now);
+    let serve = {
+        let state = std::sync::Arc::clone(state);
+        let beat = beat.clone();
+        move || {
+            let classic = state.groups.has_members(&beat.group_id);
+            let now = std::time::Instant::now();
+            let answer =
+                state.consumer_groups.heartbeat(beat.clone(), &state.topics, timing, classic, now);
+            (answer.error == 0 && answer.assignment.is_none(), heartbeat_response(answer))
+        }
+    };
+    let (quiet, response) = serve();
+    let Some(connection) = connection.filter(|_| quiet && beat.member_epoch > 0) else {
+        return ConsumerBeat::Now(response);
+    };
+    let hold_max = std::time::Duration::from_millis(state.settings.group_heartbeat_hold_max_ms);
+    let Some((changed, hold)) =
+        state.consumer_groups.hold(&group_id, &beat.member_id, timing, hold_max)
+    else {
+        return ConsumerBeat::Now(response);
+    };
+    // Answered later, the same heartbeat is served again: as if it had arrived then.
+    let answer = {
+        let serve = serve.clone();
+        move || serve().1
+    };
+    let ticket = connection.hold(Box::new(answer.clone()));
+    let mut shutdown = state.shutdown.subscribe();
+    let state = std::sync::Arc::clone(state);
+    ConsumerBeat::Held(Box::pin(async move {
+        let mut ticket = ticket;
+        let mut changed = changed;
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            // No await inside select!: its other futures live until it ends.
+            let changed_now = tokio::select! {
+                response = &mut ticket.answered => {
+                    // Or the connection dropped the hold without answering: as of now.
+                    return response.unwrap_or_else(|_| answer());
+                }
+                _ = &mut changed => true,
+                _ = tokio::time::sleep_until(deadline) => false,
+                _ = shutdown.wait_for(|stop| *stop) => false,
+            };
+            if !changed_now {
+                break;
+            }
+            // The group changed: answer if the member has news, else hold on.
+            let (quiet, response) = serve();
+            if !quiet {
+                return ticket.settle(move || response).await;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let timing = consumer_timing(&state, &group_id);
+            match state.consumer_groups.hold(&group_id, &beat.member_id, timing, left) {
+                Some((next, _)) => changed = next,
+                None => return ticket.settle(move || response).await,
+            }
+        }
+        ticket.settle(answer).await
+    }))
+}
+
+fn heartbeat_response(answer: consumer_groups::Answer) -> ConsumerGroupHeartbeatResponse {
     let assignment = answer.assignment.map(|assignment| {
         let topics = assignment
             .into_iter()

@@ -9,7 +9,9 @@
 //! released it, until the client's next heartbeat is due. The third member joins either
 //! right after the two settled (when the others' first heartbeats have just been released by
 //! their offset fetches), or at a random moment of the steady state, so every phase of the
-//! others' heartbeats and commits is sampled.
+//! others' heartbeats and commits is sampled. Last, the same random joins with KIP-848's
+//! consumer protocol (`group.protocol=consumer`: the coordinator assigns, and times the
+//! heartbeats, 5 s apart by default; no heartbeat is held).
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +41,18 @@ pub struct GroupsResult {
     /// `group.heartbeat.hold.max.ms=0`, heartbeats answered at once as Kafka does: the third
     /// member joins at a random moment.
     pub without_holds: RebalanceRun,
+    /// KIP-848's consumer protocol (`group.protocol=consumer`): the third member joins at a
+    /// random moment.
+    pub consumer_protocol: RebalanceRun,
+}
+
+/// Which group protocol the members speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Protocol {
+    /// JoinGroup and SyncGroup (librdkafka's default).
+    Classic,
+    /// ConsumerGroupHeartbeat (KIP-848).
+    Consumer,
 }
 
 /// Runs every rebalance measurement, on a broker with the default settings and then on one
@@ -50,18 +64,25 @@ pub fn run_all(dir: &std::path::Path, progress: &Progress) -> Result<GroupsResul
     let broker = BrokerProcess::start_with(&dir.join("holds"), &[])?;
     super::load::create_topic_named(&broker.bootstrap, TOPIC, REBALANCE_PARTITIONS)?;
     let trickle = Trickle::start(&broker.bootstrap)?;
-    let settled = run(&broker.bootstrap, TOPIC, None, Join::Settled, REBALANCE_TRIALS_SETTLED)?;
-    let random = run(&broker.bootstrap, TOPIC, None, Join::Random, REBALANCE_TRIALS_RANDOM)?;
+    let classic = Protocol::Classic;
+    let settled =
+        run(&broker.bootstrap, TOPIC, classic, None, Join::Settled, REBALANCE_TRIALS_SETTLED)?;
+    let random =
+        run(&broker.bootstrap, TOPIC, classic, None, Join::Random, REBALANCE_TRIALS_RANDOM)?;
+    let consumer = Protocol::Consumer;
+    let consumer_protocol =
+        run(&broker.bootstrap, TOPIC, consumer, None, Join::Random, REBALANCE_TRIALS_RANDOM)?;
     trickle.stop()?;
     drop(broker);
     let broker =
         BrokerProcess::start_with(&dir.join("no-holds"), &["group.heartbeat.hold.max.ms=0"])?;
     super::load::create_topic_named(&broker.bootstrap, TOPIC, REBALANCE_PARTITIONS)?;
     let trickle = Trickle::start(&broker.bootstrap)?;
-    let without_holds = run(&broker.bootstrap, TOPIC, None, Join::Random, REBALANCE_TRIALS_RANDOM)?;
+    let without_holds =
+        run(&broker.bootstrap, TOPIC, classic, None, Join::Random, REBALANCE_TRIALS_RANDOM)?;
     trickle.stop()?;
     bar.finish_and_clear();
-    Ok(GroupsResult { settled, random, without_holds })
+    Ok(GroupsResult { settled, random, without_holds, consumer_protocol })
 }
 
 /// Records a second the trickle producer writes during the group runs.
@@ -119,6 +140,8 @@ pub enum Join {
 /// Result of the rebalance runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct RebalanceRun {
+    /// The group protocol the members spoke.
+    pub protocol: Protocol,
     /// librdkafka's `heartbeat.interval.ms` for this run (its default is 3000).
     pub heartbeat_interval_ms: u64,
     /// When the third member joined.
@@ -135,6 +158,7 @@ pub struct RebalanceRun {
 pub fn run(
     bootstrap: &str,
     topic: &str,
+    protocol: Protocol,
     heartbeat_interval_ms: Option<u64>,
     join: Join,
     trials: usize,
@@ -144,7 +168,7 @@ pub fn run(
     let mut rng = rand::thread_rng();
     for trial in 0..trials {
         let group = format!(
-            "sluice-bench-rebalance-{}-{join:?}-{trial}-{}",
+            "sluice-bench-rebalance-{protocol:?}-{}-{join:?}-{trial}-{}",
             heartbeat_interval_ms.unwrap_or(0),
             std::process::id()
         );
@@ -154,13 +178,15 @@ pub fn run(
                 Duration::from_millis(2 * interval_ms + rng.gen_range(0..=2 * interval_ms))
             }
         };
-        settle_secs.push(one_join(bootstrap, topic, &group, heartbeat_interval_ms, delay)?);
+        let members = (protocol, heartbeat_interval_ms);
+        settle_secs.push(one_join(bootstrap, topic, &group, members, delay)?);
     }
     let mut sorted = settle_secs.clone();
     sorted.sort_by(f64::total_cmp);
     let median_secs = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
     let max_secs = sorted.last().copied().unwrap_or(f64::NAN);
     Ok(RebalanceRun {
+        protocol,
         heartbeat_interval_ms: interval_ms,
         join,
         settle_secs,
@@ -172,10 +198,13 @@ pub fn run(
 fn member(
     bootstrap: &str,
     group: &str,
-    heartbeat_interval_ms: Option<u64>,
+    (protocol, heartbeat_interval_ms): (Protocol, Option<u64>),
 ) -> Result<BaseConsumer> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap).set("group.id", group);
+    if protocol == Protocol::Consumer {
+        config.set("group.protocol", "consumer");
+    }
     if let Some(ms) = heartbeat_interval_ms {
         config.set("heartbeat.interval.ms", ms.to_string());
     }
@@ -202,7 +231,7 @@ fn one_join(
     bootstrap: &str,
     topic: &str,
     group: &str,
-    heartbeat: Option<u64>,
+    heartbeat: (Protocol, Option<u64>),
     delay: Duration,
 ) -> Result<f64> {
     let first = member(bootstrap, group, heartbeat)?;

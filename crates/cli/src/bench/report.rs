@@ -555,6 +555,7 @@ fn groups_section(out: &mut String, groups: &GroupsResult) {
         ("held heartbeats (default)", &groups.settled),
         ("held heartbeats (default)", &groups.random),
         ("group.heartbeat.hold.max.ms=0 (as Kafka)", &groups.without_holds),
+        ("KIP-848 consumer protocol (group.protocol=consumer)", &groups.consumer_protocol),
     ];
     for (broker, run) in runs {
         let when = match run.join {
