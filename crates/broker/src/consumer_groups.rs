@@ -44,8 +44,6 @@ const STATIC_LEAVE: i32 = -2;
 /// Longest regular expression accepted, and the most memory one may compile to.
 const REGEX_BYTES_MAX: usize = 4096;
 const REGEX_COMPILED_BYTES_MAX: usize = 1 << 20;
-/// How much sooner than the member's next heartbeat a held heartbeat is answered, at most.
-const HOLD_MARGIN_MAX: Duration = Duration::from_millis(500);
 /// How often regular-expression subscriptions are matched against the topics again (topics
 /// created meanwhile join the subscription within this).
 const REGEX_REFRESH: Duration = Duration::from_secs(1);
@@ -267,11 +265,18 @@ impl ConsumerGroups {
         answer
     }
 
+    /// Whether the member waits for partitions other members still hold.
+    pub fn is_unreleased(&self, group_id: &str, member_id: &str) -> bool {
+        let groups = self.lock();
+        let member = groups.get(group_id).and_then(|g| g.members.get(member_id));
+        member.is_some_and(|m| m.state == Reconciling::Unreleased)
+    }
+
     /// Holds a member's heartbeat that had nothing to tell it (sluice's own, as for classic
     /// groups, `group.heartbeat.hold.max.ms`): the receiver fires when the group changes (a
     /// member joins, leaves or changes its subscription, the topics change, partitions are
-    /// released), and the hold ends short of the member's next heartbeat, and within a third
-    /// of its session. `None`: answer now.
+    /// released), and the hold ends within half the member's heartbeat interval (librdkafka
+    /// times a heartbeat out after one interval) and a third of its session. `None`: answer now.
     pub fn hold(
         &self,
         group_id: &str,
@@ -281,10 +286,7 @@ impl ConsumerGroups {
     ) -> Option<(tokio::sync::oneshot::Receiver<()>, Duration)> {
         let interval = Duration::from_millis(u64::try_from(timing.heartbeat_interval_ms).ok()?);
         let session = Duration::from_millis(u64::try_from(timing.session_timeout_ms).ok()?);
-        let hold = interval
-            .saturating_sub(HOLD_MARGIN_MAX.min(interval / 5))
-            .min(hold_max)
-            .min(session / 3);
+        let hold = (interval / 2).min(hold_max).min(session / 3);
         if hold.is_zero() {
             return None;
         }
@@ -1345,7 +1347,7 @@ mod tests {
         let a = joined(&groups, &topics, "a", now);
         let held = groups.hold("g", "a", TIMING, Duration::from_secs(5));
         let (mut woken, hold) = held.expect("a Stable member's heartbeat may be held");
-        assert_eq!(hold, Duration::from_millis(4500), "short of the 5 s interval");
+        assert_eq!(hold, Duration::from_millis(2500), "half the 5 s interval");
         assert!(woken.try_recv().is_err(), "nothing happened yet");
         // A plain heartbeat of another kind changes nothing: no wake.
         let quiet = groups.heartbeat(beat("a", a.epoch, &a.owned), &topics, TIMING, false, now);

@@ -705,28 +705,60 @@ pub(crate) fn consumer_group_heartbeat(
         owned,
     };
     let timing = consumer_timing(state, &group_id);
-    let serve = {
-        let state = std::sync::Arc::clone(state);
-        let beat = beat.clone();
-        move || {
-            let classic = state.groups.has_members(&beat.group_id);
-            let now = std::time::Instant::now();
-            let answer =
-                state.consumer_groups.heartbeat(beat.clone(), &state.topics, timing, classic, now);
-            (answer.error == 0 && answer.assignment.is_none(), heartbeat_response(answer))
-        }
+    let first = {
+        let classic = state.groups.has_members(&group_id);
+        let now = std::time::Instant::now();
+        state.consumer_groups.heartbeat(beat.clone(), &state.topics, timing, classic, now)
     };
-    let (quiet, response) = serve();
-    let Some(connection) = connection.filter(|_| quiet && beat.member_epoch > 0) else {
-        return ConsumerBeat::Now(response);
+    // Held: a heartbeat with nothing to tell its member, or one whose member (a joining one,
+    // typically) waits for partitions others still hold, so it hears of them when they are
+    // released rather than at its next heartbeat.
+    let waiting = state.consumer_groups.is_unreleased(&group_id, &first.member_id);
+    let holdable = first.error == 0
+        && beat.member_epoch >= 0
+        && (first.assignment.is_none() || waiting)
+        && first.member_epoch > 0;
+    let Some(connection) = connection.filter(|_| holdable) else {
+        return ConsumerBeat::Now(heartbeat_response(first));
     };
     let hold_max = std::time::Duration::from_millis(state.settings.group_heartbeat_hold_max_ms);
     let Some((changed, hold)) =
-        state.consumer_groups.hold(&group_id, &beat.member_id, timing, hold_max)
+        state.consumer_groups.hold(&group_id, &first.member_id, timing, hold_max)
     else {
-        return ConsumerBeat::Now(response);
+        return ConsumerBeat::Now(heartbeat_response(first));
     };
-    // Answered later, the same heartbeat is served again: as if it had arrived then.
+    // Answered later, the member's state is served again as a follow-up heartbeat at the
+    // epoch it was given (a join is not joined twice); the first answer's assignment stands
+    // unless the follow-up changed it. `quiet`: the follow-up had no news.
+    let member_id = first.member_id.clone();
+    let follow_up = ConsumerHeartbeat {
+        group_id: group_id.clone(),
+        member_id: member_id.clone(),
+        member_epoch: first.member_epoch,
+        instance_id: beat.instance_id.clone(),
+        rebalance_timeout_ms: -1,
+        ..Default::default()
+    };
+    let serve = {
+        let state = std::sync::Arc::clone(state);
+        let first_assignment = first.assignment.clone();
+        move || {
+            let classic = state.groups.has_members(&follow_up.group_id);
+            let now = std::time::Instant::now();
+            let mut answer = state.consumer_groups.heartbeat(
+                follow_up.clone(),
+                &state.topics,
+                timing,
+                classic,
+                now,
+            );
+            let quiet = answer.error == 0 && answer.assignment.is_none();
+            if quiet {
+                answer.assignment.clone_from(&first_assignment);
+            }
+            (quiet, heartbeat_response(answer))
+        }
+    };
     let answer = {
         let serve = serve.clone();
         move || serve().1
@@ -759,7 +791,7 @@ pub(crate) fn consumer_group_heartbeat(
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let timing = consumer_timing(&state, &group_id);
-            match state.consumer_groups.hold(&group_id, &beat.member_id, timing, left) {
+            match state.consumer_groups.hold(&group_id, &member_id, timing, left) {
                 Some((next, _)) => changed = next,
                 None => return ticket.settle(move || response).await,
             }
