@@ -158,8 +158,6 @@ struct Group {
     owners: HashMap<(Uuid, i32), String>,
     /// The subscribed topics' ids and partition counts the target was computed from.
     metadata: BTreeMap<String, (Uuid, i32)>,
-    /// Held heartbeats of this group, woken by any change a member may have to hear of.
-    waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// The topics each expression in use matched, and when they were last matched (`None`:
     /// expressions not matched yet wait for the next heartbeat).
     regex_matches: BTreeMap<String, BTreeSet<String>>,
@@ -255,48 +253,9 @@ impl ConsumerGroups {
         classic_members: bool,
         now: Instant,
     ) -> Answer {
-        let group_id = request.group_id.clone();
-        let before = self.fingerprint(&group_id);
         let mut answer = self.serve(request, topics, timing, classic_members, now);
-        if self.fingerprint(&group_id) != before {
-            self.wake(&group_id);
-        }
         answer.heartbeat_interval_ms = timing.heartbeat_interval_ms;
         answer
-    }
-
-    /// Whether the member waits for partitions other members still hold.
-    pub fn is_unreleased(&self, group_id: &str, member_id: &str) -> bool {
-        let groups = self.lock();
-        let member = groups.get(group_id).and_then(|g| g.members.get(member_id));
-        member.is_some_and(|m| m.state == Reconciling::Unreleased)
-    }
-
-    /// Holds a member's heartbeat that had nothing to tell it (sluice's own, as for classic
-    /// groups, `group.heartbeat.hold.max.ms`): the receiver fires when the group changes (a
-    /// member joins, leaves or changes its subscription, the topics change, partitions are
-    /// released), and the hold ends within half the member's heartbeat interval (librdkafka
-    /// times a heartbeat out after one interval) and a third of its session. `None`: answer now.
-    pub fn hold(
-        &self,
-        group_id: &str,
-        member_id: &str,
-        timing: Timing,
-        hold_max: Duration,
-    ) -> Option<(tokio::sync::oneshot::Receiver<()>, Duration)> {
-        let interval = Duration::from_millis(u64::try_from(timing.heartbeat_interval_ms).ok()?);
-        let session = Duration::from_millis(u64::try_from(timing.session_timeout_ms).ok()?);
-        let hold = (interval / 2).min(hold_max).min(session / 3);
-        if hold.is_zero() {
-            return None;
-        }
-        let mut groups = self.lock();
-        let group = groups.get_mut(group_id)?;
-        group.members.get(member_id).filter(|m| !m.left_static && m.epoch > 0)?;
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        group.waiters.retain(|w| !w.is_closed());
-        group.waiters.push(sender);
-        Some((receiver, hold))
     }
 
     fn serve(
@@ -515,29 +474,6 @@ impl ConsumerGroups {
         }
     }
 
-    /// What a held heartbeat of the group may have to hear of: the epochs, the members and
-    /// who holds which partition.
-    fn fingerprint(&self, group_id: &str) -> Option<(i32, i32, usize, u64)> {
-        let groups = self.lock();
-        let group = groups.get(group_id)?;
-        let mut owners: Vec<(&(Uuid, i32), &String)> = group.owners.iter().collect();
-        owners.sort_unstable();
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&owners, &mut hasher);
-        let owners = std::hash::Hasher::finish(&hasher);
-        Some((group.epoch, group.target_epoch, group.members.len(), owners))
-    }
-
-    /// Wakes the group's held heartbeats.
-    fn wake(&self, group_id: &str) {
-        let mut groups = self.lock();
-        if let Some(group) = groups.get_mut(group_id) {
-            for waiter in group.waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-        }
-    }
-
     /// Removes members whose session ended or who did not release revoked partitions in
     /// time, and groups left without members.
     pub fn tick(&self, now: Instant) {
@@ -555,9 +491,6 @@ impl ConsumerGroups {
             for member_id in expired {
                 tracing::debug!(group = %group_id, member = %member_id, "consumer group member expired");
                 remove_member(group, &member_id);
-                for waiter in group.waiters.drain(..) {
-                    let _ = waiter.send(());
-                }
             }
         }
         // Empty groups stay (type consumer, state Empty) until DeleteGroups, or until room
@@ -1337,27 +1270,6 @@ mod tests {
         assert_eq!(counts, [4, 4], "u goes to b, t is shared so both hold 4");
         let u = topics.0["u"].0;
         assert!(!clients[0].owned.contains_key(&u), "a does not subscribe to u");
-    }
-
-    #[test]
-    fn a_held_heartbeat_is_woken_by_a_change_in_its_group() {
-        let groups = ConsumerGroups::default();
-        let topics = topics(&[("t", 4)]);
-        let now = Instant::now();
-        let a = joined(&groups, &topics, "a", now);
-        let held = groups.hold("g", "a", TIMING, Duration::from_secs(5));
-        let (mut woken, hold) = held.expect("a Stable member's heartbeat may be held");
-        assert_eq!(hold, Duration::from_millis(2500), "half the 5 s interval");
-        assert!(woken.try_recv().is_err(), "nothing happened yet");
-        // A plain heartbeat of another kind changes nothing: no wake.
-        let quiet = groups.heartbeat(beat("a", a.epoch, &a.owned), &topics, TIMING, false, now);
-        assert_eq!((quiet.error, quiet.assignment), (0, None));
-        assert!(woken.try_recv().is_err(), "a quiet heartbeat wakes nobody");
-        let b = groups.heartbeat(join_request("b", &["t"]), &topics, TIMING, false, now);
-        assert_eq!(b.error, 0);
-        assert!(woken.try_recv().is_ok(), "b's join wakes a");
-        assert!(groups.hold("g", "nobody", TIMING, Duration::from_secs(5)).is_none());
-        assert!(groups.hold("g", "a", TIMING, Duration::ZERO).is_none(), "holds off");
     }
 
     impl Heartbeat {

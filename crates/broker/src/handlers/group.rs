@@ -26,7 +26,7 @@ use kafka_protocol::ResponseError;
 use super::cluster::Resource;
 use super::text;
 use crate::clock::now_ms;
-use crate::consumer_groups::{self, Heartbeat as ConsumerHeartbeat, Timing};
+use crate::consumer_groups::{self, Heartbeat as ConsumerBeat, Timing};
 use crate::dynamic_config;
 use crate::groups::{GroupState, JoinRequest};
 use crate::limits::OFFSET_METADATA_BYTES_MAX;
@@ -666,24 +666,11 @@ fn consumer_timing(state: &State, group_id: &str) -> Timing {
     }
 }
 
-/// A ConsumerGroupHeartbeat's answer: now, or held until the member has something to hear.
-pub(crate) enum ConsumerBeat {
-    Now(ConsumerGroupHeartbeatResponse),
-    Held(
-        std::pin::Pin<Box<dyn std::future::Future<Output = ConsumerGroupHeartbeatResponse> + Send>>,
-    ),
-}
-
-/// ConsumerGroupHeartbeat (KIP-848): `crate::consumer_groups`. A heartbeat that had nothing
-/// to tell the member, on a `connection` whose client heartbeats off its poll loop, may be
-/// held as classic heartbeats are (`crate::groups`): it is answered when the group changes,
-/// when its hold time is up, at shutdown, or when the next request on the connection begins,
-/// each time with the answer the same heartbeat gets then.
+/// ConsumerGroupHeartbeat (KIP-848): `crate::consumer_groups`.
 pub(crate) fn consumer_group_heartbeat(
-    state: &std::sync::Arc<State>,
+    state: &State,
     request: ConsumerGroupHeartbeatRequest,
-    connection: Option<&super::Connection>,
-) -> ConsumerBeat {
+) -> ConsumerGroupHeartbeatResponse {
     let group_id = request.group_id.to_string();
     let owned = request.topic_partitions.map(|topics| {
         let mut owned = consumer_groups::Assignment::new();
@@ -692,7 +679,7 @@ pub(crate) fn consumer_group_heartbeat(
         }
         owned
     });
-    let beat = ConsumerHeartbeat {
+    let beat = ConsumerBeat {
         group_id: group_id.clone(),
         member_id: request.member_id.to_string(),
         member_epoch: request.member_epoch,
@@ -705,102 +692,9 @@ pub(crate) fn consumer_group_heartbeat(
         owned,
     };
     let timing = consumer_timing(state, &group_id);
-    let first = {
-        let classic = state.groups.has_members(&group_id);
-        let now = std::time::Instant::now();
-        state.consumer_groups.heartbeat(beat.clone(), &state.topics, timing, classic, now)
-    };
-    // Held: a heartbeat with nothing to tell its member, or one whose member (a joining one,
-    // typically) waits for partitions others still hold, so it hears of them when they are
-    // released rather than at its next heartbeat.
-    let waiting = state.consumer_groups.is_unreleased(&group_id, &first.member_id);
-    let holdable = first.error == 0
-        && beat.member_epoch >= 0
-        && (first.assignment.is_none() || waiting)
-        && first.member_epoch > 0;
-    let Some(connection) = connection.filter(|_| holdable) else {
-        return ConsumerBeat::Now(heartbeat_response(first));
-    };
-    let hold_max = std::time::Duration::from_millis(state.settings.group_heartbeat_hold_max_ms);
-    let Some((changed, hold)) =
-        state.consumer_groups.hold(&group_id, &first.member_id, timing, hold_max)
-    else {
-        return ConsumerBeat::Now(heartbeat_response(first));
-    };
-    // Answered later, the member's state is served again as a follow-up heartbeat at the
-    // epoch it was given (a join is not joined twice); the first answer's assignment stands
-    // unless the follow-up changed it. `quiet`: the follow-up had no news.
-    let member_id = first.member_id.clone();
-    let follow_up = ConsumerHeartbeat {
-        group_id: group_id.clone(),
-        member_id: member_id.clone(),
-        member_epoch: first.member_epoch,
-        instance_id: beat.instance_id.clone(),
-        rebalance_timeout_ms: -1,
-        ..Default::default()
-    };
-    let serve = {
-        let state = std::sync::Arc::clone(state);
-        let first_assignment = first.assignment.clone();
-        move || {
-            let classic = state.groups.has_members(&follow_up.group_id);
-            let now = std::time::Instant::now();
-            let mut answer = state.consumer_groups.heartbeat(
-                follow_up.clone(),
-                &state.topics,
-                timing,
-                classic,
-                now,
-            );
-            let quiet = answer.error == 0 && answer.assignment.is_none();
-            if quiet {
-                answer.assignment.clone_from(&first_assignment);
-            }
-            (quiet, heartbeat_response(answer))
-        }
-    };
-    let answer = {
-        let serve = serve.clone();
-        move || serve().1
-    };
-    let ticket = connection.hold(Box::new(answer.clone()));
-    let mut shutdown = state.shutdown.subscribe();
-    let state = std::sync::Arc::clone(state);
-    ConsumerBeat::Held(Box::pin(async move {
-        let mut ticket = ticket;
-        let mut changed = changed;
-        let deadline = tokio::time::Instant::now() + hold;
-        loop {
-            // No await inside select!: its other futures live until it ends.
-            let changed_now = tokio::select! {
-                response = &mut ticket.answered => {
-                    // Or the connection dropped the hold without answering: as of now.
-                    return response.unwrap_or_else(|_| answer());
-                }
-                _ = &mut changed => true,
-                _ = tokio::time::sleep_until(deadline) => false,
-                _ = shutdown.wait_for(|stop| *stop) => false,
-            };
-            if !changed_now {
-                break;
-            }
-            // The group changed: answer if the member has news, else hold on.
-            let (quiet, response) = serve();
-            if !quiet {
-                return ticket.settle(move || response).await;
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let timing = consumer_timing(&state, &group_id);
-            match state.consumer_groups.hold(&group_id, &member_id, timing, left) {
-                Some((next, _)) => changed = next,
-                None => return ticket.settle(move || response).await,
-            }
-        }
-        ticket.settle(answer).await
-    }))
-}
-
-fn heartbeat_response(answer: consumer_groups::Answer) -> ConsumerGroupHeartbeatResponse {
+    let classic = state.groups.has_members(&group_id);
+    let now = std::time::Instant::now();
+    let answer = state.consumer_groups.heartbeat(beat, &state.topics, timing, classic, now);
     let assignment = answer.assignment.map(|assignment| {
         let topics = assignment
             .into_iter()

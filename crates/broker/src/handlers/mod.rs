@@ -40,23 +40,23 @@ pub(crate) struct Connection {
 /// A held heartbeat, as the connection settles it.
 struct Held {
     id: u64,
-    /// Computes the answer as of the moment it is called and hands it to the holder.
-    settle: Box<dyn FnOnce() + Send>,
+    /// The answer as of the moment it is called.
+    answer: Box<dyn FnOnce() -> i16 + Send>,
+    answered: tokio::sync::oneshot::Sender<i16>,
 }
 
-/// The holder's side of a held heartbeat (a classic Heartbeat's error code, or a whole
-/// ConsumerGroupHeartbeat answer): see [`Connection::hold`].
-pub(crate) struct HeldTicket<T> {
+/// The holder's side of a held heartbeat: see [`Connection::hold`].
+pub(crate) struct HeldTicket {
     id: u64,
     slot: std::sync::Arc<std::sync::Mutex<Option<Held>>>,
     /// Receives the answer if the connection settles the hold.
-    pub answered: tokio::sync::oneshot::Receiver<T>,
+    pub answered: tokio::sync::oneshot::Receiver<i16>,
 }
 
-impl<T> HeldTicket<T> {
+impl HeldTicket {
     /// Ends the hold from the holder's side: the answer as of now, unless the connection
     /// settled it first, in which case that answer.
-    pub async fn settle(self, answer_now: impl FnOnce() -> T) -> T {
+    pub async fn settle(self, answer_now: impl FnOnce() -> i16) -> i16 {
         let mine = {
             let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
             match slot.as_ref() {
@@ -85,15 +85,12 @@ impl Connection {
 
     /// Holds a heartbeat whose answer `answer` computes. The connection settles it (with
     /// the answer as of then) when the next request begins; the holder settles it otherwise.
-    pub fn hold<T: Send + 'static>(&self, answer: Box<dyn FnOnce() -> T + Send>) -> HeldTicket<T> {
+    pub fn hold(&self, answer: Box<dyn FnOnce() -> i16 + Send>) -> HeldTicket {
         self.settle_held();
         let id = self.holds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (sender, answered) = tokio::sync::oneshot::channel();
-        let settle = Box::new(move || {
-            let _ = sender.send(answer());
-        });
         let mut slot = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        *slot = Some(Held { id, settle });
+        *slot = Some(Held { id, answer, answered: sender });
         HeldTicket { id, slot: std::sync::Arc::clone(&self.held), answered }
     }
 
@@ -107,7 +104,8 @@ impl Connection {
     fn settle_held(&self) {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(held) = held {
-            (held.settle)();
+            let code = (held.answer)();
+            let _ = held.answered.send(code);
         }
     }
 }
@@ -319,19 +317,7 @@ pub(crate) async fn handle(
             }
         }
         RequestKind::ConsumerGroupHeartbeat(r) => {
-            let off_loop =
-                connection.heartbeats_off_loop.load(std::sync::atomic::Ordering::Relaxed);
-            match group::consumer_group_heartbeat(state, r, off_loop.then_some(connection)) {
-                group::ConsumerBeat::Now(response) => {
-                    ResponseKind::ConsumerGroupHeartbeat(response)
-                }
-                group::ConsumerBeat::Held(held) => {
-                    return Reply::Later(Box::pin(async move {
-                        let response = ResponseKind::ConsumerGroupHeartbeat(held.await);
-                        encode(api_key, version, correlation_id, &response, peer)
-                    }));
-                }
-            }
+            ResponseKind::ConsumerGroupHeartbeat(group::consumer_group_heartbeat(state, r))
         }
         RequestKind::ConsumerGroupDescribe(r) => {
             ResponseKind::ConsumerGroupDescribe(group::consumer_group_describe(state, r))
